@@ -1,0 +1,5 @@
+"""Callbacks, kept apart from the methods."""
+
+from lightning_kd.callbacks.summary import RunSummary
+
+__all__ = ["RunSummary"]

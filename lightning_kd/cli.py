@@ -1,0 +1,120 @@
+"""``lightning-kd``: the LightningCLI of this package.
+
+Example:
+    $ lightning-kd fit --config configs/digits_teacher.yaml
+    $ lightning-kd fit --config configs/digits_kd.yaml --model.init_args.temperature 2
+    $ lightning-kd test --config configs/digits_kd.yaml --ckpt_path checkpoints/digits/kd.ckpt
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import yaml
+from jsonargparse import Namespace
+from jsonargparse.typing import import_object  # type: ignore[attr-defined]
+from pytorch_lightning import LightningDataModule, Trainer
+from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
+from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from torch import nn
+
+from lightning_kd.callbacks import RunSummary
+from lightning_kd.tasks import BaseTask
+
+
+class LoggerSaveConfigCallback(SaveConfigCallback):
+    """Write ``config.yaml`` to the log folder and store the full resolved config in each logger's run."""
+
+    def save_config(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False, format="yaml"))
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"config": config})
+
+
+def _data_facts(data_config: Namespace | None) -> dict[str, Any]:
+    """``num_classes`` / ``input_shape`` that the data module class declares, if it does."""
+    if data_config is None or not data_config.get("class_path"):
+        return {}
+    data_class = import_object(data_config.class_path)
+    facts: dict[str, Any] = {}
+    num_classes = getattr(data_class, "num_classes", None)
+    input_shape = getattr(data_class, "input_shape", None)
+    if isinstance(num_classes, int):
+        facts["num_classes"] = num_classes
+    if isinstance(input_shape, (tuple, list)):
+        facts["input_shape"] = list(input_shape)
+        facts["in_channels"] = input_shape[0]
+    return facts
+
+
+def _fill_network_config(config: Namespace, facts: dict[str, Any]) -> None:
+    """Set the data's facts on a network config where the class takes them and the user kept the default."""
+    network_class = import_object(config.class_path)
+    if not (inspect.isclass(network_class) and issubclass(network_class, nn.Module)):
+        return
+    parameters = inspect.signature(network_class).parameters
+    init_args = config.get("init_args") or Namespace()
+    for name, value in facts.items():
+        if name not in parameters:
+            continue
+        default = parameters[name].default
+        current = init_args.get(name)
+        if current is None or current == default or (isinstance(default, tuple) and current == list(default)):
+            init_args[name] = value
+    config.init_args = init_args
+
+
+def _network_configs(value: Any) -> list[Namespace]:
+    """Network configs found in one model argument (a config, or a list of them)."""
+    if isinstance(value, Namespace) and value.get("class_path"):
+        return [value]
+    if isinstance(value, list):
+        return [v for item in value for v in _network_configs(item)]
+    return []
+
+
+class KDLightningCLI(LightningCLI):
+    """LightningCLI for distillation: networks get the data's class count and input shape.
+
+    Any network given to the model (``class_path``/``init_args``) whose constructor takes
+    ``num_classes``, ``in_channels`` or ``input_shape`` receives the data module's value unless the
+    config sets another one (then the task refuses the mismatch before training). A rich progress
+    bar and a :class:`~lightning_kd.callbacks.RunSummary` are added to every run.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("model_class", BaseTask)
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("datamodule_class", LightningDataModule)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("save_config_callback", LoggerSaveConfigCallback)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("seed_everything_default", 0)
+        kwargs.setdefault("auto_configure_optimizers", False)
+        super().__init__(*args, **kwargs)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        facts = _data_facts(config.get("data"))
+        model_args = config.model.get("init_args") if config.get("model") else None
+        if not facts or model_args is None:
+            return
+        for value in vars(model_args).values():
+            for network_config in _network_configs(value):
+                _fill_network_config(network_config, facts)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        callbacks = list(trainer_config.get("callbacks") or [])
+        if not any(isinstance(c, RunSummary) for c in callbacks):
+            callbacks.append(RunSummary())
+        wants_bar = trainer_config.get("enable_progress_bar") is not False
+        if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(RichProgressBar())
+        return super().instantiate_trainer(callbacks=callbacks, **kwargs)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``lightning-kd`` and ``python -m lightning_kd``; ``args`` default to ``sys.argv``."""
+    KDLightningCLI(args=args)

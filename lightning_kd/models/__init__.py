@@ -1,0 +1,32 @@
+"""The model zoo: networks that return logits and, on request, penultimate features.
+
+Example:
+    >>> from lightning_kd.models import create_model, list_models
+    >>> "resnet32x4" in list_models()
+    True
+    >>> create_model("resnet20", num_classes=10).num_features
+    64
+"""
+
+from lightning_kd.models.base import ClassifierNetwork, count_parameters, logits_and_features
+from lightning_kd.models.densenet import DenseNet
+from lightning_kd.models.registry import create_model, list_models, register_model
+from lightning_kd.models.resnet_cifar import CifarResNet
+from lightning_kd.models.simple import MLP, SmallCNN
+from lightning_kd.models.torchvision import TorchvisionNetwork
+from lightning_kd.models.wide_resnet import WideResNet
+
+__all__ = [
+    "MLP",
+    "CifarResNet",
+    "ClassifierNetwork",
+    "DenseNet",
+    "SmallCNN",
+    "TorchvisionNetwork",
+    "WideResNet",
+    "count_parameters",
+    "create_model",
+    "list_models",
+    "logits_and_features",
+    "register_model",
+]

@@ -1,0 +1,106 @@
+"""DenseNet-BC for 32x32 inputs (Huang et al. 2017): bottleneck layers and compressed transitions."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_kd.models.base import ClassifierNetwork, init_weights
+from lightning_kd.models.registry import register_model
+
+
+class Bottleneck(nn.Module):
+    def __init__(self, in_planes: int, growth_rate: int, dropout: float) -> None:
+        super().__init__()
+        inner = 4 * growth_rate
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, inner, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(inner)
+        self.conv2 = nn.Conv2d(inner, growth_rate, 3, 1, 1, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv1(F.relu(self.bn1(x)))
+        out = self.dropout(self.conv2(F.relu(self.bn2(out))))
+        return torch.cat([x, out], dim=1)
+
+
+class Transition(nn.Sequential):
+    def __init__(self, in_planes: int, out_planes: int) -> None:
+        super().__init__(
+            nn.BatchNorm2d(in_planes), nn.ReLU(), nn.Conv2d(in_planes, out_planes, 1, bias=False), nn.AvgPool2d(2)
+        )
+
+
+class DenseNet(ClassifierNetwork):
+    """DenseNet-BC-depth-growth_rate with three dense blocks.
+
+    Args:
+        depth: ``6n + 4`` (e.g. 100 for DenseNet-BC-100-12, 112 for BAN's DenseNet-112-33).
+        growth_rate: Channels each layer adds (``k``).
+        compression: Channel reduction at each transition (``theta``).
+        dropout: Dropout after each 3x3 convolution.
+        num_classes: Number of classes (linked from the data module by the CLI).
+        in_channels: Input channels (linked from the data module by the CLI).
+
+    Example:
+        >>> import torch
+        >>> net = DenseNet(depth=10, growth_rate=4, num_classes=10)
+        >>> net(torch.randn(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        depth: int = 100,
+        growth_rate: int = 12,
+        compression: float = 0.5,
+        dropout: float = 0.0,
+        num_classes: int = 100,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        if depth < 10 or (depth - 4) % 6:
+            raise ValueError(f"DenseNet-BC depth must be 6n + 4 with n >= 1, got {depth}")
+        if not 0 < compression <= 1:
+            raise ValueError(f"compression must be in (0, 1], got {compression}")
+        layers_per_block = (depth - 4) // 6
+        planes = 2 * growth_rate
+        self.stem = nn.Conv2d(in_channels, planes, 3, 1, 1, bias=False)
+        blocks: list[nn.Module] = []
+        for index in range(3):
+            layers = []
+            for _ in range(layers_per_block):
+                layers.append(Bottleneck(planes, growth_rate, dropout))
+                planes += growth_rate
+            blocks.append(nn.Sequential(*layers))
+            if index < 2:
+                out_planes = int(planes * compression)
+                blocks.append(Transition(planes, out_planes))
+                planes = out_planes
+        self.blocks = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(planes)
+        self.num_classes = num_classes
+        self.num_features = planes
+        self.fc = nn.Linear(planes, num_classes)
+        init_weights(self)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = F.relu(self.bn(self.blocks(self.stem(x))))
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.fc(features)
+
+
+@register_model()
+def densenet_bc_100_12(num_classes: int = 100, in_channels: int = 3) -> DenseNet:
+    """DenseNet-BC-100 with growth rate 12 (0.8M parameters)."""
+    return DenseNet(100, 12, num_classes=num_classes, in_channels=in_channels)
+
+
+@register_model()
+def densenet_112_33(num_classes: int = 100, in_channels: int = 3) -> DenseNet:
+    """DenseNet-BC-112-33, the Born-Again Networks teacher."""
+    return DenseNet(112, 33, num_classes=num_classes, in_channels=in_channels)

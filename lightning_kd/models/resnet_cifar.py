@@ -1,0 +1,103 @@
+"""CIFAR ResNets (He et al. 2016, section 4.2) and the wide ResNet8x4/32x4 of the KD benchmarks.
+
+ResNet-20/32/56/110 use three stages of 16/32/64 channels with ``(depth - 2) / 6`` basic blocks
+each. ResNet8x4 and ResNet32x4 (Tian et al., CRD) widen the stem and stages to 32/64/128/256.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_kd.models.base import ClassifierNetwork, init_weights
+from lightning_kd.models.registry import register_model
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(ClassifierNetwork):
+    """ResNet for 32x32 inputs with basic blocks.
+
+    Args:
+        depth: ``6n + 2`` (8, 20, 32, 56, 110, ...).
+        widths: Stem width followed by one width per stage.
+        num_classes: Number of classes (linked from the data module by the CLI).
+        in_channels: Input channels (linked from the data module by the CLI).
+
+    Example:
+        >>> import torch
+        >>> net = CifarResNet(depth=20, num_classes=10)
+        >>> net(torch.randn(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        depth: int = 20,
+        widths: Sequence[int] = (16, 16, 32, 64),
+        num_classes: int = 100,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"CifarResNet depth must be 6n + 2 with n >= 1, got {depth}")
+        if len(widths) < 2:
+            raise ValueError(f"widths needs a stem width and at least one stage width, got {list(widths)}")
+        blocks_per_stage = (depth - 2) // 6
+        self.num_classes = num_classes
+        self.num_features = widths[-1]
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
+        stages: list[nn.Module] = []
+        in_planes = widths[0]
+        for index, planes in enumerate(widths[1:]):
+            stride = 1 if index == 0 else 2
+            blocks = [BasicBlock(in_planes if b == 0 else planes, planes, stride if b == 0 else 1)
+                      for b in range(blocks_per_stage)]
+            stages.append(nn.Sequential(*blocks))
+            in_planes = planes
+        self.stages = nn.Sequential(*stages)
+        self.fc = nn.Linear(self.num_features, num_classes)
+        init_weights(self)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self.stages(self.stem(x))
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.fc(features)
+
+
+def _preset(name: str, depth: int, widths: tuple[int, ...]) -> None:
+    def constructor(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
+        return CifarResNet(depth, widths, num_classes, in_channels)
+
+    constructor.__name__ = name
+    constructor.__doc__ = f"{name}: CifarResNet(depth={depth}, widths={widths})."
+    register_model(name)(constructor)
+
+
+for _depth in (20, 32, 44, 56, 110):
+    _preset(f"resnet{_depth}", _depth, (16, 16, 32, 64))
+_preset("resnet8x4", 8, (32, 64, 128, 256))
+_preset("resnet32x4", 32, (32, 64, 128, 256))

@@ -1,0 +1,108 @@
+"""Small networks for the embedded data sets (digits 8x8, MNIST 28x28)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_kd.models.base import ClassifierNetwork, init_weights
+from lightning_kd.models.registry import register_model
+
+
+class MLP(ClassifierNetwork):
+    """Fully connected network on flattened inputs.
+
+    Args:
+        input_shape: Shape of one input, e.g. ``(1, 8, 8)`` (linked from the data module by the CLI).
+        hidden_sizes: Width of each hidden layer; the last one is the feature width.
+        dropout: Dropout after each hidden layer.
+        num_classes: Number of classes (linked from the data module by the CLI).
+
+    Example:
+        >>> import torch
+        >>> net = MLP(input_shape=(1, 8, 8), hidden_sizes=(32,), num_classes=10)
+        >>> net(torch.randn(4, 1, 8, 8)).shape
+        torch.Size([4, 10])
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int] = (1, 8, 8),
+        hidden_sizes: Sequence[int] = (128,),
+        dropout: float = 0.0,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        if not hidden_sizes:
+            raise ValueError("MLP needs at least one hidden layer")
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(input_shape)
+        for hidden in hidden_sizes:
+            layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)]
+            width = hidden
+        self.body = nn.Sequential(*layers)
+        self.num_classes = num_classes
+        self.num_features = width
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.fc(features)
+
+
+class SmallCNN(ClassifierNetwork):
+    """Conv-BN-ReLU blocks (each but the last followed by 2x2 max pooling), global average pooling.
+
+    Works for any input of at least ``2 ** (len(widths) - 1)`` pixels a side (8x8 digits, 28x28 MNIST).
+
+    Args:
+        widths: Channels of each convolutional block.
+        num_classes: Number of classes (linked from the data module by the CLI).
+        in_channels: Input channels (linked from the data module by the CLI).
+
+    Example:
+        >>> import torch
+        >>> net = SmallCNN(widths=(8, 16), num_classes=10, in_channels=1)
+        >>> net(torch.randn(4, 1, 8, 8)).shape
+        torch.Size([4, 10])
+    """
+
+    def __init__(self, widths: Sequence[int] = (32, 64), num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__()
+        if not widths:
+            raise ValueError("SmallCNN needs at least one convolutional block")
+        layers: list[nn.Module] = []
+        in_planes = in_channels
+        for index, planes in enumerate(widths):
+            layers += [nn.Conv2d(in_planes, planes, 3, 1, 1, bias=False), nn.BatchNorm2d(planes), nn.ReLU()]
+            if index < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+            in_planes = planes
+        self.body = nn.Sequential(*layers)
+        self.num_classes = num_classes
+        self.num_features = in_planes
+        self.fc = nn.Linear(in_planes, num_classes)
+        init_weights(self)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return F.adaptive_avg_pool2d(self.body(x), 1).flatten(1)
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.fc(features)
+
+
+@register_model()
+def mlp(num_classes: int = 10, input_shape: Sequence[int] = (1, 8, 8), hidden_sizes: Sequence[int] = (128,)) -> MLP:
+    """One-hidden-layer MLP."""
+    return MLP(input_shape, hidden_sizes, num_classes=num_classes)
+
+
+@register_model()
+def small_cnn(num_classes: int = 10, in_channels: int = 1, widths: Sequence[int] = (32, 64)) -> SmallCNN:
+    """Two-block CNN for digits/MNIST."""
+    return SmallCNN(widths, num_classes, in_channels)

@@ -1,0 +1,107 @@
+"""The base of every teacher -> student method: a frozen teacher beside a trained student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.trainer.states import TrainerFn
+from torch import Tensor, nn
+
+from lightning_kd.data.base import Batch
+from lightning_kd.metrics import accuracy
+from lightning_kd.optim import SGD, ScheduleSpec
+from lightning_kd.tasks.base import BaseTask
+from lightning_kd.teacher import prepare_teacher
+
+
+class DistillationTask(BaseTask):
+    """A student learns from a frozen teacher.
+
+    The teacher is given as a network, a checkpoint (one written by this package, or a plain
+    state dict), or both. It never receives gradients, is in no optimizer, stays in eval mode
+    through fit and validation (BatchNorm uses its running statistics), runs under
+    ``torch.no_grad()`` and is left out of DDP's gradient sync and buffer broadcast.
+
+    Besides the student's metrics it logs ``{val,test}/agreement`` (student-teacher top-1
+    agreement) and ``{val,test}/teacher_acc`` (the teacher's accuracy, computed in the first
+    validation epoch of a fit rather than every epoch, since the teacher does not change).
+
+    Args:
+        student: The network to train.
+        teacher: The teacher network; may be omitted when ``teacher_ckpt`` was written by a CLI run.
+        teacher_ckpt: Path of the teacher's weights.
+        optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`.
+        lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`.
+    """
+
+    network_attribute = "student"
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None = None,
+        teacher_ckpt: str | Path | None = None,
+        optimizer: OptimizerCallable = SGD,
+        lr_scheduler: ScheduleSpec = "cosine",
+    ) -> None:
+        super().__init__(optimizer, lr_scheduler, student=student, teacher=teacher)
+
+    def configure_models(self, student: nn.Module | None = None, teacher: nn.Module | None = None) -> None:  # type: ignore[override]
+        if student is None:
+            raise ValueError(f"{type(self).__name__} needs a student network (`student`)")
+        self.student = student
+        ckpt = self.hparams.get("teacher_ckpt")
+        self.teacher = prepare_teacher(teacher, str(ckpt) if ckpt is not None else None)
+        # Lightning's DDP wrapper skips these: no gradient all-reduce, no buffer broadcast
+        self._ddp_params_and_buffers_to_ignore = [f"teacher.{name}" for name in self.teacher.state_dict()]
+        self._teacher_val_scored = False
+
+    def networks_to_check(self) -> dict[str, nn.Module]:
+        return {"student": self.student, "teacher": self.teacher}
+
+    def train(self, mode: bool = True) -> DistillationTask:
+        # Lightning calls train() on the whole module at each epoch start; the teacher stays frozen
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    @torch.no_grad()
+    def teacher_logits(self, x: Tensor) -> Tensor:
+        """The teacher's logits, constants for the loss (no_grad, not inference_mode: they are saved
+        for the student's backward)."""
+        return self.teacher(x).detach()
+
+    def configure_metrics(self, num_classes: int) -> None:
+        super().configure_metrics(num_classes)
+        self.val_agreement = accuracy(num_classes)
+        self.test_agreement = accuracy(num_classes)
+        self.val_teacher_acc = accuracy(num_classes)
+        self.test_teacher_acc = accuracy(num_classes)
+
+    def _score_teacher_on_val(self) -> bool:
+        if self.trainer.sanity_checking:
+            return False
+        return self.trainer.state.fn != TrainerFn.FITTING or not self._teacher_val_scored
+
+    def evaluation_step(self, batch: Batch, stage: str) -> Tensor:
+        logits = super().evaluation_step(batch, stage)
+        teacher_logits = self.teacher_logits(batch["input"])
+        batch_size = len(batch["target"])
+        agreement = self.val_agreement if stage == "val" else self.test_agreement
+        agreement(logits, teacher_logits.argmax(dim=1))
+        self.log(f"{stage}/agreement", agreement, batch_size=batch_size)
+        if stage == "test":
+            self.test_teacher_acc(teacher_logits, batch["target"])
+            self.log("test/teacher_acc", self.test_teacher_acc, batch_size=batch_size)
+        elif self._score_teacher_on_val():
+            self.val_teacher_acc.update(teacher_logits, batch["target"])
+        return logits
+
+    def on_validation_epoch_end(self) -> None:
+        if self._score_teacher_on_val():
+            # compute() syncs across processes; logged once per fit, the teacher does not change
+            self.log("val/teacher_acc", self.val_teacher_acc.compute())
+            self.val_teacher_acc.reset()
+            self._teacher_val_scored = True

@@ -1,0 +1,58 @@
+"""Vanilla knowledge distillation (Hinton, Vinyals & Dean 2015)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytorch_lightning.cli import OptimizerCallable
+from torch import Tensor, nn
+
+from lightning_kd.data.base import Batch
+from lightning_kd.losses import HintonKDLoss
+from lightning_kd.optim import SGD, ScheduleSpec
+from lightning_kd.tasks.distillation import DistillationTask
+
+
+class VanillaKD(DistillationTask):
+    """``L = (1 - alpha) * CE(zs, y) + alpha * T^2 * KL(softmax(zt/T) || softmax(zs/T))``.
+
+    ``alpha`` weights the distillation term (Hinton's convention; torchdistill's ``KDLoss`` weights
+    cross-entropy with ``alpha``). Logs ``train/loss``, ``train/ce_loss`` and ``train/kd_loss``
+    (the unweighted parts).
+
+    Args:
+        student: The network to train.
+        teacher: The teacher network (optional when ``teacher_ckpt`` comes from a CLI run).
+        teacher_ckpt: Path of the teacher's weights.
+        alpha: Weight of the distillation term, in ``[0, 1]``.
+        temperature: Softmax temperature, ``> 0``.
+        optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`.
+        lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`.
+
+    Example:
+        >>> from lightning_kd.models import SmallCNN
+        >>> task = VanillaKD(SmallCNN((8,), num_classes=10), SmallCNN((16, 32), num_classes=10), temperature=4.0)
+        >>> task.teacher.training, next(task.teacher.parameters()).requires_grad
+        (False, False)
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None = None,
+        teacher_ckpt: str | Path | None = None,
+        alpha: float = 0.9,
+        temperature: float = 4.0,
+        optimizer: OptimizerCallable = SGD,
+        lr_scheduler: ScheduleSpec = "cosine",
+    ) -> None:
+        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler)
+
+    def configure_losses(self) -> None:
+        self.criterion = HintonKDLoss(alpha=self.hparams["alpha"], temperature=self.hparams["temperature"])
+
+    def training_losses(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
+        teacher_logits = self.teacher_logits(batch["input"])
+        logits = self.student(batch["input"])
+        total, ce, kd = self.criterion(logits, teacher_logits, batch["target"])
+        return {"loss": total, "ce": ce, "kd": kd}, logits

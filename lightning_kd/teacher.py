@@ -1,0 +1,145 @@
+"""Loading networks from checkpoints and freezing teachers, shared by every method.
+
+A checkpoint is either one written by this package (a Lightning checkpoint whose ``lightning_kd``
+entry names the trained network and, for CLI runs, how to build it) or a plain ``state_dict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+CHECKPOINT_KEY = "lightning_kd"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, or does not fit the network."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint file onto the CPU, with errors that say what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a PyTorch checkpoint: {error}") from error
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a state dict")
+    return dict(checkpoint)
+
+
+def network_state_dict(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> dict[str, Tensor]:
+    """The trained network's weights: from a lightning-kd checkpoint, or the plain state dict itself."""
+    if CHECKPOINT_KEY in checkpoint:
+        prefix = checkpoint[CHECKPOINT_KEY]["network"] + "."
+        return {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    if "state_dict" in checkpoint:
+        raise CheckpointError(
+            f"{source} is a Lightning checkpoint not written by lightning-kd; save the network's own "
+            "state_dict (torch.save(net.state_dict(), path)) and load that"
+        )
+    if not checkpoint or not all(isinstance(v, Tensor) for v in checkpoint.values()):
+        raise CheckpointError(f"{source} is neither a lightning-kd checkpoint nor a state dict of tensors")
+    return dict(checkpoint)
+
+
+def build_network(config: Mapping[str, Any]) -> nn.Module:
+    """Instantiate a network from its ``{"class_path": ..., "init_args": {...}}`` config."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--network", type=nn.Module)
+    parsed = parser.parse_object({"network": dict(config)})
+    return parser.instantiate_classes(parsed).network
+
+
+def load_network(path: str | Path, network: nn.Module | None = None) -> nn.Module:
+    """Load a network's weights from ``path``, building the network from the checkpoint if not given.
+
+    Args:
+        path: A checkpoint written by this package, or a plain ``state_dict``.
+        network: The network to load into. May be omitted for checkpoints of CLI runs, which
+            record how to build their network.
+
+    Raises:
+        CheckpointError: The file is missing or corrupt, holds no network config while ``network``
+            is omitted, or its weights do not fit the network (missing/unexpected keys, shapes).
+
+    Example:
+        >>> import tempfile, torch
+        >>> from lightning_kd.models import SmallCNN
+        >>> net = SmallCNN(num_classes=10)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     torch.save(net.state_dict(), f"{tmp}/net.pt")
+        ...     copy = load_network(f"{tmp}/net.pt", SmallCNN(num_classes=10))
+        >>> all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), copy.state_dict().values()))
+        True
+    """
+    checkpoint = read_checkpoint(path)
+    state_dict = network_state_dict(checkpoint, source=f"checkpoint {path}")
+    if network is None:
+        config = checkpoint.get(CHECKPOINT_KEY, {}).get("network_config")
+        if config is None:
+            raise CheckpointError(
+                f"checkpoint {path} does not record how to build its network (a plain state dict, or a "
+                "module built outside the CLI); pass the network as well"
+            )
+        network = build_network(config)
+    load_weights(network, state_dict, source=f"checkpoint {path}")
+    return network
+
+
+def load_weights(network: nn.Module, state_dict: Mapping[str, Tensor], source: str = "checkpoint") -> None:
+    """``network.load_state_dict(state_dict)`` with one readable error for every kind of misfit."""
+    own = network.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    mismatched = [
+        f"{k}: {tuple(state_dict[k].shape)} in the checkpoint, {tuple(own[k].shape)} in the network"
+        for k in own
+        if k in state_dict and state_dict[k].shape != own[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {_preview(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_preview(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches {_preview(mismatched)}")
+    if problems:
+        raise CheckpointError(
+            f"{source} does not fit {type(network).__name__}: " + "; ".join(problems)
+            + " (a different architecture, or a different number of classes?)"
+        )
+    network.load_state_dict(state_dict)
+
+
+def _preview(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)} in all)"
+
+
+def freeze(network: nn.Module) -> nn.Module:
+    """Stop gradients into ``network`` and put it in eval mode (BatchNorm uses running statistics).
+
+    Unlike ``BaseFinetuning.freeze`` this also calls ``eval()``; a task must keep it there when
+    Lightning calls ``train()`` on the whole module.
+    """
+    network.requires_grad_(False)
+    return network.eval()
+
+
+def prepare_teacher(teacher: nn.Module | None, teacher_ckpt: str | Path | None) -> nn.Module:
+    """Resolve a teacher given as a module, a checkpoint path, or both; return it frozen."""
+    if teacher is None and teacher_ckpt is None:
+        raise ValueError("a distillation task needs a teacher: give `teacher` (a network), `teacher_ckpt`, or both")
+    if teacher_ckpt is not None:
+        teacher = load_network(teacher_ckpt, teacher)
+    assert teacher is not None
+    return freeze(teacher)
