@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
+from pathlib import PurePath
 from typing import Any, ClassVar
 
 import torch
@@ -31,7 +32,7 @@ except ImportError:  # pragma: no cover - older/newer Lightning
 
 def _is_plain(value: Any) -> bool:
     """Whether a hyperparameter is data (safe to store in a checkpoint and log), not an object."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None or isinstance(value, (bool, int, float, str, PurePath)):
         return True
     if isinstance(value, (list, tuple)):
         return all(_is_plain(v) for v in value)
@@ -51,20 +52,20 @@ class BaseTask(LightningModule):
             momentum 0.9, weight decay 5e-4).
         lr_scheduler: ``"cosine"`` (over the trainer's ``max_epochs``), ``"none"``, or a
             ``torch.optim.lr_scheduler`` class, stepped each epoch.
-        **networks: The task's networks, passed on to :meth:`configure_models`.
+        **models: The task's networks (and how to load them), passed on to :meth:`configure_models`.
     """
 
     network_attribute: ClassVar[str]
     """Attribute holding the network this task trains; checkpoints hand it on as a teacher."""
 
     def __init__(self, optimizer: OptimizerCallable = SGD, lr_scheduler: ScheduleSpec = "cosine",
-                 **networks: nn.Module | None) -> None:
+                 **models: Any) -> None:
         super().__init__()
         self._save_plain_hyperparameters()
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.num_classes: int | None = None
-        self.configure_models(**networks)
+        self.configure_models(**models)
         self.configure_losses()
 
     def _save_plain_hyperparameters(self) -> None:
@@ -83,9 +84,12 @@ class BaseTask(LightningModule):
                 init_args.update(local_args)
             ignore = [name for name, value in init_args.items() if not _is_plain(value)]
         self.save_hyperparameters(ignore=ignore, frame=init_frame)
+        for name, value in self.hparams.items():
+            if isinstance(value, PurePath):  # paths as strings: checkpoints load with weights_only
+                self.hparams[name] = str(value)
 
     # -- template methods -------------------------------------------------------------------------
-    def configure_models(self, **networks: nn.Module | None) -> None:
+    def configure_models(self, **models: Any) -> None:
         """Assign the networks (and load/freeze teachers)."""
         raise NotImplementedError
 

@@ -40,7 +40,7 @@ class Classifier(BaseTask):
     ) -> None:
         super().__init__(optimizer, lr_scheduler, net=net)
 
-    def configure_models(self, net: nn.Module | None = None) -> None:  # type: ignore[override]
+    def configure_models(self, net: nn.Module | None) -> None:  # type: ignore[override]
         if net is None:
             raise ValueError("Classifier needs a network (`net`)")
         self.net = net

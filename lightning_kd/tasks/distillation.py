@@ -46,14 +46,15 @@ class DistillationTask(BaseTask):
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
     ) -> None:
-        super().__init__(optimizer, lr_scheduler, student=student, teacher=teacher)
+        super().__init__(optimizer, lr_scheduler, student=student, teacher=teacher, teacher_ckpt=teacher_ckpt)
 
-    def configure_models(self, student: nn.Module | None = None, teacher: nn.Module | None = None) -> None:  # type: ignore[override]
+    def configure_models(  # type: ignore[override]
+        self, student: nn.Module | None, teacher: nn.Module | None, teacher_ckpt: str | Path | None
+    ) -> None:
         if student is None:
             raise ValueError(f"{type(self).__name__} needs a student network (`student`)")
         self.student = student
-        ckpt = self.hparams.get("teacher_ckpt")
-        self.teacher = prepare_teacher(teacher, str(ckpt) if ckpt is not None else None)
+        self.teacher = prepare_teacher(teacher, teacher_ckpt)
         # Lightning's DDP wrapper skips these: no gradient all-reduce, no buffer broadcast
         self._ddp_params_and_buffers_to_ignore = [f"teacher.{name}" for name in self.teacher.state_dict()]
         self._teacher_val_scored = False

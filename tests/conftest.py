@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_DISABLE_CODE", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run from a fresh folder, so configs' relative paths (runs/, checkpoints/, data/) land there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_tiny_cifar(root: Path, num_classes: int, train_per_file: int = 8, test: int = 16, seed: int = 0) -> None:
+    """Write CIFAR-10/100 in torchvision's on-disk python format (pickled dicts, uint8 rows of 3072)."""
+    rng = np.random.default_rng(seed)
+    label_key = "labels" if num_classes == 10 else "fine_labels"
+    folder = root / ("cifar-10-batches-py" if num_classes == 10 else "cifar-100-python")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def dump(name: str, count: int) -> None:
+        entry = {
+            "data": rng.integers(0, 256, size=(count, 3072), dtype=np.uint8),
+            label_key: rng.integers(0, num_classes, size=count).tolist(),
+        }
+        with open(folder / name, "wb") as handle:
+            pickle.dump(entry, handle)
+
+    if num_classes == 10:
+        for index in range(1, 6):
+            dump(f"data_batch_{index}", train_per_file)
+        dump("test_batch", test)
+        meta = {"label_names": [f"class{i}" for i in range(10)]}
+        meta_name = "batches.meta"
+    else:
+        dump("train", 5 * train_per_file)
+        dump("test", test)
+        meta = {"fine_label_names": [f"class{i}" for i in range(100)]}
+        meta_name = "meta"
+    with open(folder / meta_name, "wb") as handle:
+        pickle.dump(meta, handle)
+
+
+@pytest.fixture
+def skip_cifar_checksums(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny CIFAR files cannot match the real archives' MD5s; everything else is torchvision's real code."""
+    import torchvision
+
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda path, md5=None: True)

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightning_kd.models import (
+    ClassifierNetwork,
+    CifarResNet,
+    DenseNet,
+    TorchvisionNetwork,
+    WideResNet,
+    create_model,
+    list_models,
+    logits_and_features,
+)
+
+# the heaviest presets are covered by their class in test_cifar_networks_shapes
+CIFAR_PRESETS = [m for m in list_models() if m not in {"mlp", "small_cnn", "wrn_28_10", "densenet_112_33"}]
+
+
+@pytest.mark.parametrize("name", CIFAR_PRESETS)
+def test_presets_return_logits_and_features(name: str) -> None:
+    net = create_model(name, num_classes=7)
+    logits, features = net.forward_with_features(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, 7)
+    assert features.shape == (2, net.num_features)
+    torch.testing.assert_close(net.forward_head(features), logits)
+
+
+@pytest.mark.parametrize(("name", "params_m"), [("resnet20", 0.27), ("resnet56", 0.86), ("resnet110", 1.73),
+                                                ("resnet8x4", 1.23), ("resnet32x4", 7.43), ("wrn_40_2", 2.25),
+                                                ("densenet_bc_100_12", 0.80)])
+def test_parameter_counts_match_the_literature(name: str, params_m: float) -> None:
+    # CIFAR-100 heads; counts as reported by the CRD benchmark and the architectures' papers
+    net = create_model(name, num_classes=100)
+    assert sum(p.numel() for p in net.parameters()) / 1e6 == pytest.approx(params_m, abs=0.02)
+
+
+@pytest.mark.parametrize("name", ["mlp", "small_cnn"])
+def test_small_networks_on_digits_shape(name: str) -> None:
+    net = create_model(name, num_classes=10)
+    logits, features = logits_and_features(net, torch.randn(3, 1, 8, 8))
+    assert logits.shape == (3, 10) and features is not None and features.shape[0] == 3
+
+
+def test_small_cnn_on_mnist_shape() -> None:
+    assert create_model("small_cnn", num_classes=10)(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_torchvision_model_by_name_splits_head() -> None:
+    net = create_model("tv_mobilenet_v3_small", num_classes=5)
+    assert isinstance(net, TorchvisionNetwork)
+    logits, features = net.forward_with_features(torch.randn(2, 3, 64, 64))
+    assert logits.shape == (2, 5) and features.shape == (2, net.num_features)
+
+
+def test_plain_modules_give_no_features() -> None:
+    logits, features = logits_and_features(torch.nn.Linear(4, 3), torch.randn(2, 4))
+    assert logits.shape == (2, 3) and features is None
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: CifarResNet(depth=21), "6n \\+ 2"),
+        (lambda: WideResNet(depth=27), "6n \\+ 4"),
+        (lambda: DenseNet(depth=11), "6n \\+ 4"),
+        (lambda: create_model("resnet_nope"), "unknown model 'resnet_nope'"),
+        (lambda: TorchvisionNetwork("not_a_model"), "unknown torchvision classification model"),
+        (lambda: TorchvisionNetwork("resnet18", in_channels=1), "3 input channels"),
+    ],
+)
+def test_bad_architecture_arguments_are_refused(build, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_cifar_networks_shapes() -> None:
+    for net in (WideResNet(depth=16, widen_factor=1, num_classes=3), DenseNet(depth=16, growth_rate=4, num_classes=3)):
+        assert isinstance(net, ClassifierNetwork)
+        assert net(torch.randn(2, 3, 32, 32)).shape == (2, 3)

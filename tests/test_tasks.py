@@ -1,0 +1,231 @@
+"""The tasks' behaviour: teacher handling, learning on real data, metrics, refused inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from pytorch_lightning import Callback, seed_everything
+from torch import nn
+
+from lightning_kd import Classifier, VanillaKD
+from lightning_kd.data import DigitsDataModule, MNIST5kDataModule
+from lightning_kd.models import MLP, SmallCNN
+from lightning_kd.teacher import CheckpointError, load_network
+from tests.helpers import cpu_trainer
+
+
+@pytest.fixture(scope="module")
+def digits_teacher(tmp_path_factory: pytest.TempPathFactory) -> tuple[SmallCNN, Path]:
+    """A SmallCNN trained on digits for a few epochs, and its lightning-kd checkpoint."""
+    seed_everything(0)
+    task = Classifier(SmallCNN(widths=(16, 32), num_classes=10))
+    trainer = cpu_trainer(max_epochs=4)
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=64))
+    path = tmp_path_factory.mktemp("teacher") / "teacher.ckpt"
+    trainer.save_checkpoint(path)
+    return task.net, path
+
+
+class TeacherWatch(Callback):
+    """Asserts, at every training and validation step, that the teacher is frozen and in eval mode."""
+
+    def __init__(self) -> None:
+        self.checked_train = self.checked_val = 0
+
+    def _check(self, pl_module: VanillaKD) -> None:
+        assert not pl_module.teacher.training
+        assert all(not m.training for m in pl_module.teacher.modules())
+        assert all(not p.requires_grad and p.grad is None for p in pl_module.teacher.parameters())
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._check(pl_module)
+        assert pl_module.student.training
+        optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+        assert optimized == {id(p) for p in pl_module.student.parameters()}
+        assert all(p.grad is not None for p in pl_module.student.parameters())
+        self.checked_train += 1
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._check(pl_module)
+        self.checked_val += 1
+
+
+def test_teacher_gets_no_gradient_and_stays_in_eval_through_fit(digits_teacher) -> None:
+    teacher, _ = digits_teacher
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = MLP(hidden_sizes=(16,), num_classes=10)
+    student_before = [p.clone() for p in student.parameters()]
+    task = VanillaKD(student, teacher)
+    watch = TeacherWatch()
+    cpu_trainer(max_epochs=2, callbacks=[watch]).fit(task, datamodule=DigitsDataModule(batch_size=64))
+    assert watch.checked_train > 0 and watch.checked_val > 0
+    # BatchNorm running statistics (and every other buffer) untouched: the teacher never ran in train mode
+    for key, value in task.teacher.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert any(not torch.equal(a, b) for a, b in zip(student_before, student.parameters(), strict=True))
+    # DDP leaves every teacher parameter and buffer alone
+    assert set(task._ddp_params_and_buffers_to_ignore) == {f"teacher.{k}" for k in before}
+
+
+def test_classifier_learns_real_digits() -> None:
+    seed_everything(0)
+    task = Classifier(SmallCNN(widths=(16, 32), num_classes=10))
+    trainer = cpu_trainer()
+    dm = DigitsDataModule(batch_size=64)
+    before = trainer.test(task, datamodule=dm, verbose=False)[0]["test/acc"]
+    trainer = cpu_trainer(max_epochs=8)
+    trainer.fit(task, datamodule=dm)
+    after = trainer.test(task, datamodule=dm, verbose=False)[0]["test/acc"]
+    assert before < 0.3 and after > 0.9
+
+
+def test_kd_student_learns_mnist5k_from_teacher() -> None:
+    seed_everything(0)
+    dm = MNIST5kDataModule(batch_size=64)
+    teacher_task = Classifier(SmallCNN(widths=(32, 64, 128), num_classes=10))
+    cpu_trainer(max_epochs=3).fit(teacher_task, datamodule=dm)
+    task = VanillaKD(MLP(input_shape=(1, 28, 28), hidden_sizes=(64,), num_classes=10), teacher_task.net)
+    trainer = cpu_trainer(max_epochs=5)
+    trainer.fit(task, datamodule=dm)
+    results = trainer.test(task, datamodule=dm, verbose=False)[0]
+    assert results["test/acc"] > 0.8
+    assert results["test/agreement"] > 0.8
+
+
+def test_teacher_accuracy_and_agreement_equal_hand_computation(digits_teacher) -> None:
+    teacher, _ = digits_teacher
+    dm = DigitsDataModule(batch_size=50)
+    task = VanillaKD(MLP(hidden_sizes=(8,), num_classes=10), teacher)
+    results = cpu_trainer().validate(task, datamodule=dm, verbose=False)[0]
+    batches = list(dm.val_dataloader())
+    x = torch.cat([b["input"] for b in batches])
+    y = torch.cat([b["target"] for b in batches])
+    with torch.no_grad():
+        teacher_pred = teacher.eval()(x).argmax(1)
+        student_pred = task.student.eval()(x).argmax(1)
+    assert results["val/teacher_acc"] == pytest.approx((teacher_pred == y).float().mean().item())
+    assert results["val/agreement"] == pytest.approx((teacher_pred == student_pred).float().mean().item())
+    assert results["val/acc"] == pytest.approx((student_pred == y).float().mean().item())
+
+
+def test_teacher_accuracy_is_scored_in_the_first_validation_epoch_only(digits_teacher) -> None:
+    teacher, _ = digits_teacher
+
+    task = VanillaKD(MLP(hidden_sizes=(8,), num_classes=10), teacher)
+    calls: list[int] = []
+    trainer = cpu_trainer(max_epochs=3, limit_train_batches=2)
+
+    class Spy(Callback):
+        def on_validation_epoch_start(self, trainer, pl_module) -> None:
+            metric = pl_module.val_teacher_acc
+            if not hasattr(metric, "_spied"):
+                update = metric.update
+
+                def counted(*args, **kwargs):
+                    calls.append(trainer.current_epoch)
+                    return update(*args, **kwargs)
+
+                metric.update = counted
+                metric._spied = True
+
+    trainer.callbacks.append(Spy())
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=64))
+    assert calls and set(calls) == {0}
+    assert "val/teacher_acc" in trainer.callback_metrics
+
+
+def test_checkpoint_round_trip(tmp_path: Path, digits_teacher) -> None:
+    _, teacher_ckpt = digits_teacher
+    task = VanillaKD(MLP(hidden_sizes=(8,), num_classes=10), teacher_ckpt=teacher_ckpt,
+                     teacher=SmallCNN(widths=(16, 32), num_classes=10), temperature=2.0)
+    trainer = cpu_trainer(limit_train_batches=3, limit_val_batches=1)
+    trainer.fit(task, datamodule=DigitsDataModule())
+    path = tmp_path / "kd.ckpt"
+    trainer.save_checkpoint(path)
+    assert all(not isinstance(v, nn.Module) for v in task.hparams.values())
+    reloaded = VanillaKD.load_from_checkpoint(path, student=MLP(hidden_sizes=(8,), num_classes=10),
+                                              teacher=SmallCNN(widths=(16, 32), num_classes=10))
+    assert reloaded.hparams.temperature == 2.0
+    x = torch.randn(5, 1, 8, 8)
+    task.eval()
+    reloaded.eval()
+    torch.testing.assert_close(reloaded(x), task(x))
+    torch.testing.assert_close(reloaded.teacher(x), task.teacher(x))
+    # the student hands on as a teacher
+    student = load_network(path, MLP(hidden_sizes=(8,), num_classes=10))
+    torch.testing.assert_close(student.eval()(x), task.student(x))
+
+
+# -- refused inputs -------------------------------------------------------------------------------
+def _fit(task) -> None:
+    cpu_trainer(fast_dev_run=True).fit(task, datamodule=DigitsDataModule())
+
+
+def test_teacher_with_another_class_count_is_refused() -> None:
+    task = VanillaKD(MLP(num_classes=10), SmallCNN(num_classes=5))
+    with pytest.raises(ValueError, match=r"teacher network \(SmallCNN\) predicts \(5,\) outputs.*10 classes"):
+        _fit(task)
+
+
+def test_student_with_another_class_count_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"student network \(MLP\) predicts \(3,\).*10 classes"):
+        _fit(VanillaKD(MLP(num_classes=3), SmallCNN(num_classes=10)))
+
+
+def test_network_that_does_not_fit_the_input_shape_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"student network \(MLP\) fails on inputs of shape \(1, 8, 8\)"):
+        _fit(VanillaKD(MLP(input_shape=(1, 28, 28), num_classes=10), SmallCNN(num_classes=10)))
+
+
+def test_a_teacher_is_required() -> None:
+    with pytest.raises(ValueError, match="needs a teacher"):
+        VanillaKD(MLP(num_classes=10))
+
+
+def test_missing_checkpoint_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        VanillaKD(MLP(num_classes=10), SmallCNN(), teacher_ckpt=tmp_path / "nope.ckpt")
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "broken.ckpt"
+    path.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt or not a PyTorch checkpoint"):
+        VanillaKD(MLP(num_classes=10), SmallCNN(), teacher_ckpt=path)
+
+
+def test_checkpoint_of_another_architecture_is_refused(digits_teacher) -> None:
+    _, path = digits_teacher
+    with pytest.raises(CheckpointError, match=r"does not fit MLP: unexpected keys \[body.0.weight.*shape mismatches"):
+        VanillaKD(MLP(num_classes=10), MLP(num_classes=10), teacher_ckpt=path)
+
+
+def test_checkpoint_with_another_class_count_is_refused(digits_teacher) -> None:
+    _, path = digits_teacher
+    with pytest.raises(CheckpointError, match=r"shape mismatches \[fc.weight: \(10, 32\) in the checkpoint, \(5, 32\)"):
+        VanillaKD(MLP(num_classes=5), SmallCNN(widths=(16, 32), num_classes=5), teacher_ckpt=path)
+
+
+def test_checkpoint_without_network_config_needs_the_network(tmp_path: Path) -> None:
+    path = tmp_path / "plain.pt"
+    torch.save(SmallCNN().state_dict(), path)
+    with pytest.raises(CheckpointError, match="pass the network as well"):
+        VanillaKD(MLP(num_classes=10), teacher_ckpt=path)
+    # with the network it loads
+    assert VanillaKD(MLP(num_classes=10), SmallCNN(), teacher_ckpt=path).teacher is not None
+
+
+def test_foreign_lightning_checkpoint_is_explained(tmp_path: Path) -> None:
+    path = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": SmallCNN().state_dict(), "epoch": 3}, path)
+    with pytest.raises(CheckpointError, match="not written by lightning-kd"):
+        VanillaKD(MLP(num_classes=10), SmallCNN(), teacher_ckpt=path)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"temperature": 0.0}, "temperature must be > 0"),
+                                                ({"alpha": 1.2}, "alpha must be in")])
+def test_bad_kd_hyperparameters_are_refused(kwargs, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        VanillaKD(MLP(num_classes=10), SmallCNN(num_classes=10), **kwargs)
