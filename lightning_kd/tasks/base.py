@@ -1,9 +1,9 @@
 """The base task every method builds on, in the spirit of torchgeo's ``BaseTask``.
 
 A task's ``__init__`` hands its networks to :class:`BaseTask`, which saves the hyperparameters and
-then calls the template methods in order: :meth:`~BaseTask.configure_models`,
-:meth:`~BaseTask.configure_losses`, :meth:`~BaseTask.configure_metrics` (the last once the data's
-class count is known, in ``setup``). A method then only writes :meth:`~BaseTask.training_losses`.
+then calls the template methods in order: :meth:`~BaseTask.configure_losses` (cheap argument checks
+first), :meth:`~BaseTask.configure_models`, :meth:`~BaseTask.configure_metrics` (the last once the
+data's class count is known, in ``setup``). A method then only writes :meth:`~BaseTask.training_losses`.
 """
 
 from __future__ import annotations
@@ -65,8 +65,9 @@ class BaseTask(LightningModule):
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.num_classes: int | None = None
-        self.configure_models(**models)
+        # losses first: their hyperparameters are checked before a teacher checkpoint is read
         self.configure_losses()
+        self.configure_models(**models)
 
     def _save_plain_hyperparameters(self) -> None:
         # Under LightningCLI the hparams are the config (networks as class_path/init_args dicts) and
@@ -218,4 +219,11 @@ class BaseTask(LightningModule):
             "network_config": config if isinstance(config, dict) else None,
             "num_classes": self.num_classes,
         }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a reload rebuilds the networks as objects, which hparams leave out; keep the checkpoint's
+        # configs so a checkpoint saved again still records how to build its networks
+        for name, value in checkpoint.get("hyper_parameters", {}).items():
+            if not name.startswith("_") and name not in self.hparams:
+                self.hparams[name] = value
 
