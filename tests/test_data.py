@@ -81,5 +81,5 @@ def test_cifar_reads_the_real_on_disk_format(tmp_path: Path, skip_cifar_checksum
 
 def test_missing_cifar_gets_a_clear_error(tmp_path: Path) -> None:
     dm = CIFAR100DataModule(root=tmp_path, num_workers=0)
-    with pytest.raises(FileNotFoundError, match="CIFAR100 was not found.*download=True"):
+    with pytest.raises(FileNotFoundError, match=r"CIFAR100 was not found.*download=True"):
         dm.setup("fit")

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from lightning_kd.models import (
-    ClassifierNetwork,
     CifarResNet,
+    ClassifierNetwork,
     DenseNet,
     TorchvisionNetwork,
     WideResNet,
