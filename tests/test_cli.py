@@ -67,6 +67,14 @@ def test_cli_checkpoint_reloads_without_arguments(in_tmp: Path) -> None:
     torch.testing.assert_close(kd.teacher.eval()(x), teacher.net.eval()(x))
     state = torch.load(in_tmp / "checkpoints/digits/kd-student.ckpt", weights_only=True)
     torch.testing.assert_close(kd.student.state_dict()["fc.weight"], state["state_dict"]["student.fc.weight"])
+    # the other subcommands run from the same config and checkpoint
+    quiet = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    for subcommand in ("validate", "test", "predict"):
+        cli = KDLightningCLI(args=[subcommand, "--config", str(CONFIGS / "digits_kd.yaml"), "--ckpt_path",
+                                   "checkpoints/digits/kd-student.ckpt", *quiet])
+        if subcommand == "test":
+            assert cli.trainer.callback_metrics["test/acc"] > 0.1
+            assert "test/teacher_acc" in cli.trainer.callback_metrics
 
 
 def test_print_config(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
