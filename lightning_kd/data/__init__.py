@@ -1,0 +1,16 @@
+"""Lightning data modules; every batch is ``{"input", "target", "index"}``."""
+
+from lightning_kd.data.base import Batch, ClassificationDataModule, IndexedDataset, split_indices
+from lightning_kd.data.cifar import CIFAR10DataModule, CIFAR100DataModule
+from lightning_kd.data.embedded import DigitsDataModule, MNIST5kDataModule
+
+__all__ = [
+    "Batch",
+    "CIFAR10DataModule",
+    "CIFAR100DataModule",
+    "ClassificationDataModule",
+    "DigitsDataModule",
+    "IndexedDataset",
+    "MNIST5kDataModule",
+    "split_indices",
+]

@@ -1,0 +1,132 @@
+"""Shared pieces of the data modules: indexed datasets, seeded splits, loaders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+from pytorch_lightning import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+Batch = dict[str, Tensor]
+"""A batch: ``{"input": (B, C, H, W), "target": (B,), "index": (B,)}``; ``index`` is the sample's
+position in its split, stable across epochs (for per-sample teacher caches)."""
+
+
+class IndexedDataset(Dataset):
+    """Wrap a ``(input, target)`` dataset so each item also carries its index in the split.
+
+    Args:
+        dataset: Any map-style dataset returning ``(input, target)``.
+        indices: Which items of ``dataset`` form this split (default: all, in order).
+        transform: Applied to each input.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        indices: Sequence[int] | Tensor | None = None,
+        transform: Callable[[Any], Tensor] | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.indices = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        x, y = self.dataset[self.indices[index]]
+        if self.transform is not None:
+            x = self.transform(x)
+        return {"input": x, "target": torch.as_tensor(y, dtype=torch.long), "index": torch.tensor(index)}
+
+
+def split_indices(num_samples: int, fractions: Sequence[float], seed: int) -> list[Tensor]:
+    """Seeded random partition of ``range(num_samples)``.
+
+    Returns one index tensor per fraction, then one with the remainder. The same ``seed`` gives the
+    same split on every machine and every DDP rank.
+
+    Example:
+        >>> val, test, train = split_indices(10, [0.2, 0.3], seed=0)
+        >>> len(val), len(test), len(train)
+        (2, 3, 5)
+    """
+    if any(f < 0 for f in fractions) or sum(fractions) >= 1:
+        raise ValueError(f"split fractions must be >= 0 and sum to less than 1, got {list(fractions)}")
+    permutation = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed))
+    splits, start = [], 0
+    for fraction in fractions:
+        size = round(fraction * num_samples)
+        splits.append(permutation[start : start + size])
+        start += size
+    splits.append(permutation[start:])
+    return splits
+
+
+class ClassificationDataModule(LightningDataModule):
+    """Base for the image-classification data modules.
+
+    Subclasses set the class attributes ``num_classes`` and ``input_shape`` (the CLI reads them to
+    fill in the networks' ``num_classes`` / ``in_channels`` / ``input_shape``) and implement
+    :meth:`setup` to fill ``train_set``, ``val_set`` and ``test_set``.
+
+    Args:
+        batch_size: Training batch size (per process under DDP).
+        eval_batch_size: Validation/test batch size (default: ``batch_size``).
+        num_workers: DataLoader worker processes.
+        val_fraction: Fraction of the training data held out for validation.
+        seed: Seed of the train/val(/test) split; independent of the training seed.
+    """
+
+    num_classes: ClassVar[int]
+    input_shape: ClassVar[tuple[int, int, int]]
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() has not been called")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)

