@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_calibration_error
 
 
 def accuracy(num_classes: int, top_k: int = 1) -> MulticlassAccuracy:
@@ -25,3 +30,29 @@ def evaluation_metrics(num_classes: int, prefix: str) -> MetricCollection:
         metrics["acc_top5"] = accuracy(num_classes, top_k=5)
     metrics["ece"] = MulticlassCalibrationError(num_classes=num_classes, n_bins=15, norm="l1")
     return MetricCollection(metrics, prefix=prefix)
+
+
+def ensemble_probabilities(member_probabilities: Sequence[Tensor]) -> Tensor:
+    """Born-again ensemble: ``f^k(x) = (1/k) sum_i softmax(f(x; theta_i))``, from the members' probabilities.
+
+    Example:
+        >>> import torch
+        >>> ensemble_probabilities([torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])])
+        tensor([[0.5000, 0.5000]])
+    """
+    if not member_probabilities:
+        raise ValueError("an ensemble needs at least one member")
+    return torch.stack(list(member_probabilities)).mean(dim=0)
+
+
+def prediction_metrics(probabilities: Tensor, targets: Tensor, reference: Tensor | None = None) -> dict[str, float]:
+    """``acc``, ``ece`` (15 bins) and, given a reference model's probabilities, top-1 ``agreement`` with it."""
+    num_classes = probabilities.shape[1]
+    metrics = {
+        "acc": float(multiclass_accuracy(probabilities, targets, num_classes, average="micro")),
+        "ece": float(multiclass_calibration_error(probabilities, targets, num_classes, n_bins=15, norm="l1")),
+    }
+    if reference is not None:
+        agreement = (probabilities.argmax(dim=1) == reference.argmax(dim=1)).float().mean()
+        metrics["agreement"] = float(agreement)
+    return metrics

@@ -1,4 +1,4 @@
-"""Two-process DDP on CPU (gloo): training runs, ranks agree, the teacher stays out of the sync."""
+"""Two-process DDP on CPU (gloo): training runs, ranks agree, the teacher stays out of the sync, generations too."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from pytorch_lightning import Callback, seed_everything
 
-from lightning_kd import VanillaKD
+from lightning_kd import BornAgain, VanillaKD
+from lightning_kd.callbacks import Generations
 from lightning_kd.cli import main
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.models import MLP, SmallCNN
@@ -77,3 +79,60 @@ def test_cli_ddp_strategy_in_a_subprocess(tmp_path: Path, monkeypatch) -> None:
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stdout + result.stderr
     checkpoint = torch.load(tmp_path / "checkpoints/digits/kd-student.ckpt", weights_only=True)
     assert checkpoint["lightning_kd"]["network"] == "student"
+
+
+class GenerationRankReport(Callback):
+    """Each rank writes the weights each generation starts from and ends with, and its table of generations."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.starts: dict[int, list[float]] = {}
+        self.wrapped: dict[int, list[str]] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if pl_module.generation not in self.starts:
+            self.starts[pl_module.generation] = [float(p.double().sum()) for p in pl_module.student.parameters()]
+            # the parameters DDP all-reduces: those of the current student
+            wrapper = trainer.strategy.model
+            self.wrapped[pl_module.generation] = sorted(
+                name for name, p in wrapper.module.named_parameters() if p.requires_grad
+                and name not in getattr(wrapper, "parameters_to_ignore", ())
+                and any(p is q for q in wrapper.parameters())
+            )
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        schedule = next(c for c in trainer.callbacks if isinstance(c, Generations))
+        report = {
+            "starts": self.starts,
+            "wrapped": self.wrapped,
+            "student": [float(p.double().sum()) for p in pl_module.student.parameters()],
+            "teacher": [float(t.double().sum()) for t in pl_module.teacher.state_dict().values()],
+            "generation": pl_module.generation,
+            "records": {g: float(r["val"].double().sum()) for g, r in schedule.records.items()},
+        }
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
+
+
+@pytest.mark.parametrize("architectures", ["same", "changing"])
+def test_born_again_generations_keep_ranks_identical(tmp_path: Path, architectures: str) -> None:
+    seed_everything(0)
+    student = SmallCNN(widths=(8, 16), num_classes=10)
+    if architectures == "changing":  # generation 1 on: an MLP, which DDP must wrap anew
+        student = [student, MLP(hidden_sizes=(16,), num_classes=10)]
+    task = BornAgain(student, loss="ban+l")
+    trainer = cpu_trainer(devices=2, strategy="ddp_spawn", max_epochs=None, limit_train_batches=4,
+                          callbacks=[Generations(generations=2, epochs=1, dirpath=tmp_path, print_table=False),
+                                     GenerationRankReport(tmp_path)])
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["generation"] == rank1["generation"] == 2
+    assert rank0["starts"] == rank1["starts"]  # each generation's initialisation is the same on both ranks
+    assert len({tuple(v) for v in rank0["starts"].values()}) == 3  # and differs between generations
+    assert rank0["student"] == rank1["student"]  # gradients of every generation's student were all-reduced
+    assert rank0["teacher"] == rank1["teacher"]
+    assert rank0["records"] == rank1["records"]
+    for generation, names in rank0["wrapped"].items():
+        assert names and all(name.startswith("student.") for name in names), generation
+    if architectures == "changing":
+        assert all(".body.1." in n or ".fc." in n for n in rank0["wrapped"]["1"])  # the MLP's parameters
+    assert (tmp_path / "generation_2.ckpt").is_file()

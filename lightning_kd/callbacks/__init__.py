@@ -1,5 +1,6 @@
 """Callbacks, kept apart from the methods."""
 
+from lightning_kd.callbacks.generations import Generations
 from lightning_kd.callbacks.summary import RunSummary
 
-__all__ = ["RunSummary"]
+__all__ = ["Generations", "RunSummary"]

@@ -8,7 +8,7 @@ Example:
     64
 """
 
-from lightning_kd.models.base import ClassifierNetwork, count_parameters, logits_and_features
+from lightning_kd.models.base import ClassifierNetwork, count_parameters, logits_and_features, reinitialize
 from lightning_kd.models.densenet import DenseNet
 from lightning_kd.models.registry import create_model, list_models, register_model
 from lightning_kd.models.resnet_cifar import CifarResNet
@@ -29,4 +29,5 @@ __all__ = [
     "list_models",
     "logits_and_features",
     "register_model",
+    "reinitialize",
 ]

@@ -22,6 +22,16 @@ class ClassifierNetwork(nn.Module):
 
     num_classes: int
     num_features: int
+    he_init: bool = False
+    """Whether construction ends with :func:`init_weights` (He-normal convolutions, unit BatchNorm)."""
+
+    def reset_parameters(self) -> None:
+        """Draw fresh random weights from the same distribution as at construction."""
+        for module in self.modules():
+            if module is not self and callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()
+        if self.he_init:
+            init_weights(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Return the penultimate features, shape ``(B, num_features)``."""
@@ -67,3 +77,45 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+@torch.no_grad()
+def reinitialize(network: nn.Module) -> nn.Module:
+    """Give ``network`` fresh random weights in place (from the global RNG) and return it.
+
+    A network with its own ``reset_parameters()`` (every zoo network) uses it; otherwise every
+    submodule's ``reset_parameters()`` is called, and a parameter that none of them covers is an
+    error rather than a weight silently carried over. BatchNorm running statistics are reset too.
+
+    Raises:
+        ValueError: Some parameter's module has no ``reset_parameters()``.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+        >>> before = net[0].weight.clone()
+        >>> torch.equal(reinitialize(net)[0].weight, before)
+        False
+    """
+    if callable(getattr(network, "reset_parameters", None)):
+        network.reset_parameters()
+    else:
+        uncovered = [
+            f"{name}.{param_name}" if name else param_name
+            for name, module in network.named_modules()
+            if not callable(getattr(module, "reset_parameters", None))
+            for param_name, _ in module.named_parameters(recurse=False)
+        ]
+        if uncovered:
+            raise ValueError(
+                f"cannot re-initialise {type(network).__name__}: the modules owning {uncovered[:5]} have no "
+                "reset_parameters(); give the network a reset_parameters() method, or build it from a config "
+                "(class_path/init_args, as the CLI does) so each generation is constructed afresh"
+            )
+        for module in network.modules():
+            if callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()
+    for module in network.modules():  # running statistics belong to the old weights
+        if callable(getattr(module, "reset_running_stats", None)):
+            module.reset_running_stats()
+    return network

@@ -51,6 +51,8 @@ class DenseNet(ClassifierNetwork):
         torch.Size([2, 10])
     """
 
+    he_init = True
+
     def __init__(
         self,
         depth: int = 100,

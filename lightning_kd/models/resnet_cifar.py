@@ -50,6 +50,8 @@ class CifarResNet(ClassifierNetwork):
         torch.Size([2, 10])
     """
 
+    he_init = True
+
     def __init__(
         self,
         depth: int = 20,

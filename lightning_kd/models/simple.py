@@ -72,6 +72,8 @@ class SmallCNN(ClassifierNetwork):
         torch.Size([4, 10])
     """
 
+    he_init = True
+
     def __init__(self, widths: Sequence[int] = (32, 64), num_classes: int = 10, in_channels: int = 1) -> None:
         super().__init__()
         if not widths:

@@ -54,6 +54,12 @@ class TorchvisionNetwork(ClassifierNetwork):
         self.fc = head
         self.num_classes = num_classes
         self.num_features = head.in_features
+        self._spec = (name, weights)
+
+    def reset_parameters(self) -> None:
+        """Weights as at construction: torchvision's own initialisation (or its pretrained weights), a fresh head."""
+        name, weights = self._spec
+        self.load_state_dict(TorchvisionNetwork(name, self.num_classes, 3, weights).state_dict())
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.body(x)

@@ -46,6 +46,8 @@ class WideResNet(ClassifierNetwork):
         torch.Size([2, 10])
     """
 
+    he_init = True
+
     def __init__(
         self,
         depth: int = 28,

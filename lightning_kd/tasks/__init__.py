@@ -1,8 +1,9 @@
 """One LightningModule per method."""
 
 from lightning_kd.tasks.base import BaseTask
+from lightning_kd.tasks.born_again import BornAgain
 from lightning_kd.tasks.classifier import Classifier
 from lightning_kd.tasks.distillation import DistillationTask
 from lightning_kd.tasks.vanilla_kd import VanillaKD
 
-__all__ = ["BaseTask", "Classifier", "DistillationTask", "VanillaKD"]
+__all__ = ["BaseTask", "BornAgain", "Classifier", "DistillationTask", "VanillaKD"]

@@ -203,11 +203,14 @@ class BaseTask(LightningModule):
         return self(batch["input"]).softmax(dim=1)
 
     # -- optimisation -----------------------------------------------------------------------------
-    def configure_optimizers(self) -> Any:
+    def schedule_epochs(self) -> int | None:
+        """Length in epochs of the learning-rate schedule ("cosine" decays over it): the trainer's ``max_epochs``."""
         max_epochs = self.trainer.max_epochs if self._trainer is not None else None
-        if max_epochs is not None and max_epochs < 0:
-            max_epochs = None
-        return build_optimization(self.trainable_parameters(), self.optimizer, self.lr_scheduler, max_epochs)
+        return max_epochs if max_epochs is not None and max_epochs >= 0 else None
+
+    def configure_optimizers(self) -> Any:
+        parameters = self.trainable_parameters()
+        return build_optimization(parameters, self.optimizer, self.lr_scheduler, self.schedule_epochs())
 
     # -- checkpoints ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

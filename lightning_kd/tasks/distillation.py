@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from pytorch_lightning.cli import OptimizerCallable
@@ -37,6 +38,8 @@ class DistillationTask(BaseTask):
     """
 
     network_attribute = "student"
+    teacher_required: ClassVar[bool] = True
+    """Whether the task refuses to run without a teacher (Born-Again's generation 0 learns from labels)."""
 
     def __init__(
         self,
@@ -54,24 +57,36 @@ class DistillationTask(BaseTask):
         if student is None:
             raise ValueError(f"{type(self).__name__} needs a student network (`student`)")
         self.student = student
-        self.teacher = prepare_teacher(teacher, teacher_ckpt)
-        # Lightning's DDP wrapper skips these: no gradient all-reduce, no buffer broadcast
-        self._ddp_params_and_buffers_to_ignore = [f"teacher.{name}" for name in self.teacher.state_dict()]
+        self.teacher: nn.Module | None = None
+        if teacher is not None or teacher_ckpt is not None or self.teacher_required:
+            self.teacher = prepare_teacher(teacher, teacher_ckpt)
         self._teacher_val_scored = False
 
+    @property
+    def _ddp_params_and_buffers_to_ignore(self) -> list[str]:
+        # read by DistributedDataParallel when it wraps the module: no gradient all-reduce, no buffer
+        # broadcast for the teacher
+        return [] if self.teacher is None else [f"teacher.{name}" for name in self.teacher.state_dict()]
+
     def networks_to_check(self) -> dict[str, nn.Module]:
-        return {"student": self.student, "teacher": self.teacher}
+        networks = {"student": self.student}
+        if self.teacher is not None:
+            networks["teacher"] = self.teacher
+        return networks
 
     def train(self, mode: bool = True) -> DistillationTask:
         # Lightning calls train() on the whole module at each epoch start; the teacher stays frozen
         super().train(mode)
-        self.teacher.eval()
+        if self.teacher is not None:
+            self.teacher.eval()
         return self
 
     @torch.no_grad()
     def teacher_logits(self, x: Tensor) -> Tensor:
         """The teacher's logits, constants for the loss (no_grad, not inference_mode: they are saved
         for the student's backward)."""
+        if self.teacher is None:
+            raise RuntimeError(f"{type(self).__name__} has no teacher yet")
         return self.teacher(x).detach()
 
     def configure_metrics(self, num_classes: int) -> None:
@@ -88,6 +103,8 @@ class DistillationTask(BaseTask):
 
     def evaluation_step(self, batch: Batch, stage: str) -> Tensor:
         logits = super().evaluation_step(batch, stage)
+        if self.teacher is None:
+            return logits
         teacher_logits = self.teacher_logits(batch["input"])
         batch_size = len(batch["target"])
         agreement = self.val_agreement if stage == "val" else self.test_agreement
@@ -101,7 +118,7 @@ class DistillationTask(BaseTask):
         return logits
 
     def on_validation_epoch_end(self) -> None:
-        if self._score_teacher_on_val():
+        if self.teacher is not None and self._score_teacher_on_val():
             # compute() syncs across processes; logged once per fit, the teacher does not change
             self.log("val/teacher_acc", self.val_teacher_acc.compute())
             self.val_teacher_acc.reset()
