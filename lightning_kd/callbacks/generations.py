@@ -212,7 +212,8 @@ class Generations(Callback):
     def _predict(self, trainer: pl.Trainer, network: nn.Module) -> dict[str, Tensor]:
         """Softmax outputs on each evaluation split, on the CPU, in the loader's (fixed) order.
 
-        Every rank runs the whole split, so no collective is needed and all ranks hold the same record.
+        Every rank runs the whole split (up to the trainer's ``limit_{val,test}_batches``), so no
+        collective is needed and all ranks hold the same record.
         """
         device = next(network.parameters()).device
         was_training = network.training
@@ -221,7 +222,10 @@ class Generations(Callback):
         with isolate_rng():  # iterating a loader draws a seed; keep the training RNG stream untouched
             for split, loader in self._loaders.items():
                 probs, targets = [], []
-                for batch in loader:
+                limit = _batch_limit(getattr(trainer, f"limit_{split}_batches"), len(loader))
+                if limit == 0:
+                    continue
+                for _, batch in zip(range(limit), loader, strict=False):
                     with trainer.precision_plugin.forward_context():
                         logits = network(batch["input"].to(device))
                     probs.append(logits.float().softmax(dim=1).cpu())
@@ -362,6 +366,13 @@ def _rich_table(rows: list[dict[str, Any]], with_teacher: bool) -> Table:
         cells = [f"{100 * row[key]:.2f}" if key in row else "" for key, _ in columns]
         table.add_row(str(row["generation"]), *cells)
     return table
+
+
+def _batch_limit(limit: int | float, num_batches: int) -> int:
+    """The batches a trainer's ``limit_{val,test}_batches`` allows (an int counts batches, a float is a fraction)."""
+    if isinstance(limit, float):
+        return int(num_batches * limit) if limit < 1 else num_batches
+    return min(int(limit), num_batches)
 
 
 def _evaluation_loaders(trainer: pl.Trainer) -> dict[str, DataLoader]:
