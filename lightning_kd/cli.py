@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from torch import nn
 
-from lightning_kd.callbacks import RunSummary
+from lightning_kd.callbacks import Generations, RunSummary
 from lightning_kd.tasks import BaseTask
 
 
@@ -112,6 +112,10 @@ class KDLightningCLI(LightningCLI):
         wants_bar = trainer_config.get("enable_progress_bar") is not False
         if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(RichProgressBar())
+        schedule = next((c for c in callbacks if isinstance(c, Generations)), None)
+        if schedule is not None and self.subcommand == "fit" and trainer_config.get("max_epochs") is None:
+            # the generations set the epoch budget; giving it to the Trainer spares a "max_epochs not set" warning
+            kwargs.setdefault("max_epochs", sum(schedule.plan_for(self.model).values()))
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
 

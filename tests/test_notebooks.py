@@ -9,6 +9,15 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+# what each notebook must print once it has run
+EXPECTED = {
+    "quickstart.ipynb": ["teacher test accuracy", "KD student test accuracy"],
+    "born_again.ipynb": ["generation 0", "generation 3", "ensemble of generations 1..3: test accuracy"],
+}
+
+
+def test_every_notebook_has_expectations() -> None:
+    assert {path.name for path in NOTEBOOKS} == set(EXPECTED)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -20,4 +29,7 @@ def test_notebook_executes(path: Path, tmp_path: Path, monkeypatch: pytest.Monke
     client = NotebookClient(notebook, timeout=600, kernel_name="python3", resources=resources)
     client.execute()
     outputs = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
-    assert "teacher test accuracy" in outputs and "KD student test accuracy" in outputs
+    for text in EXPECTED[path.name]:
+        assert text in outputs
+    errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors

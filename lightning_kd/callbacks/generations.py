@@ -103,9 +103,8 @@ class Generations(Callback):
         self._loaders: dict[str, DataLoader] = {}
 
     # -- plan -------------------------------------------------------------------------------------
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
+    def plan_for(self, pl_module: pl.LightningModule) -> dict[int, int]:
+        """Epochs of each generation ``pl_module`` will train, by generation."""
         if not isinstance(pl_module, BornAgain):
             raise TypeError(f"the Generations callback drives a BornAgain task, not {type(pl_module).__name__}")
         trained = list(range(pl_module.first_generation, self.generations + 1))
@@ -116,9 +115,16 @@ class Generations(Callback):
                 f"epochs lists {len(counts)} counts, but {len(trained)} generations are trained "
                 f"({first} to generation {self.generations})"
             )
-        self.plan = dict(zip(trained, counts, strict=True))
+        return dict(zip(trained, counts, strict=True))
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self.plan = self.plan_for(pl_module)
+        assert isinstance(pl_module, BornAgain)
         pl_module.generation_epochs = dict(self.plan)
-        total = sum(counts)
+        total = self.total_epochs
+        counts = list(self.plan.values())
         if trainer.max_steps != -1:
             raise ValueError("the Generations callback sets the epoch budget; remove trainer.max_steps")
         if trainer.fit_loop.max_epochs not in (total, _LIGHTNING_DEFAULT_MAX_EPOCHS, None, -1):
