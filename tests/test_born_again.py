@@ -44,8 +44,11 @@ class GenerationSpy(Callback):
         self.starts: dict[int, dict[str, Any]] = {}
         self.ends: dict[int, dict[str, torch.Tensor]] = {}
         self.second_epoch_state_sizes: dict[int, int] = {}
+        self.teacher_ever_in_train_mode = False
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if pl_module.teacher is not None and pl_module.teacher.training:
+            self.teacher_ever_in_train_mode = True
         if batch_idx != 0:
             return
         optimizer = trainer.optimizers[0]
@@ -109,6 +112,7 @@ def test_each_generation_starts_afresh_from_a_frozen_copy_of_the_last(tmp_path: 
         assert spy.starts[g]["optimizer_state_size"] == 0  # no momentum carried over
         assert spy.second_epoch_state_sizes[g] > 0  # (which the check would see)
         assert spy.starts[g]["lr"] == pytest.approx(0.05)  # the schedule restarts
+    assert not spy.teacher_ever_in_train_mode  # at every batch, across validations and epochs
     assert task.generation_epochs == {0: 2, 1: 2, 2: 2}
     assert schedule.total_epochs == 6
 
@@ -264,6 +268,9 @@ def test_bad_settings_are_refused_with_a_clear_message(tmp_path: Path) -> None:
         born_again_fit(tmp_path, max_epochs=3)
     with pytest.raises(ValueError, match="unknown Born-Again loss 'kd'"):
         BornAgain(SmallCNN(num_classes=10), loss="kd")  # type: ignore[arg-type]
+    task, _ = born_again_fit(tmp_path, generations=1, epochs=1)
+    with pytest.raises(ValueError, match="already trained up to generation 1; a new sequence needs a new task"):
+        cpu_trainer(callbacks=[Generations(generations=1, epochs=1)], **FAST).fit(task, DigitsDataModule())
     with pytest.raises(TypeError, match="drives a BornAgain task, not Classifier"):
         cpu_trainer(callbacks=[Generations(epochs=1)]).fit(Classifier(SmallCNN(num_classes=10)), DigitsDataModule())
 
@@ -293,3 +300,16 @@ def test_python_built_networks_reinitialise_like_their_constructor() -> None:
     conv = network.body[0].weight
     assert not torch.equal(conv, fresh.body[0].weight)
     assert fresh.body[0].weight.std().item() == pytest.approx(conv.std().item(), rel=0.3)
+
+
+def test_one_callback_serves_several_fits(tmp_path: Path) -> None:
+    # LightningCLI builds callbacks once; a second sequence must not inherit the first one's records
+    schedule = Generations(generations=1, epochs=1, dirpath=tmp_path, print_table=False)
+    results = []
+    for seed in (0, 1):
+        seed_everything(seed)
+        task = BornAgain(SmallCNN((8, 16), num_classes=10))
+        cpu_trainer(callbacks=[schedule], **FAST).fit(task, DigitsDataModule())
+        results.append(schedule.results)
+    assert [row["generation"] for row in results[1]["generations"]] == [0, 1]
+    assert results[0]["generations"] != results[1]["generations"]

@@ -122,6 +122,14 @@ class Generations(Callback):
             return
         self.plan = self.plan_for(pl_module)
         assert isinstance(pl_module, BornAgain)
+        resuming = trainer.ckpt_path is not None
+        if pl_module.generation != pl_module.first_generation and not resuming:
+            raise ValueError(
+                f"this BornAgain task has already trained up to generation {pl_module.generation}; a new sequence "
+                "needs a new task (or resume the old one with ckpt_path)"
+            )
+        # a callback object may serve several fits (the CLI builds it once); a resumed fit reloads its state
+        self.records, self.targets, self.results = {}, {}, {}
         pl_module.generation_epochs = dict(self.plan)
         total = self.total_epochs
         counts = list(self.plan.values())
