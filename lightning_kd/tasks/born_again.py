@@ -161,16 +161,17 @@ class BornAgain(DistillationTask):
         caller re-wraps it for DDP). Optimizers must be rebuilt by the caller (the callback does).
         """
         student = self.student
-        device = next(student.parameters()).device
-        teacher = self.fresh_network(self.generation)
+        # where the student lives and in what dtype (a "true" half precision converts the whole module)
+        placement = {"device": next(student.parameters()).device, "dtype": next(student.parameters()).dtype}
+        teacher = self.fresh_network(self.generation).to(**placement)
         teacher.load_state_dict(student.state_dict())
-        self.teacher = freeze(teacher.to(device))
+        self.teacher = freeze(teacher)
         self.generation += 1
         fresh = self.fresh_network(self.generation)
         if self.architecture_index(self.generation) == self.architecture_index(self.generation - 1):
             student.load_state_dict(fresh.state_dict())
         else:
-            self.student = fresh.to(device)
+            self.student = fresh.to(**placement)
         self._teacher_val_scored = False  # a new teacher to score
 
     def restore_generation(self, generation: int) -> None:
