@@ -179,6 +179,24 @@ def test_ensembles_can_include_the_teacher(tmp_path: Path) -> None:
     assert schedule.results["ensembles"][0]["ensemble/test/acc"] == pytest.approx(hand)
 
 
+def test_ensembles_after_every_generation_are_logged(tmp_path: Path) -> None:
+    import csv
+
+    from pytorch_lightning.loggers import CSVLogger
+
+    seed_everything(0)
+    schedule = Generations(generations=2, epochs=1, dirpath=tmp_path, ensemble_every_generation=True,
+                           print_table=False)
+    logger = CSVLogger(tmp_path, name="logs")
+    cpu_trainer(callbacks=[schedule], logger=logger, **FAST).fit(
+        BornAgain(SmallCNN((8, 16), num_classes=10)), DigitsDataModule()
+    )
+    with open(Path(logger.log_dir) / "metrics.csv") as handle:
+        sizes = [int(float(row["ensemble/size"])) for row in csv.DictReader(handle) if row.get("ensemble/size")]
+    # after generation 0: none; after generation 1: size 1; at the end: sizes 1 and 2
+    assert sizes == [1, 1, 2]
+
+
 class Crash(Callback):
     """Simulates a kill at the start of an epoch."""
 
@@ -253,6 +271,7 @@ def test_wandb_gets_generation_axes_and_a_summary(tmp_path: Path) -> None:
         assert {"born_again/generation_0/test/acc", "born_again/generation_1/test/agreement",
                 "born_again/generation_1/ensemble/test/acc"} <= set(summary)
         assert "generation_1/val/acc" in summary and "generation/epoch" in summary
+        assert summary["born_again/generations"]["_type"] == "table-file"  # the end-of-run table
     finally:
         wandb.finish()
 

@@ -211,7 +211,7 @@ class Generations(Callback):
         row = self._generation_row(generation)
         self._log(trainer, {f"born_again/{key}": value for key, value in row.items() if key != "generation"}
                   | {"born_again/generation": generation})
-        if self.ensemble_every_generation:
+        if self.ensemble_every_generation and generation != max(self.plan):  # the last one: in the report
             self._log_ensembles(trainer)
 
     def _start_next_generation(self, trainer: pl.Trainer, pl_module: BornAgain) -> None:
