@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,11 +102,12 @@ class BornAgain(DistillationTask):
 
     def configure_models(  # type: ignore[override]
         self,
-        student: nn.Module | Sequence[nn.Module] | None,
+        student: nn.Module | list[nn.Module] | tuple[nn.Module, ...] | None,
         teacher: nn.Module | None,
         teacher_ckpt: str | Path | None,
     ) -> None:
-        networks = list(student) if isinstance(student, Sequence) else [student]
+        # a list or tuple only: nn.Sequential is a network, not a list of generations
+        networks = list(student) if isinstance(student, (list, tuple)) else [student]
         if not networks or any(not isinstance(net, nn.Module) for net in networks):
             raise ValueError("BornAgain needs `student`: a network, or a non-empty list of networks by generation")
         # Built in Python there is no config to rebuild from: later generations start from a copy of
@@ -196,7 +197,7 @@ class BornAgain(DistillationTask):
         return self.criterion(logits, teacher_logits, batch["target"]), logits
 
     def on_train_epoch_start(self) -> None:
-        self.log("generation", float(self.generation), on_step=False, on_epoch=True)
+        self.log("generation", float(self.generation), on_step=False, on_epoch=True, sync_dist=True)
 
     def schedule_epochs(self) -> int | None:
         return self.generation_epochs.get(self.generation) or super().schedule_epochs()
