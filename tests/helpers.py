@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytorch_lightning import Trainer
+from pytorch_lightning import Callback, Trainer
 
 
 def cpu_trainer(**kwargs: Any) -> Trainer:
@@ -18,3 +18,14 @@ def cpu_trainer(**kwargs: Any) -> Trainer:
     )
     defaults.update(kwargs)
     return Trainer(**defaults)
+
+
+class KillAtEpoch(Callback):
+    """Simulates a run killed at the start of an epoch (the last checkpoint is the previous epoch's end)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: Any) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("simulated kill")

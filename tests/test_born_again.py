@@ -18,7 +18,7 @@ from lightning_kd.data import DigitsDataModule
 from lightning_kd.metrics import ensemble_probabilities, prediction_metrics
 from lightning_kd.models import MLP, SmallCNN, reinitialize
 from lightning_kd.teacher import load_network
-from tests.helpers import cpu_trainer
+from tests.helpers import KillAtEpoch, cpu_trainer
 
 FAST = dict(limit_train_batches=6, max_epochs=None)
 
@@ -197,17 +197,6 @@ def test_ensembles_after_every_generation_are_logged(tmp_path: Path) -> None:
     assert sizes == [1, 1, 2]
 
 
-class Crash(Callback):
-    """Simulates a kill at the start of an epoch."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == self.epoch:
-            raise RuntimeError("simulated kill")
-
-
 # generations 0, 1, 2 train in epochs 0-1, 2-3, 4-5: a kill at epoch 5 lands mid-generation 2; a kill at
 # epoch 4 lands on the boundary (the last checkpoint is generation 1's end, its promotion not yet saved)
 @pytest.mark.parametrize("kill_at_epoch", [4, 5])
@@ -218,7 +207,7 @@ def test_a_run_resumed_in_generation_2_ends_like_an_uninterrupted_one(tmp_path: 
     )
     with pytest.raises(RuntimeError, match="simulated kill"):
         born_again_fit(tmp_path / "b", loss="dkpp", callbacks=(ModelCheckpoint(tmp_path / "b", save_last=True),
-                                                               Crash(kill_at_epoch)), **checkpoints)
+                                                               KillAtEpoch(kill_at_epoch)), **checkpoints)
     last = torch.load(tmp_path / "b/last.ckpt", weights_only=True)
     assert last["born_again"]["generation"] == (1 if kill_at_epoch == 4 else 2)
     resumed, schedule = born_again_fit(

@@ -85,6 +85,35 @@ def test_every_shipped_config_fits(config: Path, in_tmp: Path, skip_cifar_checks
         assert len(table["generations"]) == generations["generations"] + 1
 
 
+def test_born_again_run_killed_and_resumed_through_the_cli_ends_as_an_uninterrupted_one(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = yaml.safe_load((CONFIGS / "digits_ban.yaml").read_text())
+    settings["trainer"]["callbacks"][1]["init_args"]["epochs"] = 2  # generations 0..3 in epochs 0-1, ..., 6-7
+    config = in_tmp / "ban.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    quick = ["--config", str(config), "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+             "--trainer.limit_train_batches", "3"]
+    for folder in ("whole", "killed"):
+        (in_tmp / folder).mkdir()
+    monkeypatch.chdir(in_tmp / "whole")
+    main(["fit", *quick])
+    monkeypatch.chdir(in_tmp / "killed")
+    with pytest.raises(RuntimeError, match="simulated kill"):  # killed in the middle of generation 2
+        main(["fit", *quick, "--trainer.callbacks+=tests.helpers.KillAtEpoch", "--trainer.callbacks.epoch", "5"])
+    assert not Path("checkpoints/digits_ban/generation_2.ckpt").exists()
+    main(["fit", *quick, "--ckpt_path", "checkpoints/digits_ban/last.ckpt"])  # the README's resume command
+    for generation in range(4):
+        name = f"checkpoints/digits_ban/generation_{generation}.ckpt"
+        whole = torch.load(in_tmp / "whole" / name, weights_only=True)["state_dict"]
+        resumed = torch.load(in_tmp / "killed" / name, weights_only=True)["state_dict"]
+        assert whole.keys() == resumed.keys()
+        assert all(torch.equal(whole[k], resumed[k]) for k in whole if isinstance(whole[k], torch.Tensor)), generation
+    table = "checkpoints/digits_ban/generations.json"
+    whole_rows = json.loads((in_tmp / "whole" / table).read_text())["generations"]
+    assert json.loads((in_tmp / "killed" / table).read_text())["generations"] == whole_rows
+
+
 def test_born_again_config_runs_from_the_readme_and_hands_on_generations(in_tmp: Path) -> None:
     _run(CONFIGS / "digits_wide_to_small.yaml", in_tmp, "--trainer.logger", "false")
     folder = in_tmp / "checkpoints/digits_wide_to_small"

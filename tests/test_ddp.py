@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from pytorch_lightning import Callback, seed_everything
 
 from lightning_kd import BornAgain, VanillaKD
@@ -17,6 +18,7 @@ from lightning_kd.callbacks import Generations
 from lightning_kd.cli import main
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.models import MLP, SmallCNN
+from lightning_kd.teacher import load_network
 from tests.conftest import CONFIGS
 from tests.helpers import cpu_trainer
 
@@ -79,6 +81,29 @@ def test_cli_ddp_strategy_in_a_subprocess(tmp_path: Path, monkeypatch) -> None:
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stdout + result.stderr
     checkpoint = torch.load(tmp_path / "checkpoints/digits/kd-student.ckpt", weights_only=True)
     assert checkpoint["lightning_kd"]["network"] == "student"
+
+
+def test_cli_born_again_under_ddp_in_a_subprocess(tmp_path: Path) -> None:
+    # generations under a real `ddp` launch: promotion, a change of architecture (DDP re-wrap), the
+    # generation checkpoints written collectively from inside the callback's hooks
+    config = yaml.safe_load((CONFIGS / "digits_wide_to_small.yaml").read_text())
+    config["trainer"]["callbacks"][1]["init_args"]["epochs"] = [1, 1]
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_kd", "fit", "--config", "tiny.yaml", "--trainer.logger", "false",
+         "--trainer.enable_progress_bar", "false", "--trainer.limit_train_batches", "4",
+         "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stdout + result.stderr
+    folder = tmp_path / "checkpoints/digits_wide_to_small"
+    assert isinstance(load_network(folder / "generation_0.ckpt"), SmallCNN)
+    assert isinstance(load_network(folder / "generation_1.ckpt"), MLP)
+    table = json.loads((folder / "generations.json").read_text())
+    assert [row["generation"] for row in table["generations"]] == [0, 1]
+    assert "Born-Again generations" in result.stdout
 
 
 class GenerationRankReport(Callback):
