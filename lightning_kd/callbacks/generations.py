@@ -57,7 +57,9 @@ class Generations(Callback):
     The trainer's epoch budget is the sum of the generations' epochs; leave ``trainer.max_epochs``
     unset (or set it to that sum). A run resumed with ``ckpt_path`` continues in the right
     generation with the right teacher; the callback's checkpoint state includes the RNG states, so
-    with deterministic settings a resumed run ends with the same weights as an uninterrupted one.
+    with deterministic settings (deterministic kernels; with random augmentation, no persistent
+    data-loader workers, whose seeds are drawn once per run) a resumed run from an epoch-end
+    checkpoint ends with the same weights as an uninterrupted one.
 
     Args:
         generations: Born-again generations after generation 0 (the paper trains 3).
