@@ -209,17 +209,25 @@ def dkpp_loss(student_logits: Tensor, teacher_logits: Tensor, generator: torch.G
     return soft_cross_entropy(student_logits, target)
 
 
-BORN_AGAIN_LOSSES = ("ban", "ban+l", "cwtm", "dkpp")
+BORN_AGAIN_LOSSES = ("ban", "ban+l", "cwtm", "dkpp", "kd")
 """Names :class:`BornAgainLoss` (and :class:`~lightning_kd.tasks.BornAgain`) accept."""
 
 
 def born_again_loss(
-    name: str, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor
+    name: str,
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    targets: Tensor,
+    alpha: float = 0.9,
+    temperature: float = 4.0,
 ) -> dict[str, Tensor]:
     """Any Born-Again loss by name, as ``{"loss": total, ...parts}``.
 
     ``"ban"``: :func:`ban_loss`; ``"ban+l"``: :func:`ban_label_loss` (parts ``ce``, ``kd``);
-    ``"cwtm"``: :func:`cwtm_loss`; ``"dkpp"``: :func:`dkpp_loss`.
+    ``"cwtm"``: :func:`cwtm_loss`; ``"dkpp"``: :func:`dkpp_loss`; ``"kd"``: Hinton's
+    :func:`hinton_kd_loss` with ``alpha`` and ``temperature`` (parts ``ce``, ``kd``), which turns a
+    sequence of generations into vanilla KD from a teacher trained in the same run. ``alpha`` and
+    ``temperature`` are used by ``"kd"`` only; the paper's losses use ``T = 1``.
 
     Example:
         >>> import torch
@@ -236,11 +244,14 @@ def born_again_loss(
         return {"loss": cwtm_loss(student_logits, teacher_logits, targets)}
     if name == "dkpp":
         return {"loss": dkpp_loss(student_logits, teacher_logits)}
+    if name == "kd":
+        total, ce, kd = hinton_kd_loss(student_logits, teacher_logits, targets, alpha, temperature)
+        return {"loss": total, "ce": ce, "kd": kd}
     raise ValueError(f"unknown Born-Again loss {name!r}; choose one of {', '.join(BORN_AGAIN_LOSSES)}")
 
 
 class BornAgainLoss(nn.Module):
-    """Module form of :func:`born_again_loss`, checking the name once.
+    """Module form of :func:`born_again_loss`, checking the name (and, for ``"kd"``, alpha and T) once.
 
     Example:
         >>> import torch
@@ -249,14 +260,20 @@ class BornAgainLoss(nn.Module):
         0
     """
 
-    def __init__(self, name: str = "ban") -> None:
+    def __init__(self, name: str = "ban", alpha: float = 0.9, temperature: float = 4.0) -> None:
         super().__init__()
         if name not in BORN_AGAIN_LOSSES:
             raise ValueError(f"unknown Born-Again loss {name!r}; choose one of {', '.join(BORN_AGAIN_LOSSES)}")
+        check_alpha(alpha)
+        check_temperature(temperature)
         self.name = name
+        self.alpha = alpha
+        self.temperature = temperature
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        return born_again_loss(self.name, student_logits, teacher_logits, targets)
+        return born_again_loss(self.name, student_logits, teacher_logits, targets, self.alpha, self.temperature)
 
     def extra_repr(self) -> str:
+        if self.name == "kd":
+            return f"name={self.name!r}, alpha={self.alpha}, temperature={self.temperature}"
         return f"name={self.name!r}"

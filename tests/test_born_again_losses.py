@@ -1,4 +1,7 @@
-"""Born-Again losses (BAN, BAN+L, CWTM, DKPP) against naive references written from METHODS.md."""
+"""Born-Again losses (BAN, BAN+L, CWTM, DKPP) against naive references written from METHODS.md.
+
+(The ``"kd"`` entry is Hinton's loss, checked against its own naive reference in test_losses.py.)
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from lightning_kd.losses import (
     cwtm_loss,
     cwtm_weights,
     dkpp_loss,
+    hinton_kd_loss,
     permute_non_argmax,
 )
 
@@ -144,8 +148,17 @@ def test_module_selects_by_name_and_refuses_unknown_names() -> None:
     zs, zt, y = logits(1)
     torch.testing.assert_close(BornAgainLoss("cwtm")(zs, zt, y)["loss"], cwtm_loss(zs, zt, y))
     assert set(BornAgainLoss("ban+l")(zs, zt, y)) == {"loss", "ce", "kd"}
-    with pytest.raises(ValueError, match=r"unknown Born-Again loss 'kd'.*ban, ban\+l, cwtm, dkpp"):
-        BornAgainLoss("kd")
+    with pytest.raises(ValueError, match=r"unknown Born-Again loss 'kl'.*ban, ban\+l, cwtm, dkpp, kd"):
+        BornAgainLoss("kl")
+
+
+def test_kd_by_name_is_hintons_loss() -> None:
+    zs, zt, y = logits(2)
+    parts = BornAgainLoss("kd", alpha=0.7, temperature=3.0)(zs, zt, y)
+    total, ce, kd = hinton_kd_loss(zs, zt, y, alpha=0.7, temperature=3.0)
+    torch.testing.assert_close(parts["loss"], total)
+    torch.testing.assert_close(parts["ce"], ce)
+    torch.testing.assert_close(parts["kd"], kd)
 
 
 def test_mismatched_class_counts_are_named() -> None:

@@ -27,7 +27,7 @@ from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.distillation import DistillationTask
 from lightning_kd.teacher import build_network, freeze
 
-BornAgainLossName = Literal["ban", "ban+l", "cwtm", "dkpp"]
+BornAgainLossName = Literal["ban", "ban+l", "cwtm", "dkpp", "kd"]
 GENERATION_KEY = "born_again"
 """Checkpoint entry recording which generation a checkpoint belongs to."""
 
@@ -54,7 +54,9 @@ class BornAgain(DistillationTask):
     * ``"cwtm"``: label cross-entropy with each sample weighted by the teacher's top probability
       (normalised to sum to 1 over the batch);
     * ``"dkpp"``: BAN against the teacher's softmax with its non-argmax entries permuted per sample,
-      redrawn each step.
+      redrawn each step;
+    * ``"kd"``: Hinton's ``(1 - alpha) CE + alpha T^2 KL`` (not in the paper): with a list of networks
+      it is vanilla KD from a teacher trained in the same run.
 
     Args:
         student: The network of every generation, or a list: the first entry is the first generation
@@ -62,7 +64,9 @@ class BornAgain(DistillationTask):
             generation 0, then small born-again students).
         teacher: A trained generation 0 (optional).
         teacher_ckpt: Its weights (optional; with a CLI checkpoint, no ``teacher`` network is needed).
-        loss: ``"ban"``, ``"ban+l"``, ``"cwtm"`` or ``"dkpp"``.
+        loss: ``"ban"``, ``"ban+l"``, ``"cwtm"``, ``"dkpp"`` or ``"kd"``.
+        alpha: For ``loss="kd"`` only: weight of the distillation term (Hinton's convention).
+        temperature: For ``loss="kd"`` only: softmax temperature; the paper's losses use ``T = 1``.
         optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`; rebuilt for every generation.
         lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`; restarts every generation and
             spans that generation's epochs.
@@ -89,16 +93,22 @@ class BornAgain(DistillationTask):
         teacher: nn.Module | None = None,
         teacher_ckpt: str | Path | None = None,
         loss: BornAgainLossName = "ban",
+        alpha: float | None = None,
+        temperature: float | None = None,
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
     ) -> None:
         super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler)  # type: ignore[arg-type]
 
     def configure_losses(self) -> None:
-        loss = self.hparams["loss"]
+        loss, alpha, temperature = self.hparams["loss"], self.hparams["alpha"], self.hparams["temperature"]
         if loss not in BORN_AGAIN_LOSSES:
             raise ValueError(f"unknown Born-Again loss {loss!r}; choose one of {', '.join(BORN_AGAIN_LOSSES)}")
-        self.criterion = BornAgainLoss(loss)
+        if loss != "kd" and (alpha is not None or temperature is not None):
+            # refused rather than ignored: the paper's losses have no temperature or weight to set
+            raise ValueError(f"alpha and temperature apply to loss='kd' only; {loss!r} uses T = 1 as in the paper")
+        self.criterion = BornAgainLoss(loss, alpha=0.9 if alpha is None else alpha,
+                                       temperature=4.0 if temperature is None else temperature)
 
     def configure_models(  # type: ignore[override]
         self,
