@@ -297,9 +297,17 @@ class Scaled(nn.Module):
         return self.linear(x.flatten(1)) * self.scale
 
 
+class ScaledCNN(SmallCNN):
+    def __init__(self) -> None:
+        super().__init__((8,), num_classes=10)
+        self.temperature = nn.Parameter(torch.ones(1))  # on the network itself, which resets only its layers
+
+
 def test_a_network_that_cannot_be_reinitialised_is_refused() -> None:
     with pytest.raises(ValueError, match=r"cannot re-initialise Scaled: the modules owning \['scale'\]"):
         reinitialize(Scaled())
+    with pytest.raises(ValueError, match=r"cannot re-initialise ScaledCNN: the modules owning \['temperature'\]"):
+        reinitialize(ScaledCNN())
     with pytest.raises(ValueError, match="cannot re-initialise Scaled"):
         BornAgain(Scaled()).promote()
 

@@ -79,3 +79,17 @@ def test_cifar_networks_shapes() -> None:
     for net in (WideResNet(depth=16, widen_factor=1, num_classes=3), DenseNet(depth=16, growth_rate=4, num_classes=3)):
         assert isinstance(net, ClassifierNetwork)
         assert net(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", ["densenet_bc_100_12", "mlp", "resnet20", "resnet8x4", "small_cnn", "wrn_16_2",
+                                  "tv_resnet18"])
+def test_zoo_networks_reinitialise_every_weight(name: str) -> None:
+    # Born-Again generations in Python start from re-initialised copies: no weight may be carried over
+    from lightning_kd.models import reinitialize
+
+    network = create_model(name, num_classes=10)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    reinitialize(network)
+    changed = [k for k, v in network.state_dict().items() if not torch.equal(v, before[k])]
+    weights = [k for k, v in before.items() if k.endswith("weight") and v.ndim > 1]
+    assert set(weights) <= set(changed)

@@ -26,10 +26,12 @@ class ClassifierNetwork(nn.Module):
     """Whether construction ends with :func:`init_weights` (He-normal convolutions, unit BatchNorm)."""
 
     def reset_parameters(self) -> None:
-        """Draw fresh random weights from the same distribution as at construction."""
-        for module in self.modules():
-            if module is not self and callable(getattr(module, "reset_parameters", None)):
-                module.reset_parameters()
+        """Draw fresh random weights from the same distribution as at construction.
+
+        Layers reset themselves, then :func:`init_weights` runs if construction ran it. A parameter
+        outside any layer with ``reset_parameters()`` is an error: a subclass that has one overrides this.
+        """
+        _reset_layers(self)
         if self.he_init:
             init_weights(self)
 
@@ -100,22 +102,31 @@ def reinitialize(network: nn.Module) -> nn.Module:
     if callable(getattr(network, "reset_parameters", None)):
         network.reset_parameters()
     else:
-        uncovered = [
-            f"{name}.{param_name}" if name else param_name
-            for name, module in network.named_modules()
-            if not callable(getattr(module, "reset_parameters", None))
-            for param_name, _ in module.named_parameters(recurse=False)
-        ]
-        if uncovered:
-            raise ValueError(
-                f"cannot re-initialise {type(network).__name__}: the modules owning {uncovered[:5]} have no "
-                "reset_parameters(); give the network a reset_parameters() method, or build it from a config "
-                "(class_path/init_args, as the CLI does) so each generation is constructed afresh"
-            )
-        for module in network.modules():
-            if callable(getattr(module, "reset_parameters", None)):
-                module.reset_parameters()
+        _reset_layers(network)
     for module in network.modules():  # running statistics belong to the old weights
         if callable(getattr(module, "reset_running_stats", None)):
             module.reset_running_stats()
     return network
+
+
+def _has_reset(module: nn.Module) -> bool:
+    return callable(getattr(module, "reset_parameters", None))
+
+
+def _reset_layers(network: nn.Module) -> None:
+    """Call every submodule's ``reset_parameters()``; refuse a parameter that none of them covers."""
+    uncovered = [
+        f"{name}.{param_name}" if name else param_name
+        for name, module in network.named_modules()
+        if module is network or not _has_reset(module)
+        for param_name, _ in module.named_parameters(recurse=False)
+    ]
+    if uncovered:
+        raise ValueError(
+            f"cannot re-initialise {type(network).__name__}: the modules owning {uncovered[:5]} have no "
+            "reset_parameters(); give the network a reset_parameters() method, or build it from a config "
+            "(class_path/init_args, as the CLI does) so each generation is constructed afresh"
+        )
+    for module in network.modules():
+        if module is not network and _has_reset(module):
+            module.reset_parameters()
