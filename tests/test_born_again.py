@@ -333,3 +333,14 @@ def test_one_callback_serves_several_fits(tmp_path: Path) -> None:
         results.append(schedule.results)
     assert [row["generation"] for row in results[1]["generations"]] == [0, 1]
     assert results[0]["generations"] != results[1]["generations"]
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("bf16-true", torch.bfloat16), ("bf16-mixed", torch.float32)])
+def test_generations_under_reduced_precision(tmp_path: Path, precision: str, dtype: torch.dtype) -> None:
+    # "true" precision converts the module: networks built at a boundary must follow, and so must the
+    # inputs of the callback's own evaluation passes
+    seed_everything(0)
+    student = [SmallCNN((8, 16), num_classes=10), MLP(hidden_sizes=(16,), num_classes=10)]
+    task, schedule = born_again_fit(tmp_path, student=student, generations=2, epochs=1, precision=precision)
+    assert next(task.student.parameters()).dtype == next(task.teacher.parameters()).dtype == dtype
+    assert [row["generation"] for row in schedule.results["generations"]] == [0, 1, 2]

@@ -242,8 +242,10 @@ class Generations(Callback):
                 if limit == 0:
                     continue
                 for _, batch in zip(range(limit), loader, strict=False):
+                    # as Lightning's own loops do: the precision plugin's input dtype ("true" half precision)
+                    inputs = trainer.precision_plugin.convert_input(batch["input"].to(device))
                     with trainer.precision_plugin.forward_context():
-                        logits = network(batch["input"].to(device))
+                        logits = network(inputs)
                     probs.append(logits.float().softmax(dim=1).cpu())
                     targets.append(batch["target"])
                 outputs[split] = torch.cat(probs)
