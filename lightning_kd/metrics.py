@@ -52,7 +52,7 @@ def prediction_metrics(probabilities: Tensor, targets: Tensor, reference: Tensor
         "acc": float(multiclass_accuracy(probabilities, targets, num_classes, average="micro")),
         "ece": float(multiclass_calibration_error(probabilities, targets, num_classes, n_bins=15, norm="l1")),
     }
-    if reference is not None:
-        agreement = (probabilities.argmax(dim=1) == reference.argmax(dim=1)).float().mean()
+    if reference is not None:  # as the tasks' agreement metric: accuracy against the reference's argmax
+        agreement = multiclass_accuracy(probabilities, reference.argmax(dim=1), num_classes, average="micro")
         metrics["agreement"] = float(agreement)
     return metrics

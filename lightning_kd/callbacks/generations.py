@@ -217,9 +217,7 @@ class Generations(Callback):
             self._log_ensembles(trainer)
 
     def _start_next_generation(self, trainer: pl.Trainer, pl_module: BornAgain) -> None:
-        architecture = pl_module.architecture_index(pl_module.generation)
-        pl_module.promote()
-        if pl_module.architecture_index(pl_module.generation) != architecture:
+        if pl_module.promote():  # a new student module: DDP must sync its parameters
             _rewrap_for_ddp(trainer)
         # a fresh optimizer (empty momentum) and schedule, over the new student's parameters
         trainer.strategy.setup_optimizers(trainer)

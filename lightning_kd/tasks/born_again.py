@@ -80,7 +80,8 @@ class BornAgain(DistillationTask):
         >>> task = BornAgain(MLP((1, 8, 8), hidden_sizes=(16,), num_classes=10), loss="ban+l")
         >>> task.generation, task.teacher
         (0, None)
-        >>> task.promote()
+        >>> task.promote()  # same architecture: the student is re-initialised in place
+        False
         >>> task.generation, task.teacher.training, next(task.teacher.parameters()).requires_grad
         (1, False, False)
     """
@@ -163,13 +164,16 @@ class BornAgain(DistillationTask):
                 return build_network(config)
             return reinitialize(copy.deepcopy(self._templates[self.architecture_index(generation)]))
 
-    def promote(self) -> None:
+    def promote(self) -> bool:
         """End the current generation: the student becomes the frozen teacher, the next generation starts afresh.
 
         The teacher is an exact copy of the student (weights and BatchNorm statistics). When the
         architecture stays the same, the student's parameters are re-initialised in place, so a DDP
         wrapper and anything else holding them stay valid; otherwise a new network replaces it (the
         caller re-wraps it for DDP). Optimizers must be rebuilt by the caller (the callback does).
+
+        Returns:
+            Whether the student is a new module (its architecture changed), not the old one re-initialised.
         """
         student = self.student
         # where the student lives and in what dtype (a "true" half precision converts the whole module)
@@ -179,11 +183,13 @@ class BornAgain(DistillationTask):
         self.teacher = freeze(teacher)
         self.generation += 1
         fresh = self.fresh_network(self.generation)
-        if self.architecture_index(self.generation) == self.architecture_index(self.generation - 1):
-            student.load_state_dict(fresh.state_dict())
-        else:
+        replaced = self.architecture_index(self.generation) != self.architecture_index(self.generation - 1)
+        if replaced:
             self.student = fresh.to(**placement)
+        else:
+            student.load_state_dict(fresh.state_dict())
         self._teacher_val_scored = False  # a new teacher to score
+        return replaced
 
     def restore_generation(self, generation: int) -> None:
         """Rebuild the networks of ``generation`` (weights to be loaded after): used when resuming."""
