@@ -13,15 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 from typing import Any
 
-import torch
+from seed_records import spread, write_record
 
 from lightning_kd.cli import KDLightningCLI
 
@@ -43,11 +40,6 @@ def run(seed: int, loss: str) -> dict[str, Any]:
         "generations": {row["generation"]: row["test/acc"] for row in table["generations"]},
         "ensembles": {row["ensemble/generations"]: row["ensemble/test/acc"] for row in table["ensembles"]},
     }
-
-
-def spread(values: list[float]) -> dict[str, Any]:
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "values": values}
 
 
 def summarise(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -85,21 +77,16 @@ def main() -> None:
         print(f"  BAN-1 >= teacher in {result['ban1_matches_or_beats_teacher']}/{result['seeds']} seeds; "
               f"ensemble 1..{max(result['ensemble'])} > every member in "
               f"{result['largest_ensemble_beats_every_member']}/{result['seeds']}")
-    record = {
-        "command": "python benchmarks/born_again_seeds.py --seeds " + " ".join(map(str, args.seeds))
-                   + " --losses " + " ".join(args.losses),
-        "config": "configs/digits_ban.yaml",
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}, "
-                   f"torch {torch.__version__}",
-        "metric": "test top-1 accuracy of each generation's final weights (digits test split, 359 images)",
-        "seconds": round(time.time() - started, 1),
-        "per_seed": per_loss,
-        "summary": summary,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
+    write_record(
+        args.output,
+        command="python benchmarks/born_again_seeds.py --seeds " + " ".join(map(str, args.seeds))
+                + " --losses " + " ".join(args.losses),
+        metric="test top-1 accuracy of each generation's final weights (digits test split, 359 images)",
+        started=started,
+        config="configs/digits_ban.yaml",
+        per_seed=per_loss,
+        summary=summary,
+    )
 
 
 if __name__ == "__main__":

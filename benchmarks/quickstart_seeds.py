@@ -10,17 +10,13 @@ writes ``benchmarks/results/quickstart_seeds.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
-import torch
 import wandb
+from seed_records import spread, write_record
 
 from lightning_kd.cli import KDLightningCLI
 
@@ -58,23 +54,17 @@ def main() -> None:
     summary = {}
     print(f"\n{'run':<18} " + " ".join(f"seed {s:<4}" for s in args.seeds) + "   mean    std")
     for name in RUNS:
-        values = [per_seed[s][name] for s in args.seeds]
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        summary[name] = {"mean": statistics.mean(values), "std": std, "values": values}
-        print(f"{name:<18} " + " ".join(f"{v:9.4f}" for v in values) + f" {summary[name]['mean']:.4f} {std:.4f}")
-    record = {
-        "command": "python benchmarks/quickstart_seeds.py --seeds " + " ".join(map(str, args.seeds)),
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}, "
-                   f"torch {torch.__version__}",
-        "metric": "test top-1 accuracy of the best-on-validation checkpoint (digits test split, 359 images)",
-        "seconds": round(time.time() - started, 1),
-        "per_seed": per_seed,
-        "summary": summary,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
+        summary[name] = spread([per_seed[s][name] for s in args.seeds])
+        print(f"{name:<18} " + " ".join(f"{v:9.4f}" for v in summary[name]["values"])
+              + f" {summary[name]['mean']:.4f} {summary[name]['std']:.4f}")
+    write_record(
+        args.output,
+        command="python benchmarks/quickstart_seeds.py --seeds " + " ".join(map(str, args.seeds)),
+        metric="test top-1 accuracy of the best-on-validation checkpoint (digits test split, 359 images)",
+        started=started,
+        per_seed=per_seed,
+        summary=summary,
+    )
 
 
 if __name__ == "__main__":

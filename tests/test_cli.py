@@ -27,8 +27,9 @@ SMALL_NETWORK = {
     name: ["--model.init_args.student.init_args.depth", "10", "--model.init_args.student.init_args.growth_rate", "4"]
     for name in ("cifar100_densenet112_ban_l.yaml", "cifar100_densenet112_cwtm.yaml", "cifar100_densenet112_dkpp.yaml")
 }
-TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-        "--trainer.precision", "32", "--trainer.enable_progress_bar", "false"]
+TINY_BATCHES = ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--trainer.precision", "32",
+                "--trainer.enable_progress_bar", "false"]
+TINY = ["--trainer.max_epochs", "1", *TINY_BATCHES]
 
 
 @pytest.fixture(autouse=True)
@@ -48,13 +49,12 @@ def _generations(settings: dict) -> dict | None:
 def _prepare(config: Path, root: Path) -> tuple[Path, list[str]]:
     """The config and extra args that make it run here: tiny CIFAR in the real format, one epoch per generation."""
     settings = yaml.safe_load(config.read_text())
-    args = [*TINY, *SMALL_NETWORK.get(config.name, [])]
     generations = _generations(settings)
+    args = [*(TINY if generations is None else TINY_BATCHES), *SMALL_NETWORK.get(config.name, [])]
     if generations is not None:  # the callback owns the epoch budget: shrink it there, not via max_epochs
         generations["epochs"] = 1
         config = root / f"tiny-{config.name}"
         config.write_text(yaml.safe_dump(settings))
-        args = args[2:]
     if "CIFAR100" in settings["data"]["class_path"]:
         write_tiny_cifar(root / "data", 100, train_per_file=16)
         args += ["--data.init_args.num_workers", "0", "--data.init_args.batch_size", "8"]
