@@ -8,12 +8,12 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Any
 
 import yaml
 from jsonargparse import Namespace
-from jsonargparse.typing import import_object  # type: ignore[attr-defined]
 from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
@@ -21,6 +21,13 @@ from torch import nn
 
 from lightning_kd.callbacks import Generations, RunSummary
 from lightning_kd.tasks import BaseTask
+from lightning_kd.tasks.base import building_from_config
+
+
+def import_object(path: str) -> Any:
+    """The object a dotted ``class_path`` names (the parsed config holds full paths)."""
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 class LoggerSaveConfigCallback(SaveConfigCallback):
@@ -104,8 +111,25 @@ class KDLightningCLI(LightningCLI):
             for network_config in _network_configs(value):
                 _fill_network_config(network_config, facts)
 
+    def instantiate_classes(self) -> None:
+        with building_from_config():
+            super().instantiate_classes()
+        self._check_saved_network_configs()
+
+    def _check_saved_network_configs(self) -> None:
+        # checkpoints rebuild the networks from the configs the task saved: refuse to train without them
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        model_args = config.model.get("init_args") if config.get("model") else None
+        for name, value in vars(model_args or Namespace()).items():
+            if _network_configs(value) and not self.model.hparams.get(name):
+                raise RuntimeError(
+                    f"the task did not save the config of `{name}`, so its checkpoints could not rebuild that "
+                    "network; this Lightning version stores CLI hyperparameters differently (see lightning_kd.compat)"
+                )
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        trainer_config = self._get(self.config_init, "trainer", default={})
+        config = self.config_init.get(self.subcommand, self.config_init) if self.subcommand else self.config_init
+        trainer_config = config.get("trainer") or {}
         callbacks = list(trainer_config.get("callbacks") or [])
         if not any(isinstance(c, RunSummary) for c in callbacks):
             callbacks.append(RunSummary())

@@ -16,6 +16,17 @@ def accuracy(num_classes: int, top_k: int = 1) -> MulticlassAccuracy:
     return MulticlassAccuracy(num_classes=num_classes, top_k=top_k, average="micro")
 
 
+def teacher_metric_names(stage: str, role: str) -> tuple[str, str]:
+    """Logged names of a teacher's accuracy and of the student's top-1 agreement with it.
+
+    Example:
+        >>> teacher_metric_names("val", "teacher"), teacher_metric_names("test", "teacher_2")
+        (('val/teacher_acc', 'val/agreement'), ('test/teacher_2_acc', 'test/agreement_teacher_2'))
+    """
+    agreement = f"{stage}/agreement" if role == "teacher" else f"{stage}/agreement_{role}"
+    return f"{stage}/{role}_acc", agreement
+
+
 def evaluation_metrics(num_classes: int, prefix: str) -> MetricCollection:
     """``{prefix}acc``, ``{prefix}acc_top5`` (when there are more than 5 classes) and ``{prefix}ece``.
 

@@ -14,10 +14,10 @@ from torch import nn
 
 from lightning_kd import BornAgain, Classifier
 from lightning_kd.callbacks import Generations
+from lightning_kd.checkpoints import load_network
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.metrics import ensemble_probabilities, prediction_metrics
 from lightning_kd.models import MLP, SmallCNN, reinitialize
-from lightning_kd.teacher import load_network
 from tests.helpers import KillAtEpoch, cpu_trainer
 
 FAST = dict(limit_train_batches=6, max_epochs=None)

@@ -62,14 +62,15 @@ def grad(loss: torch.Tensor, zs: torch.Tensor) -> torch.Tensor:
 def test_ban_is_cross_entropy_against_teacher_softmax(seed: int) -> None:
     zs, zt, _ = logits(seed)
     reference = naive_soft_ce(zs, [naive_softmax(row) for row in zt.tolist()])
-    torch.testing.assert_close(ban_loss(zs, zt), reference)
-    torch.testing.assert_close(grad(ban_loss(zs, zt), zs), grad(reference, zs))
+    torch.testing.assert_close(ban_loss(zs, zt)["loss"], reference)
+    torch.testing.assert_close(grad(ban_loss(zs, zt)["loss"], zs), grad(reference, zs))
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_ban_plus_labels_is_an_unweighted_sum(seed: int) -> None:
     zs, zt, y = logits(seed)
-    total, ce, kd = ban_label_loss(zs, zt, y)
+    out = ban_label_loss(zs, zt, y)
+    total, ce, kd = out["loss"], out["ce"], out["kd"]
     kd_ref = naive_soft_ce(zs, [naive_softmax(row) for row in zt.tolist()])
     ce_ref = sum(naive_ce(zs, y)) / len(y)
     torch.testing.assert_close(ce, ce_ref)
@@ -84,8 +85,8 @@ def test_cwtm_weights_each_sample_by_teacher_max(seed: int) -> None:
     top = [max(naive_softmax(row)) for row in zt.tolist()]
     weights = [t / sum(top) for t in top]
     reference = sum(w * ce for w, ce in zip(weights, naive_ce(zs, y), strict=True))
-    torch.testing.assert_close(cwtm_loss(zs, zt, y), reference)
-    torch.testing.assert_close(grad(cwtm_loss(zs, zt, y), zs), grad(reference, zs))
+    torch.testing.assert_close(cwtm_loss(zs, zt, y)["loss"], reference)
+    torch.testing.assert_close(grad(cwtm_loss(zs, zt, y)["loss"], zs), grad(reference, zs))
     torch.testing.assert_close(cwtm_weights(zt), torch.tensor(weights, dtype=torch.float64))
     torch.testing.assert_close(cwtm_weights(zt).sum(), torch.tensor(1.0, dtype=torch.float64))
 
@@ -98,7 +99,7 @@ def test_cwtm_uses_teacher_max_even_where_the_teacher_is_wrong() -> None:
     torch.testing.assert_close(cwtm_weights(zt), expected)
     assert cwtm_weights(zt)[0] > cwtm_weights(zt)[1]  # wrong but confident outweighs unsure
     zs = torch.zeros(3, 3)
-    torch.testing.assert_close(cwtm_loss(zs, zt, y), torch.tensor(math.log(3.0)))  # uniform student: CE = log 3
+    torch.testing.assert_close(cwtm_loss(zs, zt, y)["loss"], torch.tensor(math.log(3.0)))  # uniform student: CE = log 3
 
 
 def test_dkpp_keeps_argmax_and_permutes_the_rest_within_each_row() -> None:
@@ -131,8 +132,9 @@ def test_dkpp_loss_is_ban_against_the_permuted_teacher() -> None:
     zs, zt, _ = logits(0)
     target = permute_non_argmax(torch.softmax(zt, 1), torch.Generator().manual_seed(5))
     reference = naive_soft_ce(zs, target.tolist())
-    torch.testing.assert_close(dkpp_loss(zs, zt, torch.Generator().manual_seed(5)), reference)
-    torch.testing.assert_close(grad(dkpp_loss(zs, zt, torch.Generator().manual_seed(5)), zs), grad(reference, zs))
+    loss = dkpp_loss(zs, zt, torch.Generator().manual_seed(5))["loss"]
+    torch.testing.assert_close(loss, reference)
+    torch.testing.assert_close(grad(loss, zs), grad(reference, zs))
 
 
 @pytest.mark.parametrize("name", BORN_AGAIN_LOSSES)
@@ -146,7 +148,7 @@ def test_no_gradient_reaches_the_teacher(name: str) -> None:
 
 def test_module_selects_by_name_and_refuses_unknown_names() -> None:
     zs, zt, y = logits(1)
-    torch.testing.assert_close(BornAgainLoss("cwtm")(zs, zt, y)["loss"], cwtm_loss(zs, zt, y))
+    torch.testing.assert_close(BornAgainLoss("cwtm")(zs, zt, y)["loss"], cwtm_loss(zs, zt, y)["loss"])
     assert set(BornAgainLoss("ban+l")(zs, zt, y)) == {"loss", "ce", "kd"}
     with pytest.raises(ValueError, match=r"unknown Born-Again loss 'kl'.*ban, ban\+l, cwtm, dkpp, kd"):
         BornAgainLoss("kl")
@@ -155,12 +157,26 @@ def test_module_selects_by_name_and_refuses_unknown_names() -> None:
 def test_kd_by_name_is_hintons_loss() -> None:
     zs, zt, y = logits(2)
     parts = BornAgainLoss("kd", alpha=0.7, temperature=3.0)(zs, zt, y)
-    total, ce, kd = hinton_kd_loss(zs, zt, y, alpha=0.7, temperature=3.0)
-    torch.testing.assert_close(parts["loss"], total)
-    torch.testing.assert_close(parts["ce"], ce)
-    torch.testing.assert_close(parts["kd"], kd)
+    reference = hinton_kd_loss(zs, zt, y, alpha=0.7, temperature=3.0)
+    assert parts.keys() == reference.keys() == {"loss", "ce", "kd"}
+    for key in parts:
+        torch.testing.assert_close(parts[key], reference[key])
 
 
 def test_mismatched_class_counts_are_named() -> None:
     with pytest.raises(ValueError, match="same number of classes"):
         ban_loss(torch.randn(2, 3), torch.randn(2, 4))
+
+
+@pytest.mark.parametrize("name", ["ban", "ban+l", "cwtm", "dkpp"])
+@pytest.mark.parametrize("kwargs", [{"alpha": 0.5}, {"temperature": 2.0}])
+def test_the_papers_losses_refuse_alpha_and_temperature(name: str, kwargs: dict) -> None:
+    with pytest.raises(ValueError, match="apply to loss='kd' only"):
+        BornAgainLoss(name, **kwargs)
+
+
+def test_every_loss_returns_a_dict_with_the_total() -> None:
+    zs, zt, y = logits(3)
+    for name in BORN_AGAIN_LOSSES:
+        out = born_again_loss(name, zs, zt, y)
+        assert isinstance(out, dict) and out["loss"].ndim == 0, name

@@ -11,9 +11,9 @@ import wandb
 import yaml
 
 from lightning_kd import BornAgain, Classifier, VanillaKD
+from lightning_kd.checkpoints import load_network
 from lightning_kd.cli import KDLightningCLI, main
 from lightning_kd.models import MLP, SmallCNN
-from lightning_kd.teacher import load_network
 from tests.conftest import CONFIGS, write_tiny_cifar
 
 # each distillation config names the config that trains its teacher

@@ -15,10 +15,10 @@ from pytorch_lightning import Callback, seed_everything
 
 from lightning_kd import BornAgain, VanillaKD
 from lightning_kd.callbacks import Generations
+from lightning_kd.checkpoints import load_network
 from lightning_kd.cli import main
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.models import MLP, SmallCNN
-from lightning_kd.teacher import load_network
 from tests.conftest import CONFIGS
 from tests.helpers import cpu_trainer
 
@@ -62,7 +62,7 @@ def test_ddp_spawn_two_processes_agree(tmp_path: Path) -> None:
     assert rank0["teacher"] == rank1["teacher"] == teacher_before  # teacher untouched
     assert not rank0["teacher_training"] and not rank1["teacher_training"]
     assert rank0["trainable"] and all(name.startswith("student.") for name in rank0["trainable"])
-    assert set(rank0["ddp_ignored"]) == {f"teacher.{k}" for k in teacher.state_dict()}
+    assert set(rank0["ddp_ignored"]) == {f"teachers.teacher.{k}" for k in teacher.state_dict()}
 
 
 def test_cli_ddp_strategy_in_a_subprocess(tmp_path: Path, monkeypatch) -> None:

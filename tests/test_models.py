@@ -11,8 +11,8 @@ from lightning_kd.models import (
     WideResNet,
     create_model,
     list_models,
-    logits_and_features,
 )
+from lightning_kd.models.taps import forward_with_taps
 
 # the heaviest presets are covered by their class in test_cifar_networks_shapes
 CIFAR_PRESETS = [m for m in list_models() if m not in {"mlp", "small_cnn", "wrn_28_10", "densenet_112_33"}]
@@ -39,8 +39,8 @@ def test_parameter_counts_match_the_literature(name: str, params_m: float) -> No
 @pytest.mark.parametrize("name", ["mlp", "small_cnn"])
 def test_small_networks_on_digits_shape(name: str) -> None:
     net = create_model(name, num_classes=10)
-    logits, features = logits_and_features(net, torch.randn(3, 1, 8, 8))
-    assert logits.shape == (3, 10) and features is not None and features.shape[0] == 3
+    out = forward_with_taps(net, torch.randn(3, 1, 8, 8), "penultimate")
+    assert out.logits.shape == (3, 10) and out.features["penultimate"].shape == (3, net.num_features)
 
 
 def test_small_cnn_on_mnist_shape() -> None:
@@ -54,9 +54,12 @@ def test_torchvision_model_by_name_splits_head() -> None:
     assert logits.shape == (2, 5) and features.shape == (2, net.num_features)
 
 
-def test_plain_modules_give_no_features() -> None:
-    logits, features = logits_and_features(torch.nn.Linear(4, 3), torch.randn(2, 4))
-    assert logits.shape == (2, 3) and features is None
+def test_plain_modules_give_their_heads_input_as_penultimate_features() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+    x = torch.randn(2, 4)
+    out = forward_with_taps(net, x, "penultimate")
+    torch.testing.assert_close(out.features["penultimate"], net[1](net[0](x)))
+    torch.testing.assert_close(out.logits, net(x))
 
 
 @pytest.mark.parametrize(

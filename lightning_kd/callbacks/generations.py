@@ -3,30 +3,28 @@
 from __future__ import annotations
 
 import json
-import random
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
-from pytorch_lightning.utilities.seed import isolate_rng
-from rich.console import Console
-from rich.table import Table
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from lightning_kd.callbacks.evaluation import SPLITS, evaluation_loaders, predict_splits
+from lightning_kd.callbacks.reporting import (
+    define_wandb_axes,
+    log_metrics,
+    log_wandb_table,
+    percent,
+    print_table,
+    update_wandb_summary,
+)
+from lightning_kd.callbacks.rng import collect_rng_states, set_rng_states
+from lightning_kd.compat import LIGHTNING_DEFAULT_MAX_EPOCHS, rewrap_for_ddp
 from lightning_kd.metrics import ensemble_probabilities, prediction_metrics
 from lightning_kd.tasks.born_again import BornAgain
-
-SPLITS = ("val", "test")
-# what Lightning sets max_epochs to when the user gives neither max_epochs nor max_steps
-_LIGHTNING_DEFAULT_MAX_EPOCHS = 1000
 
 
 class Generations(Callback):
@@ -39,7 +37,7 @@ class Generations(Callback):
     1. scores the finished generation on the val and test sets and keeps its predictions (on the CPU:
        ensembles are built from these, so memory does not grow with the networks),
     2. saves its weights to ``{dirpath}/generation_{g}.ckpt`` (never overwritten by a later generation;
-       loadable as a teacher with :func:`~lightning_kd.teacher.load_network`),
+       loadable as a teacher with :func:`~lightning_kd.checkpoints.load_network`),
     3. promotes it: it becomes the frozen, eval-mode teacher; the student gets fresh weights drawn
        from a seed of the run's seed and the generation (identical on every DDP rank, different per
        generation),
@@ -137,7 +135,7 @@ class Generations(Callback):
         counts = list(self.plan.values())
         if trainer.max_steps != -1:
             raise ValueError("the Generations callback sets the epoch budget; remove trainer.max_steps")
-        if trainer.fit_loop.max_epochs not in (total, _LIGHTNING_DEFAULT_MAX_EPOCHS, None, -1):
+        if trainer.fit_loop.max_epochs not in (total, LIGHTNING_DEFAULT_MAX_EPOCHS, None, -1):
             raise ValueError(
                 f"trainer.max_epochs is {trainer.fit_loop.max_epochs} but the generations take {total} epochs "
                 f"({' + '.join(map(str, counts))}); leave max_epochs unset or set it to {total}"
@@ -162,8 +160,9 @@ class Generations(Callback):
     # -- hooks ------------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert isinstance(pl_module, BornAgain)
-        self._loaders = _evaluation_loaders(trainer)
-        self._define_wandb_axes(trainer)
+        self._loaders = evaluation_loaders(trainer)
+        define_wandb_axes(trainer, (("generation/epoch", "generation_*"), ("ensemble/size", "ensemble/*"),
+                                    ("born_again/generation", "born_again/*")))
         if pl_module.first_generation == 1 and 0 not in self.records:
             assert pl_module.teacher is not None
             self.records[0] = {"epochs": 0, "checkpoint": None, **self._predict(trainer, pl_module.teacher)}
@@ -185,7 +184,7 @@ class Generations(Callback):
             if key.startswith("val/")
         }
         metrics["generation/epoch"] = trainer.current_epoch - self.generation_start(generation) + 1
-        self._log(trainer, metrics)
+        log_metrics(trainer, metrics)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert isinstance(pl_module, BornAgain)
@@ -211,45 +210,23 @@ class Generations(Callback):
             **self._predict(trainer, pl_module.student),
         }
         row = self._generation_row(generation)
-        self._log(trainer, {f"born_again/{key}": value for key, value in row.items() if key != "generation"}
-                  | {"born_again/generation": generation})
+        log_metrics(trainer, {f"born_again/{key}": value for key, value in row.items() if key != "generation"}
+                    | {"born_again/generation": generation})
         if self.ensemble_every_generation and generation != max(self.plan):  # the last one: in the report
             self._log_ensembles(trainer)
 
     def _start_next_generation(self, trainer: pl.Trainer, pl_module: BornAgain) -> None:
         if pl_module.promote():  # a new student module: DDP must sync its parameters
-            _rewrap_for_ddp(trainer)
+            rewrap_for_ddp(trainer.strategy)
         # a fresh optimizer (empty momentum) and schedule, over the new student's parameters
         trainer.strategy.setup_optimizers(trainer)
 
-    @torch.no_grad()
     def _predict(self, trainer: pl.Trainer, network: nn.Module) -> dict[str, Tensor]:
-        """Softmax outputs on each evaluation split, on the CPU, in the loader's (fixed) order.
-
-        Every rank runs the whole split (up to the trainer's ``limit_{val,test}_batches``), so no
-        collective is needed and all ranks hold the same record.
-        """
-        device = next(network.parameters()).device
-        was_training = network.training
-        network.eval()
-        outputs: dict[str, Tensor] = {}
-        with isolate_rng():  # iterating a loader draws a seed; keep the training RNG stream untouched
-            for split, loader in self._loaders.items():
-                probs, targets = [], []
-                limit = _batch_limit(getattr(trainer, f"limit_{split}_batches"), len(loader))
-                if limit == 0:
-                    continue
-                for _, batch in zip(range(limit), loader, strict=False):
-                    # as Lightning's own loops do: the precision plugin's input dtype ("true" half precision)
-                    inputs = trainer.precision_plugin.convert_input(batch["input"].to(device))
-                    with trainer.precision_plugin.forward_context():
-                        logits = network(inputs)
-                    probs.append(logits.float().softmax(dim=1).cpu())
-                    targets.append(batch["target"])
-                outputs[split] = torch.cat(probs)
-                self.targets.setdefault(split, torch.cat(targets))
-        network.train(was_training)
-        return outputs
+        """The network's softmax outputs on each evaluation split (on the CPU; the same on every rank)."""
+        probabilities, targets = predict_splits(trainer, network, self._loaders)
+        for split, labels in targets.items():
+            self.targets.setdefault(split, labels)
+        return probabilities
 
     # -- reporting --------------------------------------------------------------------------------
     def _splits(self) -> list[str]:
@@ -286,7 +263,7 @@ class Generations(Callback):
     def _log_ensembles(self, trainer: pl.Trainer) -> list[dict[str, Any]]:
         rows = self._ensembles()
         for row in rows:
-            self._log(trainer, row)
+            log_metrics(trainer, row)
         return rows
 
     def _report(self, trainer: pl.Trainer) -> None:
@@ -304,37 +281,25 @@ class Generations(Callback):
         }
         self._publish(trainer, rows)
 
-    @rank_zero_only
     def _publish(self, trainer: pl.Trainer, rows: list[dict[str, Any]]) -> None:
+        self._write_json(trainer)
+        columns = sorted({key for row in rows for key in row} - {"generation"}, key=_column_order)
+        log_wandb_table(trainer, "born_again/generations", ["generation", *columns],
+                        [[row["generation"], *(row.get(key) for key in columns)] for row in rows])
+        update_wandb_summary(trainer, {f"born_again/generation_{row['generation']}/{key}": row[key]
+                                       for row in rows for key in columns if row.get(key) is not None})
+        if self.print_table:
+            shown = [(key, header) for key, header in _CONSOLE_COLUMNS if any(key in row for row in rows)]
+            title = "Born-Again generations" + (
+                " (ensembles include generation 0)" if self.ensemble_include_teacher else "")
+            print_table(title, ["gen", *(header for _, header in shown)],
+                        [[str(row["generation"]), *(percent(row.get(key)) for key, _ in shown)] for row in rows])
+
+    @rank_zero_only
+    def _write_json(self, trainer: pl.Trainer) -> None:
         dirpath = self._dirpath(trainer)
         dirpath.mkdir(parents=True, exist_ok=True)
         (dirpath / "generations.json").write_text(json.dumps(self.results, indent=2) + "\n")
-        columns = sorted({key for row in rows for key in row} - {"generation"}, key=_column_order)
-        data = [[row["generation"], *(row.get(key) for key in columns)] for row in rows]
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_table(key="born_again/generations", columns=["generation", *columns], data=data)
-                logger.experiment.summary.update(
-                    {f"born_again/generation_{row['generation']}/{key}": row[key] for row in rows for key in columns
-                     if row.get(key) is not None}
-                )
-        if self.print_table:
-            Console().print(_rich_table(rows, self.ensemble_include_teacher))
-
-    @rank_zero_only
-    def _define_wandb_axes(self, trainer: pl.Trainer) -> None:
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                experiment = logger.experiment
-                for axis, pattern in (("generation/epoch", "generation_*"), ("ensemble/size", "ensemble/*"),
-                                      ("born_again/generation", "born_again/*")):
-                    experiment.define_metric(axis)
-                    experiment.define_metric(pattern, step_metric=axis)
-
-    @staticmethod
-    def _log(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
 
     def _dirpath(self, trainer: pl.Trainer) -> Path:
         if self.dirpath is not None:
@@ -346,13 +311,13 @@ class Generations(Callback):
 
     # -- checkpoint state -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"records": self.records, "targets": self.targets, "rng": _collect_rng_states()}
+        return {"records": self.records, "targets": self.targets, "rng": collect_rng_states()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.records = dict(state_dict["records"])
         self.targets = dict(state_dict["targets"])
         if "rng" in state_dict:
-            _set_rng_states(state_dict["rng"])
+            set_rng_states(state_dict["rng"])
 
 
 def _column_order(key: str) -> tuple[int, int, str]:
@@ -369,80 +334,3 @@ _CONSOLE_COLUMNS = (
     ("ensemble/val/acc", "ensemble 1..g\nval acc"),
     ("ensemble/test/acc", "ensemble 1..g\ntest acc"),
 )
-
-
-def _rich_table(rows: list[dict[str, Any]], with_teacher: bool) -> Table:
-    title = "Born-Again generations" + (" (ensembles include generation 0)" if with_teacher else "")
-    columns = [(key, header) for key, header in _CONSOLE_COLUMNS if any(key in row for row in rows)]
-    table = Table(title=title)
-    table.add_column("gen", justify="right")
-    for _, header in columns:
-        table.add_column(header, justify="right")
-    for row in rows:
-        cells = [f"{100 * row[key]:.2f}" if key in row else "" for key, _ in columns]
-        table.add_row(str(row["generation"]), *cells)
-    return table
-
-
-def _batch_limit(limit: int | float, num_batches: int) -> int:
-    """The batches a trainer's ``limit_{val,test}_batches`` allows (an int counts batches, a float is a fraction)."""
-    if isinstance(limit, float):
-        return int(num_batches * limit) if limit < 1 else num_batches
-    return min(int(limit), num_batches)
-
-
-def _evaluation_loaders(trainer: pl.Trainer) -> dict[str, DataLoader]:
-    """Fresh (unsharded) val and test loaders from the data module; a split it lacks is left out."""
-    datamodule = trainer.datamodule
-    if datamodule is None:
-        rank_zero_warn("Generations: no data module, so no per-generation scores or ensembles")
-        return {}
-    loaders = {}
-    for split in SPLITS:
-        try:
-            loaders[split] = getattr(datamodule, f"{split}_dataloader")()
-        except Exception as error:  # a data module without that split; say so and go on
-            rank_zero_warn(f"Generations: no {split} loader from {type(datamodule).__name__} ({error}); skipped")
-    return loaders
-
-
-def _rewrap_for_ddp(trainer: pl.Trainer) -> None:
-    """The student's parameters changed: DDP must wrap the module again to sync the new ones."""
-    strategy = trainer.strategy
-    if isinstance(strategy.model, DistributedDataParallel):
-        strategy.model = strategy._setup_model(strategy.lightning_module)  # type: ignore[attr-defined]
-        strategy._register_ddp_hooks()  # type: ignore[attr-defined]
-    elif strategy.model is not strategy.lightning_module:
-        raise RuntimeError(
-            f"changing the student's architecture between generations is supported on one device and with DDP, "
-            f"not with {type(strategy).__name__}"
-        )
-
-
-def _collect_rng_states() -> dict[str, Any]:
-    """The global RNG states, in types a ``weights_only`` checkpoint load accepts."""
-    version, numpy_keys, position, has_gauss, cached_gauss = np.random.get_state()
-    states: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [version, torch.from_numpy(np.asarray(numpy_keys, dtype=np.int64)), position, has_gauss, cached_gauss],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _set_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    version, numpy_keys, position, has_gauss, cached_gauss = states["numpy"]
-    np.random.set_state((version, numpy_keys.numpy().astype(np.uint32), position, has_gauss, cached_gauss))
-    random.setstate(_as_tuples(states["python"]))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def _as_tuples(value: Any) -> Any:
-    # checkpoints may turn the state's tuples into lists; random.setstate wants tuples
-    if isinstance(value, Iterable) and not isinstance(value, (str, bytes, Tensor)):
-        return tuple(_as_tuples(v) for v in value)
-    return value

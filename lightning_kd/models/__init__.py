@@ -8,11 +8,13 @@ Example:
     64
 """
 
-from lightning_kd.models.base import ClassifierNetwork, count_parameters, logits_and_features, reinitialize
+from lightning_kd.models.base import ClassifierNetwork, count_parameters, reinitialize
 from lightning_kd.models.densenet import DenseNet
 from lightning_kd.models.registry import create_model, list_models, register_model
 from lightning_kd.models.resnet_cifar import CifarResNet
 from lightning_kd.models.simple import MLP, SmallCNN
+from lightning_kd.models.taps import NetworkOutput, forward_with_taps, resolve_layers, stage_names
+from lightning_kd.models.timm import TimmNetwork
 from lightning_kd.models.torchvision import TorchvisionNetwork
 from lightning_kd.models.wide_resnet import WideResNet
 
@@ -21,13 +23,17 @@ __all__ = [
     "CifarResNet",
     "ClassifierNetwork",
     "DenseNet",
+    "NetworkOutput",
     "SmallCNN",
+    "TimmNetwork",
     "TorchvisionNetwork",
     "WideResNet",
     "count_parameters",
     "create_model",
+    "forward_with_taps",
     "list_models",
-    "logits_and_features",
     "register_model",
     "reinitialize",
+    "resolve_layers",
+    "stage_names",
 ]

@@ -11,17 +11,23 @@ class ClassifierNetwork(nn.Module):
 
     Distillation methods need both the logits and the penultimate features (feature-matching
     losses, projectors, distribution matching), so every network of the zoo implements
-    :meth:`forward_features` (input -> pooled penultimate features) and :meth:`forward_head`
-    (features -> logits). ``forward`` returns logits only, so a zoo network is a drop-in
-    ``nn.Module`` anywhere else.
+    :meth:`forward_features` (input -> pooled penultimate features); :meth:`forward_head`
+    (features -> logits) is the linear ``fc`` unless a network says otherwise. ``forward`` returns
+    logits only, so a zoo network is a drop-in ``nn.Module`` anywhere else.
+
+    Every zoo network also names its stages (:attr:`stage_names`): the module paths whose outputs are
+    the feature maps at the end of each resolution, so a method can tap "the stages" (see
+    :mod:`lightning_kd.models.taps`) without knowing the architecture.
 
     Attributes:
         num_classes: Number of output classes.
         num_features: Width of the penultimate features.
+        fc: The linear head.
     """
 
     num_classes: int
     num_features: int
+    fc: nn.Module
     he_init: bool = False
     """Whether construction ends with :func:`init_weights` (He-normal convolutions, unit BatchNorm)."""
 
@@ -41,7 +47,12 @@ class ClassifierNetwork(nn.Module):
 
     def forward_head(self, features: Tensor) -> Tensor:
         """Map penultimate features to logits, shape ``(B, num_classes)``."""
-        raise NotImplementedError
+        return self.fc(features)
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        """Module paths of the stages' outputs, shallowest first."""
+        raise NotImplementedError(f"{type(self).__name__} does not name its stages")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
@@ -50,17 +61,6 @@ class ClassifierNetwork(nn.Module):
         """Return ``(logits, features)`` from one pass."""
         features = self.forward_features(x)
         return self.forward_head(features), features
-
-
-def logits_and_features(network: nn.Module, x: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Run any network, returning its penultimate features where it can give them.
-
-    Zoo networks return ``(logits, features)``; an arbitrary ``nn.Module`` returns
-    ``(logits, None)``.
-    """
-    if isinstance(network, ClassifierNetwork):
-        return network.forward_with_features(x)
-    return network(x), None
 
 
 def count_parameters(network: nn.Module) -> int:

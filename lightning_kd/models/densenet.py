@@ -88,12 +88,15 @@ class DenseNet(ClassifierNetwork):
         self.fc = nn.Linear(planes, num_classes)
         init_weights(self)
 
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        # blocks alternate dense block, transition (which halves the resolution), ...: the dense blocks end the stages
+        return tuple(f"blocks.{i}" for i in range(0, len(self.blocks), 2))
+
     def forward_features(self, x: Tensor) -> Tensor:
         x = F.relu(self.bn(self.blocks(self.stem(x))))
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
-    def forward_head(self, features: Tensor) -> Tensor:
-        return self.fc(features)
 
 
 @register_model()

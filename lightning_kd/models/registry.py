@@ -35,12 +35,13 @@ def register_model(name: str | None = None) -> Callable[[F], F]:
 
 
 def list_models() -> list[str]:
-    """Names of the registered networks, sorted; torchvision models are reached as ``tv_<name>``."""
+    """Names of the registered networks, sorted; torchvision and timm models are reached as ``tv_<name>``
+    and ``timm_<name>``."""
     return sorted(_MODELS)
 
 
 def create_model(name: str, **kwargs: object) -> nn.Module:
-    """Build a registered network, or any torchvision classification model as ``tv_<name>``.
+    """Build a registered network, a torchvision classification model as ``tv_<name>``, a timm one as ``timm_<name>``.
 
     Example:
         >>> net = create_model("resnet8x4", num_classes=100)
@@ -51,6 +52,10 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
         from lightning_kd.models.torchvision import TorchvisionNetwork
 
         return TorchvisionNetwork(name[3:], **kwargs)  # type: ignore[arg-type]
+    if name.startswith("timm_"):
+        from lightning_kd.models.timm import TimmNetwork
+
+        return TimmNetwork(name[5:], **kwargs)  # type: ignore[arg-type]
     try:
         constructor = _MODELS[name]
     except KeyError:

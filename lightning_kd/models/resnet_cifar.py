@@ -82,12 +82,14 @@ class CifarResNet(ClassifierNetwork):
         self.fc = nn.Linear(self.num_features, num_classes)
         init_weights(self)
 
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(f"stages.{i}" for i in range(len(self.stages)))
+
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.stages(self.stem(x))
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
-    def forward_head(self, features: Tensor) -> Tensor:
-        return self.fc(features)
 
 
 def _preset(name: str, depth: int, widths: tuple[int, ...]) -> None:

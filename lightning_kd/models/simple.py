@@ -40,19 +40,25 @@ class MLP(ClassifierNetwork):
             raise ValueError("MLP needs at least one hidden layer")
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
+        stages = []
         for hidden in hidden_sizes:
             layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)]
+            stages.append(f"body.{len(layers) - 1}")
             width = hidden
         self.body = nn.Sequential(*layers)
+        self._stage_names = tuple(stages)
         self.num_classes = num_classes
         self.num_features = width
         self.fc = nn.Linear(width, num_classes)
 
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        """The hidden layers' outputs (an MLP has no resolutions; its hidden layers play the stages' part)."""
+        return self._stage_names
+
     def forward_features(self, x: Tensor) -> Tensor:
         return self.body(x)
 
-    def forward_head(self, features: Tensor) -> Tensor:
-        return self.fc(features)
 
 
 class SmallCNN(ClassifierNetwork):
@@ -80,22 +86,27 @@ class SmallCNN(ClassifierNetwork):
             raise ValueError("SmallCNN needs at least one convolutional block")
         layers: list[nn.Module] = []
         in_planes = in_channels
+        stages = []
         for index, planes in enumerate(widths):
             layers += [nn.Conv2d(in_planes, planes, 3, 1, 1, bias=False), nn.BatchNorm2d(planes), nn.ReLU()]
+            stages.append(f"body.{len(layers) - 1}")  # the block's ReLU, before pooling halves the resolution
             if index < len(widths) - 1:
                 layers.append(nn.MaxPool2d(2))
             in_planes = planes
         self.body = nn.Sequential(*layers)
+        self._stage_names = tuple(stages)
         self.num_classes = num_classes
         self.num_features = in_planes
         self.fc = nn.Linear(in_planes, num_classes)
         init_weights(self)
 
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return self._stage_names
+
     def forward_features(self, x: Tensor) -> Tensor:
         return F.adaptive_avg_pool2d(self.body(x), 1).flatten(1)
 
-    def forward_head(self, features: Tensor) -> Tensor:
-        return self.fc(features)
 
 
 @register_model()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+
+import torch
 import torchvision
 from torch import Tensor, nn
 
@@ -61,8 +64,36 @@ class TorchvisionNetwork(ClassifierNetwork):
         name, weights = self._spec
         self.load_state_dict(TorchvisionNetwork(name, self.num_classes, 3, weights).state_dict())
 
+    @functools.cached_property
+    def stage_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The last module at each resolution among the trunk's top-level modules (timm's ``feature_info`` convention).
+
+        Found once, by one forward of a 224x224 image (torchvision's native size) with hooks on the
+        trunk's top-level modules (``body.features``' children where the model has that Sequential).
+        """
+        trunk_path = "body.features" if isinstance(getattr(self.body, "features", None), nn.Sequential) else "body"
+        trunk = self.get_submodule(trunk_path)
+        sizes: dict[str, tuple[int, ...]] = {}
+        handles = [
+            module.register_forward_hook(
+                lambda m, i, out, name=f"{trunk_path}.{name}": sizes.__setitem__(name, tuple(out.shape[2:]))
+                if isinstance(out, Tensor) and out.ndim == 4 else None
+            )
+            for name, module in trunk.named_children()
+        ]
+        was_training = self.training
+        try:
+            self.eval()
+            with torch.no_grad():
+                self.forward_features(torch.zeros(1, 3, 224, 224, device=self.fc.weight.device))
+        finally:
+            self.train(was_training)
+            for handle in handles:
+                handle.remove()
+        # a stage ends where the next module changes the resolution; global pooling (1x1) ends none
+        names = [name for name, size in sizes.items() if size != (1, 1)]
+        return tuple(name for name, after in zip(names, [*names[1:], None], strict=True)
+                     if after is None or sizes[after] != sizes[name])
+
     def forward_features(self, x: Tensor) -> Tensor:
         return self.body(x)
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        return self.fc(features)

@@ -4,12 +4,18 @@ A task's ``__init__`` hands its networks to :class:`BaseTask`, which saves the h
 then calls the template methods in order: :meth:`~BaseTask.configure_losses` (cheap argument checks
 first), :meth:`~BaseTask.configure_models`, :meth:`~BaseTask.configure_metrics` (the last once the
 data's class count is known, in ``setup``). A method then only writes :meth:`~BaseTask.training_losses`.
+
+Every network has a role (``student``, ``teacher``, ``teacher_2``, ``peer_0``, ...; see
+:meth:`~BaseTask.networks`). Everything trainable is optimised: every parameter of the task that
+requires grad, whichever network, head, projector or loss module holds it; teachers never.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import PurePath
 from typing import Any, ClassVar
 
@@ -19,49 +25,82 @@ from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
+from lightning_kd.checkpoints import CHECKPOINT_KEY, network_record
+from lightning_kd.compat import IgnoredByDDP, attached_trainer
 from lightning_kd.data.base import Batch
 from lightning_kd.metrics import accuracy, evaluation_metrics
 from lightning_kd.optim import SGD, ScheduleSpec, build_optimization
-from lightning_kd.teacher import CHECKPOINT_KEY
 
-try:  # set while LightningCLI instantiates a model: the hparams are then the parsed config
-    from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
-except ImportError:  # pragma: no cover - older/newer Lightning
-    _given_hyperparameters = None
+_FROM_CONFIG: ContextVar[bool] = ContextVar("lightning_kd_from_config", default=False)
 
 
-def _is_plain(value: Any) -> bool:
-    """Whether a hyperparameter is data (safe to store in a checkpoint and log), not an object."""
-    if value is None or isinstance(value, (bool, int, float, str, PurePath)):
-        return True
+@contextmanager
+def building_from_config() -> Iterator[None]:
+    """Mark the tasks built inside as built from a parsed config (what :class:`~lightning_kd.cli.KDLightningCLI` does).
+
+    Such a task saves the config it was given as its hyperparameters (networks as
+    ``class_path``/``init_args``), so its checkpoints rebuild every network with no argument.
+    """
+    token = _FROM_CONFIG.set(True)
+    try:
+        yield
+    finally:
+        _FROM_CONFIG.reset(token)
+
+
+def _plain(value: Any) -> tuple[bool, Any]:
+    """``(True, value)`` for data (safe to store in a checkpoint and log; paths as strings), else ``(False, None)``."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True, value
+    if isinstance(value, PurePath):  # as strings: checkpoints then load with weights_only
+        return True, str(value)
     if isinstance(value, (list, tuple)):
-        return all(_is_plain(v) for v in value)
+        items = [_plain(v) for v in value]
+        return all(ok for ok, _ in items), [v for _, v in items]
     if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
-    return False
+        entries = {k: _plain(v) for k, v in value.items()}
+        ok = all(isinstance(k, str) and ok for k, (ok, _) in entries.items())
+        return ok, {k: v for k, (_, v) in entries.items()}
+    return False, None
 
 
-class BaseTask(LightningModule):
-    """Base of every method: networks, losses, metrics, optimisation and logging.
+class BaseTask(IgnoredByDDP, LightningModule):
+    """Base of every method: networks by role, losses, metrics, optimisation, checkpoints and logging.
 
-    Subclasses set :attr:`network_attribute` and implement :meth:`configure_models` and
-    :meth:`training_losses`.
+    Subclasses implement :meth:`configure_models`, :meth:`trained_networks` and
+    :meth:`training_losses`, and set :attr:`handed_on` when the network their checkpoints hand on as
+    a teacher is not the ``student``.
 
     Args:
-        optimizer: Optimizer class for the trainable parameters (default: SGD, lr 0.05,
+        optimizer: Optimizer class for every trainable parameter (default: SGD, lr 0.05,
             momentum 0.9, weight decay 5e-4).
         lr_scheduler: ``"cosine"`` (over the trainer's ``max_epochs``), ``"none"``, or a
             ``torch.optim.lr_scheduler`` class, stepped each epoch.
         **models: The task's networks (and how to load them), passed on to :meth:`configure_models`.
     """
 
-    network_attribute: ClassVar[str]
-    """Attribute holding the network this task trains; checkpoints hand it on as a teacher."""
+    handed_on: ClassVar[str] = "student"
+    """Role of the network a checkpoint hands on as a teacher (and ``forward`` runs)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> BaseTask:
+        # The arguments of the construction, bound to the subclass's own signature: the hyperparameters
+        # are read from here, not from stack frames. Copies and unpickling call __new__ with no
+        # arguments; binding then fails and there is nothing to record (nor any __init__ to run).
+        instance = super().__new__(cls)
+        try:
+            bound = inspect.signature(cls.__init__).bind(instance, *args, **kwargs)
+        except TypeError:
+            return instance
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        arguments.pop(next(iter(arguments)))  # self
+        object.__setattr__(instance, "_constructor_arguments", arguments)  # before nn.Module.__init__
+        return instance
 
     def __init__(self, optimizer: OptimizerCallable = SGD, lr_scheduler: ScheduleSpec = "cosine",
                  **models: Any) -> None:
         super().__init__()
-        self._save_plain_hyperparameters()
+        self._save_hyperparameters()
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.num_classes: int | None = None
@@ -69,25 +108,17 @@ class BaseTask(LightningModule):
         self.configure_losses()
         self.configure_models(**models)
 
-    def _save_plain_hyperparameters(self) -> None:
-        # Under LightningCLI the hparams are the config (networks as class_path/init_args dicts) and
-        # reload through load_from_checkpoint. Built in Python, networks and optimizer classes are
-        # objects: they are left out, or checkpoints would pickle whole modules.
-        from pytorch_lightning.utilities.parsing import collect_init_args
-
-        frame = inspect.currentframe()
-        init_frame = frame.f_back if frame is not None else None  # BaseTask.__init__
-        given = _given_hyperparameters.get() if _given_hyperparameters is not None else None
-        ignore: list[str] = []
-        if given is None and init_frame is not None:
-            init_args: dict[str, Any] = {}
-            for local_args in collect_init_args(init_frame, [], classes=(BaseTask,)):
-                init_args.update(local_args)
-            ignore = [name for name, value in init_args.items() if not _is_plain(value)]
-        self.save_hyperparameters(ignore=ignore, frame=init_frame)
-        for name, value in self.hparams.items():
-            if isinstance(value, PurePath):  # paths as strings: checkpoints load with weights_only
-                self.hparams[name] = str(value)
+    def _save_hyperparameters(self) -> None:
+        arguments = self.__dict__.pop("_constructor_arguments", {})
+        if _FROM_CONFIG.get():
+            # Lightning stores the config the CLI parsed (networks as class_path/init_args dicts), which
+            # load_from_checkpoint rebuilds from; the CLI checks that it did
+            self.save_hyperparameters()
+            return
+        # Built in Python, networks and optimizer classes are objects: left out, or checkpoints would
+        # pickle whole modules; load_from_checkpoint then takes them as arguments
+        plain = {name: value for name, (ok, value) in ((n, _plain(v)) for n, v in arguments.items()) if ok}
+        self.save_hyperparameters(plain)
 
     # -- template methods -------------------------------------------------------------------------
     def configure_models(self, **models: Any) -> None:
@@ -106,30 +137,55 @@ class BaseTask(LightningModule):
     def training_losses(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
         """Return ``({"loss": total, "<part>": ..., ...}, logits)`` for one training batch.
 
-        ``loss`` is minimised; every other entry is logged as ``train/<part>_loss``.
+        ``loss`` is minimised; every other entry is logged as ``train/<part>_loss``; ``logits`` are the
+        handed-on network's, scored as ``train/acc``.
         """
         raise NotImplementedError
 
+    def trained_networks(self) -> dict[str, nn.Module]:
+        """The networks this task trains, by role (the handed-on one among them)."""
+        raise NotImplementedError
+
+    def teacher_networks(self) -> dict[str, nn.Module]:
+        """The frozen networks, by role (none unless the task distils)."""
+        return {}
+
     # -- networks ---------------------------------------------------------------------------------
+    def networks(self) -> dict[str, nn.Module]:
+        """Every network of the task by role: the trained ones, then the teachers.
+
+        The shape checks before training, the run summary and the checkpoint record all read this.
+        """
+        return {**self.trained_networks(), **self.teacher_networks()}
+
     @property
     def network(self) -> nn.Module:
-        """The network this task trains."""
-        return getattr(self, self.network_attribute)
+        """The network checkpoints hand on as a teacher (role :attr:`handed_on`)."""
+        return self.trained_networks()[self.handed_on]
 
-    def networks_to_check(self) -> dict[str, nn.Module]:
-        """Networks whose input and output shapes must fit the data, by role."""
-        return {self.network_attribute: self.network}
+    def network_config(self, role: str) -> dict[str, Any] | None:
+        """How to build the network of ``role`` (``class_path``/``init_args``), when built from a config."""
+        config = self.hparams.get(role)
+        return dict(config) if isinstance(config, dict) and "class_path" in config else None
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters handed to the optimizer (never a teacher's)."""
-        return (p for p in self.network.parameters() if p.requires_grad)
+        """Parameters handed to the optimizer: every one of the task that requires grad, never a teacher's."""
+        frozen = {id(p) for network in self.teacher_networks().values() for p in network.parameters()}
+        return (p for p in self.parameters() if p.requires_grad and id(p) not in frozen)
+
+    def names_ignored_by_ddp(self) -> list[str]:
+        # the teachers: no gradient all-reduce, no buffer broadcast
+        teachers = {id(network) for network in self.teacher_networks().values()}
+        return [f"{path}.{key}" for path, module in self.named_modules() if id(module) in teachers
+                for key in module.state_dict()]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.network(x)
 
     # -- setup ------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        trainer = attached_trainer(self)
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
         num_classes = getattr(datamodule, "num_classes", None)
         input_shape = getattr(datamodule, "input_shape", None)
         if num_classes is None:
@@ -140,7 +196,7 @@ class BaseTask(LightningModule):
                 "with `num_classes`) or a network with a `num_classes` attribute"
             )
         if input_shape is not None:
-            for role, network in self.networks_to_check().items():
+            for role, network in self.networks().items():
                 self._check_network(role, network, num_classes, tuple(input_shape))
         if self.num_classes is None:
             self.num_classes = num_classes
@@ -184,7 +240,7 @@ class BaseTask(LightningModule):
         return losses["loss"]
 
     def evaluation_step(self, batch: Batch, stage: str) -> Tensor:
-        """Log ``{stage}/loss`` and the ``{stage}/`` metrics of the trained network; return its logits."""
+        """Log ``{stage}/loss`` and the ``{stage}/`` metrics of the handed-on network; return its logits."""
         logits = self(batch["input"])
         batch_size = len(batch["target"])
         metrics = self.val_metrics if stage == "val" else self.test_metrics
@@ -205,23 +261,21 @@ class BaseTask(LightningModule):
     # -- optimisation -----------------------------------------------------------------------------
     def schedule_epochs(self) -> int | None:
         """Length in epochs of the learning-rate schedule ("cosine" decays over it): the trainer's ``max_epochs``."""
-        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
+        trainer = attached_trainer(self)
+        max_epochs = trainer.max_epochs if trainer is not None else None
         return max_epochs if max_epochs is not None and max_epochs >= 0 else None
 
     def configure_optimizers(self) -> Any:
-        parameters = self.trainable_parameters()
+        parameters = list(self.trainable_parameters())
         return build_optimization(parameters, self.optimizer, self.lr_scheduler, self.schedule_epochs())
 
     # -- checkpoints ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # what load_network needs to hand the trained network on as a teacher
-        config = self.hparams.get(self.network_attribute)
-        checkpoint[CHECKPOINT_KEY] = {
-            "format_version": 1,
-            "network": self.network_attribute,
-            "network_config": config if isinstance(config, dict) else None,
-            "num_classes": self.num_classes,
-        }
+        # what load_network needs to hand the network on as a teacher, and what each role was
+        path = next(name for name, module in self.named_modules() if module is self.network)
+        checkpoint[CHECKPOINT_KEY] = network_record(
+            path, self.network_config(self.handed_on), self.num_classes, self.networks()
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # a reload rebuilds the networks as objects, which hparams leave out; keep the checkpoint's
@@ -229,4 +283,3 @@ class BaseTask(LightningModule):
         for name, value in checkpoint.get("hyper_parameters", {}).items():
             if not name.startswith("_") and name not in self.hparams:
                 self.hparams[name] = value
-

@@ -13,21 +13,20 @@ import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
+from lightning_kd.checkpoints import build_network
 from lightning_kd.data.base import Batch
-from lightning_kd.losses import BORN_AGAIN_LOSSES, BornAgainLoss
+from lightning_kd.losses import BornAgainLoss, BornAgainLossName
 from lightning_kd.models.base import reinitialize
 from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.distillation import DistillationTask
-from lightning_kd.teacher import build_network, freeze
 
-BornAgainLossName = Literal["ban", "ban+l", "cwtm", "dkpp", "kd"]
 GENERATION_KEY = "born_again"
 """Checkpoint entry recording which generation a checkpoint belongs to."""
 
@@ -65,8 +64,8 @@ class BornAgain(DistillationTask):
         teacher: A trained generation 0 (optional).
         teacher_ckpt: Its weights (optional; with a CLI checkpoint, no ``teacher`` network is needed).
         loss: ``"ban"``, ``"ban+l"``, ``"cwtm"``, ``"dkpp"`` or ``"kd"``.
-        alpha: For ``loss="kd"`` only: weight of the distillation term (Hinton's convention).
-        temperature: For ``loss="kd"`` only: softmax temperature; the paper's losses use ``T = 1``.
+        alpha: For ``loss="kd"`` only: weight of the distillation term (Hinton's convention; default 0.9).
+        temperature: For ``loss="kd"`` only: softmax temperature (default 4); the paper's losses use ``T = 1``.
         optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`; rebuilt for every generation.
         lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`; restarts every generation and
             spans that generation's epochs.
@@ -102,14 +101,7 @@ class BornAgain(DistillationTask):
         super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler)  # type: ignore[arg-type]
 
     def configure_losses(self) -> None:
-        loss, alpha, temperature = self.hparams["loss"], self.hparams["alpha"], self.hparams["temperature"]
-        if loss not in BORN_AGAIN_LOSSES:
-            raise ValueError(f"unknown Born-Again loss {loss!r}; choose one of {', '.join(BORN_AGAIN_LOSSES)}")
-        if loss != "kd" and (alpha is not None or temperature is not None):
-            # refused rather than ignored: the paper's losses have no temperature or weight to set
-            raise ValueError(f"alpha and temperature apply to loss='kd' only; {loss!r} uses T = 1 as in the paper")
-        self.criterion = BornAgainLoss(loss, alpha=0.9 if alpha is None else alpha,
-                                       temperature=4.0 if temperature is None else temperature)
+        self.criterion = BornAgainLoss(self.hparams["loss"], self.hparams["alpha"], self.hparams["temperature"])
 
     def configure_models(  # type: ignore[override]
         self,
@@ -123,7 +115,7 @@ class BornAgain(DistillationTask):
             raise ValueError("BornAgain needs `student`: a network, or a non-empty list of networks by generation")
         # Built in Python there is no config to rebuild from: later generations start from a copy of
         # these, re-initialised (taken now, before any training, and kept off the device)
-        self._templates = [copy.deepcopy(net) for net in networks] if not self._network_configs() else []
+        self._templates = [copy.deepcopy(net) for net in networks] if not self._student_configs() else []
         self._num_architectures = len(networks)
         super().configure_models(networks[0], teacher, teacher_ckpt)
         self.first_generation = 0 if self.teacher is None else 1
@@ -132,7 +124,7 @@ class BornAgain(DistillationTask):
         """Epochs of each generation, set by the ``Generations`` callback; the LR schedule spans them."""
 
     # -- generations ------------------------------------------------------------------------------
-    def _network_configs(self) -> list[dict[str, Any]]:
+    def _student_configs(self) -> list[dict[str, Any]]:
         """The student configs from the CLI (``class_path``/``init_args``), one per architecture; else empty."""
         config = self.hparams.get("student")
         configs = config if isinstance(config, list) else [config]
@@ -146,10 +138,18 @@ class BornAgain(DistillationTask):
             raise ValueError(f"generation {generation} is the given teacher, not a trained generation")
         return min(generation - self.first_generation, self._num_architectures - 1)
 
-    def network_config(self, generation: int) -> dict[str, Any] | None:
+    def generation_config(self, generation: int) -> dict[str, Any] | None:
         """How to build generation ``generation``'s network, when the task came from a config."""
-        configs = self._network_configs()
+        configs = self._student_configs()
         return configs[self.architecture_index(generation)] if configs else None
+
+    def network_config(self, role: str) -> dict[str, Any] | None:
+        # the student is this generation's architecture, the teacher the previous one's
+        if role == "student":
+            return self.generation_config(self.generation)
+        if role == "teacher" and self.generation > self.first_generation:
+            return self.generation_config(self.generation - 1)
+        return super().network_config(role)
 
     def fresh_network(self, generation: int) -> nn.Module:
         """Generation ``generation``'s network with its own fresh random weights, on the CPU.
@@ -157,7 +157,7 @@ class BornAgain(DistillationTask):
         The weights depend only on the run's seed and ``generation`` (see :func:`generation_seed`):
         identical on every DDP rank, different for each generation, and the global RNG is untouched.
         """
-        config = self.network_config(generation)
+        config = self.generation_config(generation)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(generation_seed(generation))
             if config is not None:
@@ -180,7 +180,7 @@ class BornAgain(DistillationTask):
         placement = {"device": next(student.parameters()).device, "dtype": next(student.parameters()).dtype}
         teacher = self.fresh_network(self.generation).to(**placement)
         teacher.load_state_dict(student.state_dict())
-        self.teacher = freeze(teacher)
+        self.set_teacher(teacher)
         self.generation += 1
         fresh = self.fresh_network(self.generation)
         replaced = self.architecture_index(self.generation) != self.architecture_index(self.generation - 1)
@@ -188,7 +188,6 @@ class BornAgain(DistillationTask):
             self.student = fresh.to(**placement)
         else:
             student.load_state_dict(fresh.state_dict())
-        self._teacher_val_scored = False  # a new teacher to score
         return replaced
 
     def restore_generation(self, generation: int) -> None:
@@ -200,17 +199,16 @@ class BornAgain(DistillationTask):
         if self.architecture_index(generation) != self.architecture_index(self.generation):
             self.student = self.fresh_network(generation)
         if generation > self.first_generation:
-            self.teacher = freeze(self.fresh_network(generation - 1))
+            self.set_teacher(self.fresh_network(generation - 1))
         self.generation = generation
-        self._teacher_val_scored = False
 
     # -- training ---------------------------------------------------------------------------------
     def training_losses(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
         logits = self.student(batch["input"])
         if self.teacher is None:  # generation 0 learns from labels
             return {"loss": F.cross_entropy(logits, batch["target"])}, logits
-        teacher_logits = self.teacher_logits(batch["input"])
-        return self.criterion(logits, teacher_logits, batch["target"]), logits
+        (teacher,) = self.teacher_outputs(batch)
+        return self.criterion(logits, teacher.logits, batch["target"]), logits
 
     def on_train_epoch_start(self) -> None:
         self.log("generation", float(self.generation), on_step=False, on_epoch=True, sync_dist=True)
@@ -222,8 +220,6 @@ class BornAgain(DistillationTask):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint[GENERATION_KEY] = {"generation": self.generation, "first_generation": self.first_generation}
-        # the trained network is this generation's architecture: load_network rebuilds that one
-        checkpoint["lightning_kd"]["network_config"] = self.network_config(self.generation)
 
     def get_extra_state(self) -> dict[str, int]:
         # in the state dict itself, so every way of loading one (resume, load_from_checkpoint, the

@@ -29,7 +29,7 @@ class Classifier(BaseTask):
         0.1
     """
 
-    network_attribute = "net"
+    handed_on = "net"
 
     def __init__(
         self,
@@ -44,6 +44,9 @@ class Classifier(BaseTask):
         if net is None:
             raise ValueError("Classifier needs a network (`net`)")
         self.net = net
+
+    def trained_networks(self) -> dict[str, nn.Module]:
+        return {"net": self.net}
 
     def configure_losses(self) -> None:
         smoothing = self.hparams["label_smoothing"]

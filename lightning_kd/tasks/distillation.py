@@ -1,125 +1,147 @@
-"""The base of every teacher -> student method: a frozen teacher beside a trained student."""
+"""The base of every teacher -> student method: frozen teachers beside a trained student."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-import torch
 from pytorch_lightning.cli import OptimizerCallable
-from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 
+from lightning_kd.checkpoints import CHECKPOINT_KEY
 from lightning_kd.data.base import Batch
-from lightning_kd.metrics import accuracy
+from lightning_kd.metrics import accuracy, teacher_metric_names
+from lightning_kd.models.taps import LayerSpec, NetworkOutput
 from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.base import BaseTask
-from lightning_kd.teacher import prepare_teacher
+from lightning_kd.teachers import CheckpointSpec, Teachers, TeacherSpec, teacher_role
+
+STAGES = ("val", "test")
 
 
 class DistillationTask(BaseTask):
-    """A student learns from a frozen teacher.
+    """A student learns from one frozen teacher or several.
 
-    The teacher is given as a network, a checkpoint (one written by this package, or a plain
-    state dict), or both. It never receives gradients, is in no optimizer, stays in eval mode
-    through fit and validation (BatchNorm uses its running statistics), runs under
-    ``torch.no_grad()`` and is left out of DDP's gradient sync and buffer broadcast.
+    Each teacher is given as a network, a checkpoint (one written by this package, or a plain
+    state dict), or both; several teachers as lists (``teacher_ckpt`` entries may be ``null`` for a
+    teacher given only as a network), of any architectures. They are held in a
+    :class:`~lightning_kd.teachers.Teachers` container under the roles ``teacher``, ``teacher_2``, ...
+    Every teacher never receives gradients, is in no optimizer, stays in eval mode through fit and
+    validation (BatchNorm uses its running statistics), runs under ``torch.no_grad()`` and is left
+    out of DDP's gradient sync and buffer broadcast. Class counts and input shapes are checked
+    before training.
 
-    Besides the student's metrics it logs ``{val,test}/agreement`` (student-teacher top-1
-    agreement) and ``{val,test}/teacher_acc`` (the teacher's accuracy, computed in the first
-    validation epoch of a fit rather than every epoch, since the teacher does not change).
+    Methods get the teachers' outputs from :meth:`teacher_outputs` only, never by calling a teacher:
+    that is where a per-sample cache of teacher outputs plugs in.
+
+    Besides the student's metrics it logs, for each teacher, every validation and test epoch,
+    its accuracy (``{val,test}/teacher_acc``, ``teacher_2_acc``, ...) and the student's top-1 agreement
+    with it (``{val,test}/agreement``, ``agreement_teacher_2``, ...).
 
     Args:
         student: The network to train.
-        teacher: The teacher network; may be omitted when ``teacher_ckpt`` was written by a CLI run.
-        teacher_ckpt: Path of the teacher's weights.
+        teacher: The teacher network, or a list of them; may be omitted for checkpoints written by a CLI run.
+        teacher_ckpt: Path of the teacher's weights, or one path (or null) per teacher.
         optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`.
         lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`.
     """
 
-    network_attribute = "student"
     teacher_required: ClassVar[bool] = True
     """Whether the task refuses to run without a teacher (Born-Again's generation 0 learns from labels)."""
+    max_teachers: ClassVar[int | None] = 1
+    """How many teachers the method uses (``None``: any number)."""
 
     def __init__(
         self,
         student: nn.Module,
-        teacher: nn.Module | None = None,
-        teacher_ckpt: str | Path | None = None,
+        teacher: TeacherSpec = None,
+        teacher_ckpt: CheckpointSpec = None,
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
     ) -> None:
         super().__init__(optimizer, lr_scheduler, student=student, teacher=teacher, teacher_ckpt=teacher_ckpt)
 
     def configure_models(  # type: ignore[override]
-        self, student: nn.Module | None, teacher: nn.Module | None, teacher_ckpt: str | Path | None
+        self, student: nn.Module | None, teacher: TeacherSpec, teacher_ckpt: CheckpointSpec
     ) -> None:
         if student is None:
             raise ValueError(f"{type(self).__name__} needs a student network (`student`)")
         self.student = student
-        self.teacher: nn.Module | None = None
-        if teacher is not None or teacher_ckpt is not None or self.teacher_required:
-            self.teacher = prepare_teacher(teacher, teacher_ckpt)
-        self._teacher_val_scored = False
+        self.teachers = Teachers.load(teacher, teacher_ckpt)
+        if self.teacher_required and not self.teachers:
+            raise ValueError(
+                f"{type(self).__name__} needs a teacher: give `teacher` (a network), `teacher_ckpt`, or both"
+            )
+        if self.max_teachers is not None and len(self.teachers) > self.max_teachers:
+            raise ValueError(
+                f"{type(self).__name__} learns from {self.max_teachers} teacher, got {len(self.teachers)}; "
+                "several teachers need a multi-teacher method"
+            )
+
+    def trained_networks(self) -> dict[str, nn.Module]:
+        return {"student": self.student}
+
+    def teacher_networks(self) -> dict[str, nn.Module]:
+        return dict(self.teachers.items())
 
     @property
-    def _ddp_params_and_buffers_to_ignore(self) -> list[str]:
-        # read by DistributedDataParallel when it wraps the module: no gradient all-reduce, no buffer
-        # broadcast for the teacher
-        return [] if self.teacher is None else [f"teacher.{name}" for name in self.teacher.state_dict()]
+    def teacher(self) -> nn.Module | None:
+        """The (first) teacher, or ``None`` before there is one."""
+        return self.teachers["teacher"] if "teacher" in self.teachers else None
 
-    def networks_to_check(self) -> dict[str, nn.Module]:
-        networks = {"student": self.student}
-        if self.teacher is not None:
-            networks["teacher"] = self.teacher
-        return networks
+    def set_teacher(self, network: nn.Module, role: str = "teacher") -> None:
+        """Put ``network`` in as the teacher of ``role``, frozen (Born-Again promotes its students this way)."""
+        self.teachers[role] = network
 
-    def train(self, mode: bool = True) -> DistillationTask:
-        # Lightning calls train() on the whole module at each epoch start; the teacher stays frozen
-        super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()
-        return self
+    def teacher_outputs(self, batch: Batch, layers: LayerSpec | Mapping[str, LayerSpec] = ()) -> list[NetworkOutput]:
+        """The teachers' outputs for ``batch``, one :class:`~lightning_kd.models.taps.NetworkOutput` per teacher.
 
-    @torch.no_grad()
-    def teacher_logits(self, x: Tensor) -> Tensor:
-        """The teacher's logits, constants for the loss (no_grad, not inference_mode: they are saved
-        for the student's backward)."""
-        if self.teacher is None:
+        Logits, and the tapped ``layers`` (for every teacher, or by role), computed under
+        ``torch.no_grad()`` and detached: constants for the loss that can still be saved for the
+        student's backward. Every method gets teacher outputs here and only here, so that a cache
+        keyed by ``batch["index"]`` can stand in for the teachers' forward.
+
+        Raises:
+            RuntimeError: The task has no teacher yet.
+        """
+        if not self.teachers:
             raise RuntimeError(f"{type(self).__name__} has no teacher yet")
-        return self.teacher(x).detach()
+        return self.teachers.outputs(batch["input"], layers)
 
+    # -- evaluation -------------------------------------------------------------------------------
     def configure_metrics(self, num_classes: int) -> None:
         super().configure_metrics(num_classes)
-        self.val_agreement = accuracy(num_classes)
-        self.test_agreement = accuracy(num_classes)
-        self.val_teacher_acc = accuracy(num_classes)
-        self.test_teacher_acc = accuracy(num_classes)
-
-    def _score_teacher_on_val(self) -> bool:
-        if self.trainer.sanity_checking:
-            return False
-        return self.trainer.state.fn != TrainerFn.FITTING or not self._teacher_val_scored
+        # one set per teacher role; a task without a teacher yet (Born-Again generation 0) has room for one
+        roles = [teacher_role(i) for i in range(max(len(self.teachers), 1))]
+        self.teacher_metrics = nn.ModuleDict({
+            stage: nn.ModuleDict({
+                role: nn.ModuleDict({"acc": accuracy(num_classes), "agreement": accuracy(num_classes)})
+                for role in roles
+            })
+            for stage in STAGES
+        })
 
     def evaluation_step(self, batch: Batch, stage: str) -> Tensor:
         logits = super().evaluation_step(batch, stage)
-        if self.teacher is None:
+        if not self.teachers:
             return logits
-        teacher_logits = self.teacher_logits(batch["input"])
         batch_size = len(batch["target"])
-        agreement = self.val_agreement if stage == "val" else self.test_agreement
-        agreement(logits, teacher_logits.argmax(dim=1))
-        self.log(f"{stage}/agreement", agreement, batch_size=batch_size)
-        if stage == "test":
-            self.test_teacher_acc(teacher_logits, batch["target"])
-            self.log("test/teacher_acc", self.test_teacher_acc, batch_size=batch_size)
-        elif self._score_teacher_on_val():
-            self.val_teacher_acc.update(teacher_logits, batch["target"])
+        for role, output in zip(self.teachers, self.teacher_outputs(batch), strict=True):
+            metrics = self.teacher_metrics[stage][role]
+            acc_name, agreement_name = teacher_metric_names(stage, role)
+            metrics["acc"](output.logits, batch["target"])
+            metrics["agreement"](logits, output.logits.argmax(dim=1))
+            self.log(acc_name, metrics["acc"], batch_size=batch_size)
+            self.log(agreement_name, metrics["agreement"], batch_size=batch_size)
         return logits
 
-    def on_validation_epoch_end(self) -> None:
-        if self.teacher is not None and self._score_teacher_on_val():
-            # compute() syncs across processes; logged once per fit, the teacher does not change
-            self.log("val/teacher_acc", self.val_teacher_acc.compute())
-            self.val_teacher_acc.reset()
-            self._teacher_val_scored = True
+    # -- checkpoints ------------------------------------------------------------------------------
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        # format 1 (lightning-kd 0.1) kept the one teacher under "teacher."; now teachers.<role>.
+        record = checkpoint.get(CHECKPOINT_KEY, {})
+        if record.get("format_version") == 1 and "state_dict" in checkpoint:
+            checkpoint["state_dict"] = {
+                (f"teachers.{key}" if key.startswith("teacher.") else key): value
+                for key, value in checkpoint["state_dict"].items()
+            }

@@ -8,7 +8,7 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_kd.data.base import Batch
-from lightning_kd.losses import HintonKDLoss
+from lightning_kd.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, HintonKDLoss
 from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.distillation import DistillationTask
 
@@ -41,8 +41,8 @@ class VanillaKD(DistillationTask):
         student: nn.Module,
         teacher: nn.Module | None = None,
         teacher_ckpt: str | Path | None = None,
-        alpha: float = 0.9,
-        temperature: float = 4.0,
+        alpha: float = DEFAULT_ALPHA,
+        temperature: float = DEFAULT_TEMPERATURE,
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
     ) -> None:
@@ -52,7 +52,6 @@ class VanillaKD(DistillationTask):
         self.criterion = HintonKDLoss(alpha=self.hparams["alpha"], temperature=self.hparams["temperature"])
 
     def training_losses(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
-        teacher_logits = self.teacher_logits(batch["input"])
+        (teacher,) = self.teacher_outputs(batch)
         logits = self.student(batch["input"])
-        total, ce, kd = self.criterion(logits, teacher_logits, batch["target"])
-        return {"loss": total, "ce": ce, "kd": kd}, logits
+        return self.criterion(logits, teacher.logits, batch["target"]), logits

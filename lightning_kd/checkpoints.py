@@ -1,7 +1,7 @@
-"""Loading networks from checkpoints and freezing teachers, shared by every method.
+"""Reading networks out of checkpoints, and the record a task writes so that its checkpoints can be read.
 
 A checkpoint is either one written by this package (a Lightning checkpoint whose ``lightning_kd``
-entry names the trained network and, for CLI runs, how to build it) or a plain ``state_dict``.
+entry names the network it hands on and, for CLI runs, how to build it) or a plain ``state_dict``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import torch
 from torch import Tensor, nn
 
 CHECKPOINT_KEY = "lightning_kd"
+"""The checkpoint entry holding :func:`network_record`."""
+FORMAT_VERSION = 2
+"""Version 2: teachers live under ``teachers.<role>.`` in the task's state dict (version 1: ``teacher.``)."""
 
 
 class CheckpointError(ValueError):
@@ -34,8 +37,31 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return dict(checkpoint)
 
 
+def network_record(
+    path: str, config: Mapping[str, Any] | None, num_classes: int | None, roles: Mapping[str, nn.Module]
+) -> dict[str, Any]:
+    """What a task's checkpoint records under :data:`CHECKPOINT_KEY`.
+
+    Args:
+        path: Module path, inside the task, of the network the checkpoint hands on as a teacher.
+        config: How to build that network (``class_path``/``init_args``), when known.
+        num_classes: The data's class count.
+        roles: Every network of the task by role, recorded with its class and size.
+    """
+    return {
+        "format_version": FORMAT_VERSION,
+        "network": path,
+        "network_config": dict(config) if config is not None else None,
+        "num_classes": num_classes,
+        "roles": {
+            role: {"class": type(net).__name__, "parameters": sum(p.numel() for p in net.parameters())}
+            for role, net in roles.items()
+        },
+    }
+
+
 def network_state_dict(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> dict[str, Tensor]:
-    """The trained network's weights: from a lightning-kd checkpoint, or the plain state dict itself."""
+    """The handed-on network's weights: from a lightning-kd checkpoint, or the plain state dict itself."""
     if CHECKPOINT_KEY in checkpoint:
         prefix = checkpoint[CHECKPOINT_KEY]["network"] + "."
         return {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
@@ -123,23 +149,3 @@ def load_weights(network: nn.Module, state_dict: Mapping[str, Tensor], source: s
 def _preview(items: list[str], limit: int = 5) -> str:
     shown = ", ".join(items[:limit])
     return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)} in all)"
-
-
-def freeze(network: nn.Module) -> nn.Module:
-    """Stop gradients into ``network`` and put it in eval mode (BatchNorm uses running statistics).
-
-    Unlike ``BaseFinetuning.freeze`` this also calls ``eval()``; a task must keep it there when
-    Lightning calls ``train()`` on the whole module.
-    """
-    network.requires_grad_(False)
-    return network.eval()
-
-
-def prepare_teacher(teacher: nn.Module | None, teacher_ckpt: str | Path | None) -> nn.Module:
-    """Resolve a teacher given as a module, a checkpoint path, or both; return it frozen."""
-    if teacher is None and teacher_ckpt is None:
-        raise ValueError("a distillation task needs a teacher: give `teacher` (a network), `teacher_ckpt`, or both")
-    if teacher_ckpt is not None:
-        teacher = load_network(teacher_ckpt, teacher)
-    assert teacher is not None
-    return freeze(teacher)

@@ -1,0 +1,72 @@
+"""Reporting shared by the callbacks: metrics to every logger, W&B summaries and tables, console tables.
+
+One convention for the console: accuracies, agreements and calibration errors are shown in percent
+with two decimals (:func:`percent`); the loggers, JSON files and W&B keep fractions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
+from rich.console import Console
+from rich.table import Table
+
+
+def percent(value: float | None) -> str:
+    """A fraction as the console tables show it: percent, two decimals; blank when missing.
+
+    Example:
+        >>> percent(0.98333), percent(None)
+        ('98.33', '')
+    """
+    return "" if value is None else f"{100 * value:.2f}"
+
+
+def log_metrics(trainer: pl.Trainer, metrics: Mapping[str, float]) -> None:
+    """Send ``metrics`` to every logger of the trainer at the current global step."""
+    for logger in trainer.loggers:
+        logger.log_metrics(dict(metrics), step=trainer.global_step)
+
+
+def wandb_runs(trainer: pl.Trainer) -> list[Any]:
+    """The W&B runs of the trainer's ``WandbLogger`` s (none without one)."""
+    return [logger.experiment for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+
+
+@rank_zero_only
+def update_wandb_summary(trainer: pl.Trainer, summary: Mapping[str, Any]) -> None:
+    """Write ``summary`` into each W&B run's summary."""
+    for run in wandb_runs(trainer):
+        run.summary.update(dict(summary))
+
+
+@rank_zero_only
+def log_wandb_table(trainer: pl.Trainer, key: str, columns: Sequence[str], data: list[list[Any]]) -> None:
+    """Log a table to each ``WandbLogger``."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_table(key=key, columns=list(columns), data=data)
+
+
+@rank_zero_only
+def define_wandb_axes(trainer: pl.Trainer, axes: Iterable[tuple[str, str]]) -> None:
+    """For each ``(axis, pattern)``: W&B plots the metrics matching ``pattern`` against ``axis``."""
+    for run in wandb_runs(trainer):
+        for axis, pattern in axes:
+            run.define_metric(axis)
+            run.define_metric(pattern, step_metric=axis)
+
+
+@rank_zero_only
+def print_table(title: str, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Print a table (first column left-aligned, the others right-aligned) on rank zero."""
+    table = Table(title=title)
+    for index, name in enumerate(header):
+        table.add_column(name, justify="left" if index == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)

@@ -1,0 +1,66 @@
+"""Every private name of Lightning and torch this package relies on, in one place.
+
+Nothing outside this module touches a private attribute of another library. ``tests/test_compat.py``
+checks each name below against the installed versions, so an upgrade that removes one fails there,
+loudly, rather than somewhere deep in a fit.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from torch.nn.parallel import DistributedDataParallel
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+    from pytorch_lightning.strategies import Strategy
+
+DDP_IGNORE_ATTRIBUTE = "_ddp_params_and_buffers_to_ignore"
+"""The attribute ``DistributedDataParallel`` reads off the module it wraps: names it neither all-reduces
+nor broadcasts (torch sets it in its private ``_set_params_and_buffers_to_ignore_for_model``)."""
+
+LIGHTNING_DEFAULT_MAX_EPOCHS = 1000
+"""What Lightning sets ``max_epochs`` to when neither ``max_epochs`` nor ``max_steps`` is given."""
+
+
+class IgnoredByDDP:
+    """Mixin: DDP leaves alone the parameters and buffers named by :meth:`names_ignored_by_ddp`."""
+
+    def names_ignored_by_ddp(self) -> list[str]:
+        """Parameter and buffer names (as in ``state_dict``) that DDP must not sync."""
+        return []
+
+    @property
+    def _ddp_params_and_buffers_to_ignore(self) -> list[str]:
+        # read by DistributedDataParallel when it wraps the module (name: DDP_IGNORE_ATTRIBUTE)
+        return self.names_ignored_by_ddp()
+
+
+def attached_trainer(module: pl.LightningModule) -> pl.Trainer | None:
+    """The trainer ``module`` is attached to, or ``None`` (``module.trainer`` raises when there is none)."""
+    return module._trainer
+
+
+def rewrap_for_ddp(strategy: Strategy) -> None:
+    """Wrap the strategy's LightningModule in a new ``DistributedDataParallel`` (its parameters changed).
+
+    Raises:
+        RuntimeError: The strategy wraps the module in something other than DDP (FSDP, DeepSpeed, ...).
+    """
+    if isinstance(strategy.model, DistributedDataParallel):
+        strategy.model = strategy._setup_model(strategy.lightning_module)  # type: ignore[attr-defined]
+        strategy._register_ddp_hooks()  # type: ignore[attr-defined]
+    elif strategy.model is not strategy.lightning_module:
+        raise RuntimeError(
+            f"replacing a trained network mid-fit is supported on one device and with DDP, not with "
+            f"{type(strategy).__name__}"
+        )
+
+
+PRIVATE_NAMES: dict[str, Any] = {
+    "torch DistributedDataParallel reads": DDP_IGNORE_ATTRIBUTE,
+    "LightningModule._trainer": "_trainer",
+    "DDPStrategy._setup_model": "_setup_model",
+    "DDPStrategy._register_ddp_hooks": "_register_ddp_hooks",
+}
+"""What ``tests/test_compat.py`` checks, for the record."""

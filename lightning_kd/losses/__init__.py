@@ -1,0 +1,53 @@
+"""Distillation losses: pure functions (no Lightning), one module per method family, ``nn.Module`` twins.
+
+Conventions, the same for every family:
+
+* A **loss** (what a method minimises) returns a :data:`LossOutput`: ``{"loss": total, **parts}``, the
+  parts unweighted (a task logs each as ``train/<part>_loss``). Its module twin returns the same dict.
+* A **term** (:func:`soft_target_kl`, :func:`soft_cross_entropy`) is one divergence, a scalar tensor,
+  that losses are assembled from.
+* ``student_logits`` and ``teacher_logits`` are ``(B, C)``; the teacher's are constants, detached
+  here whatever the caller did.
+* ``alpha`` weights the *distillation* term and ``1 - alpha`` the label term (Hinton's convention;
+  torchdistill's ``KDLoss`` uses the reverse).
+* Argument checks live in :mod:`lightning_kd.losses.validation`; each family states its names and
+  defaults once, in its own module.
+"""
+
+from lightning_kd.losses.born_again import (
+    BORN_AGAIN_LOSSES,
+    BornAgainLoss,
+    BornAgainLossName,
+    ban_label_loss,
+    ban_loss,
+    born_again_loss,
+    cwtm_loss,
+    cwtm_weights,
+    dkpp_loss,
+    permute_non_argmax,
+)
+from lightning_kd.losses.divergences import soft_cross_entropy, soft_target_kl
+from lightning_kd.losses.kd import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, HintonKDLoss, hinton_kd_loss
+from lightning_kd.losses.validation import LossOutput, check_alpha, check_temperature
+
+__all__ = [
+    "BORN_AGAIN_LOSSES",
+    "DEFAULT_ALPHA",
+    "DEFAULT_TEMPERATURE",
+    "BornAgainLoss",
+    "BornAgainLossName",
+    "HintonKDLoss",
+    "LossOutput",
+    "ban_label_loss",
+    "ban_loss",
+    "born_again_loss",
+    "check_alpha",
+    "check_temperature",
+    "cwtm_loss",
+    "cwtm_weights",
+    "dkpp_loss",
+    "hinton_kd_loss",
+    "permute_non_argmax",
+    "soft_cross_entropy",
+    "soft_target_kl",
+]

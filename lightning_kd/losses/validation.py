@@ -1,0 +1,45 @@
+"""Argument checks shared by every loss, in one place (as torchmetrics keeps its validation)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from torch import Tensor
+
+LossOutput = dict[str, Tensor]
+"""What every loss returns: ``{"loss": total, **parts}`` (the parts unweighted, logged by the tasks)."""
+
+
+def check_temperature(temperature: float) -> None:
+    """Raise ``ValueError`` unless ``temperature > 0``."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def check_alpha(alpha: float) -> None:
+    """Raise ``ValueError`` unless ``0 <= alpha <= 1``."""
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+
+
+def check_choice(kind: str, name: str, choices: Iterable[str]) -> None:
+    """Raise ``ValueError`` naming the choices unless ``name`` is one of them.
+
+    Example:
+        >>> check_choice("Born-Again loss", "kl", ("ban", "kd"))
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown Born-Again loss 'kl'; choose one of ban, kd
+    """
+    choices = tuple(choices)
+    if name not in choices:
+        raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(choices)}")
+
+
+def check_same_shape(student_logits: Tensor, teacher_logits: Tensor, what: str = "teacher logits") -> None:
+    """Raise ``ValueError`` when the student's ``(B, C)`` logits and the target's shapes differ."""
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and {what} {tuple(teacher_logits.shape)} "
+            "differ in shape; do student and teacher predict the same number of classes?"
+        )

@@ -1,0 +1,150 @@
+"""Feature taps: the outputs of chosen layers of any ``nn.Module``, collected with forward hooks.
+
+Layers are named by module path (``"stages.1"``, ``"layer3.1.conv2"``, ``"body.layer4"``), as
+``network.named_modules()`` lists them, or by two names that work on any network:
+
+* ``"stages"``: the network's stages, the outputs at the end of each resolution (see
+  :func:`stage_names`): zoo networks name theirs, timm networks report them through
+  ``feature_info``;
+* ``"penultimate"``: the features the classifier head sees (for a zoo or timm network its
+  ``forward_features``; for any other module the input of its last ``nn.Linear``).
+
+Hooks exist only while a tapped forward runs (:func:`forward_with_taps`): nothing stays registered
+on a network afterwards, so deleting a task, deep-copying a network or promoting a Born-Again
+generation leaves no hook and no tensor behind.
+
+Example:
+    >>> import torch
+    >>> from lightning_kd.models import create_model
+    >>> net = create_model("resnet20", num_classes=10)
+    >>> out = forward_with_taps(net, torch.randn(2, 3, 32, 32), ["stages", "penultimate"])
+    >>> {name: tuple(f.shape) for name, f in out.features.items()}  # doctest: +NORMALIZE_WHITESPACE
+    {'stages.0': (2, 16, 32, 32), 'stages.1': (2, 32, 16, 16), 'stages.2': (2, 64, 8, 8),
+     'penultimate': (2, 64)}
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+STAGES = "stages"
+PENULTIMATE = "penultimate"
+
+LayerSpec = str | Sequence[str]
+"""One layer name, ``"stages"``, ``"penultimate"``, or a list of them."""
+
+
+@dataclass
+class NetworkOutput:
+    """What one forward of a network gives a method: logits and the tapped features by layer name."""
+
+    logits: Tensor
+    features: dict[str, Tensor] = field(default_factory=dict)
+
+
+def stage_names(network: nn.Module) -> tuple[str, ...]:
+    """Module paths of ``network``'s stages, shallowest first.
+
+    Raises:
+        ValueError: The network names no stages (a plain ``nn.Module``): name its layers by path instead.
+    """
+    names = getattr(network, "stage_names", None)
+    if names is None:
+        raise ValueError(
+            f"{type(network).__name__} does not name its stages; name the layers to tap by module path "
+            "(see network.named_modules()), or use a zoo, torchvision or timm network"
+        )
+    return tuple(names)
+
+
+def resolve_layers(network: nn.Module, layers: LayerSpec) -> list[str]:
+    """Expand ``"stages"`` and check every path against ``network``; ``"penultimate"`` is kept as is.
+
+    Raises:
+        ValueError: A path names no module of ``network``; the message suggests the closest ones.
+
+    Example:
+        >>> from lightning_kd.models import SmallCNN
+        >>> resolve_layers(SmallCNN(widths=(8, 16)), ["stages", "penultimate"])
+        ['body.2', 'body.6', 'penultimate']
+        >>> resolve_layers(SmallCNN(widths=(8, 16)), "bdy.2")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: SmallCNN has no layer 'bdy.2'; did you mean 'body.2', ...? (...)
+    """
+    requested = [layers] if isinstance(layers, str) else list(layers)
+    paths = {name for name, _ in network.named_modules() if name}
+    resolved: list[str] = []
+    for name in requested:
+        expanded = list(stage_names(network)) if name == STAGES else [name]
+        for path in expanded:
+            if path != PENULTIMATE and path not in paths:
+                close = difflib.get_close_matches(path, sorted(paths), n=3, cutoff=0.5)
+                hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+                raise ValueError(
+                    f"{type(network).__name__} has no layer {path!r}{hint} (network.named_modules() lists every path)"
+                )
+            if path not in resolved:
+                resolved.append(path)
+    return resolved
+
+
+def forward_with_taps(network: nn.Module, x: Tensor, layers: LayerSpec = ()) -> NetworkOutput:
+    """Run ``network`` on ``x``, returning its logits and the outputs of ``layers``.
+
+    The logits are exactly what ``network(x)`` returns: hooks only read. A module that runs several
+    times in one forward reports its last output. The hooks are removed before this returns, even
+    when the forward raises.
+
+    Args:
+        network: Any ``nn.Module`` returning logits.
+        x: Its input batch.
+        layers: What to tap (module paths, ``"stages"``, ``"penultimate"``).
+    """
+    paths = resolve_layers(network, layers) if layers else []
+    if not paths:
+        return NetworkOutput(network(x))
+    features: dict[str, Tensor] = {}
+    modules = dict(network.named_modules())
+    with ExitStack() as hooks:
+        for path in paths:
+            if path != PENULTIMATE:
+                handle = modules[path].register_forward_hook(_recorder(features, path))
+                hooks.callback(handle.remove)
+        if PENULTIMATE in paths and callable(getattr(network, "forward_with_features", None)):
+            logits, features[PENULTIMATE] = network.forward_with_features(x)
+        else:
+            if PENULTIMATE in paths:
+                handle = _last_linear(network).register_forward_pre_hook(_input_recorder(features))
+                hooks.callback(handle.remove)
+            logits = network(x)
+    return NetworkOutput(logits, {path: features[path] for path in paths if path in features})
+
+
+def _recorder(features: dict[str, Tensor], path: str) -> Any:
+    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        if not isinstance(output, Tensor):
+            raise TypeError(f"layer {path!r} ({type(module).__name__}) returns {type(output).__name__}, not a tensor")
+        features[path] = output
+
+    return hook
+
+
+def _input_recorder(features: dict[str, Tensor]) -> Any:
+    def hook(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+        features[PENULTIMATE] = inputs[0]
+
+    return hook
+
+
+def _last_linear(network: nn.Module) -> nn.Linear:
+    linears = [m for m in network.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(network).__name__} has no nn.Linear head, so no penultimate features to tap")
+    return linears[-1]
