@@ -195,3 +195,38 @@ def test_teacher_with_explicit_other_class_count_is_refused_before_training(in_t
             "lightning_kd.models.SmallCNN", "--model.init_args.teacher.num_classes", "7", "--trainer.logger", "false"]
     with pytest.raises(ValueError, match=r"teacher network \(SmallCNN\) predicts \(7,\) outputs.*10 classes"):
         main(["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *TINY, *args])
+
+
+def test_digits_born_again_at_seed_0_matches_the_recorded_run(in_tmp: Path) -> None:
+    # behaviour kept across the base's reshaping: the README's main job gives the accuracies it gave before
+    # (recorded on this project's 2-core CPU machines; CPU kernels are deterministic)
+    recorded = json.loads((Path(__file__).parent / "data/digits_ban_seed0_generations.json").read_text())
+    main(["fit", "--config", str(CONFIGS / "digits_ban.yaml"), "--trainer.logger", "false",
+          "--trainer.enable_progress_bar", "false"])
+    result = json.loads((in_tmp / "checkpoints/digits_ban/generations.json").read_text())
+    assert result["generations"] == recorded["generations"]
+    assert result["ensembles"] == recorded["ensembles"]
+
+
+def test_cli_refuses_to_train_when_network_configs_were_not_saved(in_tmp: Path, monkeypatch) -> None:
+    # a Lightning that stopped handing the parsed config to save_hyperparameters would make checkpoints that
+    # cannot rebuild their networks: the CLI says so before training rather than writing them
+    import contextlib
+
+    import lightning_kd.cli
+
+    monkeypatch.setattr(lightning_kd.cli, "building_from_config", contextlib.nullcontext)
+    with pytest.raises(RuntimeError, match="did not save the config of `net`"):
+        main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), *TINY, "--trainer.logger", "false"])
+
+
+def test_timm_network_from_a_config_gets_the_datas_shape(in_tmp: Path) -> None:
+    args = ["--model.init_args.net", "lightning_kd.models.TimmNetwork", "--model.init_args.net.name", "resnet10t",
+            "--trainer.logger", "false"]
+    cli = KDLightningCLI(args=["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), *TINY, *args])
+    assert cli.model.hparams.net["init_args"]["num_classes"] == 10
+    assert cli.model.hparams.net["init_args"]["in_channels"] == 1
+    reloaded = Classifier.load_from_checkpoint(in_tmp / "checkpoints/digits/teacher.ckpt")
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(reloaded.eval()(x), cli.model.eval()(x))
+    assert isinstance(load_network(in_tmp / "checkpoints/digits/teacher.ckpt").body, torch.nn.Module)

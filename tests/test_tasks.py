@@ -223,3 +223,41 @@ def test_foreign_lightning_checkpoint_is_explained(tmp_path: Path) -> None:
 def test_bad_kd_hyperparameters_are_refused(kwargs, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         VanillaKD(MLP(num_classes=10), SmallCNN(num_classes=10), **kwargs)
+
+
+# -- hyperparameters and checkpoints --------------------------------------------------------------
+def test_python_built_task_saves_its_plain_arguments_only(tmp_path: Path) -> None:
+    path = tmp_path / "teacher.pt"
+    torch.save(SmallCNN(widths=(8, 16)).state_dict(), path)
+    task = VanillaKD(MLP(num_classes=10), SmallCNN(widths=(8, 16)), path, 0.5, temperature=2.0)
+    # positional and keyword arguments alike; networks and callables left out; paths as strings
+    assert dict(task.hparams) == {"teacher_ckpt": str(path), "alpha": 0.5, "temperature": 2.0,
+                                  "lr_scheduler": "cosine"}
+    import copy
+    import pickle
+
+    for clone in (copy.deepcopy(task), pickle.loads(pickle.dumps(task))):  # copies construct nothing anew
+        assert dict(clone.hparams) == dict(task.hparams)
+        torch.testing.assert_close(clone.teacher.fc.weight, task.teacher.fc.weight)
+
+
+def test_a_checkpoint_of_format_1_still_loads(tmp_path: Path, digits_teacher) -> None:
+    teacher, _ = digits_teacher
+    task = VanillaKD(MLP(hidden_sizes=(8,), num_classes=10), teacher)
+    trainer = cpu_trainer(limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(task, datamodule=DigitsDataModule())
+    path = tmp_path / "new.ckpt"
+    trainer.save_checkpoint(path)
+    # lightning-kd 0.1 wrote format 1: the teacher under "teacher.", no roles
+    checkpoint = torch.load(path, weights_only=False)
+    state = checkpoint["state_dict"]
+    checkpoint["state_dict"] = {k.replace("teachers.teacher.", "teacher."): v for k, v in state.items()}
+    checkpoint["lightning_kd"] = {"format_version": 1, "network": "student", "network_config": None, "num_classes": 10}
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    reloaded = VanillaKD.load_from_checkpoint(old, student=MLP(hidden_sizes=(8,), num_classes=10),
+                                              teacher=SmallCNN(widths=(16, 32), num_classes=10))
+    x = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(reloaded.teacher.eval()(x), teacher.eval()(x))
+    student = load_network(old, MLP(hidden_sizes=(8,), num_classes=10))
+    torch.testing.assert_close(student.eval()(x), task.student.eval()(x))

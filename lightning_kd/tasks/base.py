@@ -13,6 +13,7 @@ requires grad, whichever network, head, projector or loss module holds it; teach
 from __future__ import annotations
 
 import inspect
+from abc import ABCMeta, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -64,7 +65,7 @@ def _plain(value: Any) -> tuple[bool, Any]:
     return False, None
 
 
-class BaseTask(IgnoredByDDP, LightningModule):
+class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
     """Base of every method: networks by role, losses, metrics, optimisation, checkpoints and logging.
 
     Subclasses implement :meth:`configure_models`, :meth:`trained_networks` and
@@ -121,9 +122,9 @@ class BaseTask(IgnoredByDDP, LightningModule):
         self.save_hyperparameters(plain)
 
     # -- template methods -------------------------------------------------------------------------
+    @abstractmethod
     def configure_models(self, **models: Any) -> None:
         """Assign the networks (and load/freeze teachers)."""
-        raise NotImplementedError
 
     def configure_losses(self) -> None:
         """Build loss modules from ``self.hparams``; validate their arguments here."""
@@ -134,17 +135,17 @@ class BaseTask(IgnoredByDDP, LightningModule):
         self.val_metrics = evaluation_metrics(num_classes, prefix="val/")
         self.test_metrics = evaluation_metrics(num_classes, prefix="test/")
 
+    @abstractmethod
     def training_losses(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
         """Return ``({"loss": total, "<part>": ..., ...}, logits)`` for one training batch.
 
         ``loss`` is minimised; every other entry is logged as ``train/<part>_loss``; ``logits`` are the
         handed-on network's, scored as ``train/acc``.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def trained_networks(self) -> dict[str, nn.Module]:
         """The networks this task trains, by role (the handed-on one among them)."""
-        raise NotImplementedError
 
     def teacher_networks(self) -> dict[str, nn.Module]:
         """The frozen networks, by role (none unless the task distils)."""

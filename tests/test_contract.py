@@ -1,0 +1,181 @@
+"""The contract every task of the package keeps, checked on each one, found automatically.
+
+A new task class in ``lightning_kd.tasks`` fails ``test_every_task_has_a_builder`` until it gets a
+builder below; from then on the contract tests run on it too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from pytorch_lightning import Callback, seed_everything
+from torch import nn
+
+import lightning_kd.tasks
+from lightning_kd import BornAgain, Classifier, VanillaKD
+from lightning_kd.checkpoints import CHECKPOINT_KEY, load_network
+from lightning_kd.data import DigitsDataModule
+from lightning_kd.models import MLP, SmallCNN
+from lightning_kd.tasks.base import BaseTask
+from lightning_kd.tasks.distillation import DistillationTask
+from tests.helpers import cpu_trainer
+
+
+def _task_classes() -> list[type[BaseTask]]:
+    for module in pkgutil.walk_packages(lightning_kd.tasks.__path__, "lightning_kd.tasks."):
+        importlib.import_module(module.name)
+    found, pending = set(), [BaseTask]
+    while pending:
+        cls = pending.pop()
+        for sub in cls.__subclasses__():
+            pending.append(sub)
+            if sub.__module__.startswith("lightning_kd.") and not inspect.isabstract(sub):
+                found.add(sub)
+    return sorted(found, key=lambda c: c.__name__)
+
+
+# Digits-sized networks for each task (fresh ones at every call)
+BUILDERS: dict[type[BaseTask], Callable[[], dict[str, Any]]] = {
+    Classifier: lambda: {"net": SmallCNN(widths=(8, 16), num_classes=10)},
+    VanillaKD: lambda: {"student": MLP(hidden_sizes=(16,), num_classes=10),
+                        "teacher": SmallCNN(widths=(8, 16), num_classes=10)},
+    BornAgain: lambda: {"student": MLP(hidden_sizes=(16,), num_classes=10),
+                        "teacher": SmallCNN(widths=(8, 16), num_classes=10), "loss": "ban+l"},
+}
+TASKS = _task_classes()
+
+
+def test_every_task_has_a_builder() -> None:
+    assert {DistillationTask, BaseTask}.isdisjoint(TASKS)  # abstract bases are not tasks
+    missing = [cls.__name__ for cls in TASKS if cls not in BUILDERS]
+    assert not missing, f"add a builder for {missing} to BUILDERS in tests/test_contract.py"
+
+
+class ContractWatch(Callback):
+    """Checks at every training and validation batch: teachers frozen, in eval, run only via teacher_outputs."""
+
+    def __init__(self) -> None:
+        self.train_batches = self.val_batches = self.teacher_calls = 0
+        self.inside_teacher_outputs = False
+        self.handles: list[Any] = []
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        original = pl_module.teacher_outputs if isinstance(pl_module, DistillationTask) else None
+        if original is None:
+            return
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            self.inside_teacher_outputs = True
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.inside_teacher_outputs = False
+
+        pl_module.teacher_outputs = watched
+        teachers = pl_module.teacher_networks().values()
+        self.handles = [teacher.register_forward_pre_hook(self._teacher_called) for teacher in teachers]
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        for handle in self.handles:
+            handle.remove()
+        vars(pl_module).pop("teacher_outputs", None)
+
+    def _teacher_called(self, module: nn.Module, inputs: Any) -> None:
+        assert self.inside_teacher_outputs, "a teacher ran outside teacher_outputs()"
+        assert not torch.is_grad_enabled(), "a teacher ran with gradients enabled"
+        self.teacher_calls += 1
+
+    def _check_teachers(self, pl_module: BaseTask) -> None:
+        for role, teacher in pl_module.teacher_networks().items():
+            assert all(not m.training for m in teacher.modules()), f"{role} left eval mode"
+            assert all(not p.requires_grad and p.grad is None for p in teacher.parameters()), f"{role} has grads"
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._check_teachers(pl_module)
+        optimized = [p for group in trainer.optimizers[0].param_groups for p in group["params"]]
+        teacher_params = {id(p) for t in pl_module.teacher_networks().values() for p in t.parameters()}
+        trainable = {id(p) for p in pl_module.parameters() if p.requires_grad}
+        assert {id(p) for p in optimized} == trainable, "the optimizer must hold exactly the trainable parameters"
+        assert len(optimized) == len(trainable)  # and each once
+        assert teacher_params.isdisjoint(trainable)
+        assert all(p.grad is not None for p in pl_module.network.parameters())
+        self.train_batches += 1
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._check_teachers(pl_module)
+        self.val_batches += 1
+
+
+@pytest.mark.parametrize("task_class", TASKS, ids=lambda c: c.__name__)
+def test_task_contract(task_class: type[BaseTask], tmp_path: Path) -> None:
+    seed_everything(0)
+    build = BUILDERS[task_class]
+    task = task_class(**build())
+    roles = task.networks()
+    assert task.handed_on in task.trained_networks() and set(task.trained_networks()) <= set(roles)
+    teachers_before = {role: {k: v.clone() for k, v in t.state_dict().items()}
+                       for role, t in task.teacher_networks().items()}
+    handed_on_before = [p.detach().clone() for p in task.network.parameters()]
+
+    watch = ContractWatch()
+    trainer = cpu_trainer(max_epochs=2, limit_train_batches=3, limit_val_batches=2, callbacks=[watch])
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+    assert watch.train_batches == 6 and watch.val_batches > 0
+    assert watch.teacher_calls > 0 or not task.teacher_networks()
+    for role, before in teachers_before.items():  # weights and BatchNorm statistics untouched
+        after = task.teacher_networks()[role].state_dict()
+        assert all(torch.equal(after[k], v) for k, v in before.items()), role
+    assert any(not torch.equal(a, b) for a, b in zip(handed_on_before, task.network.parameters(), strict=True))
+
+    path = tmp_path / "task.ckpt"
+    trainer.save_checkpoint(path)
+    record = torch.load(path, weights_only=True)[CHECKPOINT_KEY]
+    assert set(record["roles"]) == set(roles)
+    reloaded = task_class.load_from_checkpoint(path, **build())
+    x = torch.randn(4, 1, 8, 8)
+    task.eval()
+    reloaded.eval()
+    torch.testing.assert_close(reloaded(x), task(x))
+    for role, network in reloaded.networks().items():
+        torch.testing.assert_close(network(x), roles[role].eval()(x), msg=role)
+    # the handed-on network loads as a teacher of another task
+    handed_on = load_network(path, task_class(**build()).network)
+    torch.testing.assert_close(handed_on.eval()(x), task.network(x))
+    student = VanillaKD(MLP(hidden_sizes=(8,), num_classes=10), handed_on, teacher_ckpt=None)
+    torch.testing.assert_close(student.teacher(x), task.network(x))
+
+
+class StudentWithAuxiliaryHead(VanillaKD):
+    """A task with one more trainable module (an auxiliary head on the student's penultimate features)."""
+
+    def configure_models(self, **models: Any) -> None:
+        super().configure_models(**models)
+        self.auxiliary_head = nn.Linear(self.student.num_features, 10)
+
+    def training_losses(self, batch):
+        losses, logits = super().training_losses(batch)
+        from lightning_kd.models import forward_with_taps
+
+        features = forward_with_taps(self.student, batch["input"], "penultimate").features["penultimate"]
+        auxiliary = nn.functional.cross_entropy(self.auxiliary_head(features), batch["target"])
+        return {**losses, "loss": losses["loss"] + auxiliary, "auxiliary": auxiliary}, logits
+
+
+def test_a_task_with_an_extra_trainable_head_gets_the_head_updated() -> None:
+    seed_everything(0)
+    task = StudentWithAuxiliaryHead(MLP(hidden_sizes=(16,), num_classes=10), SmallCNN(widths=(8, 16), num_classes=10))
+    before = task.auxiliary_head.weight.detach().clone()
+    watch = ContractWatch()
+    trainer = cpu_trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=1, callbacks=[watch])
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+    optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    assert {id(p) for p in task.auxiliary_head.parameters()} <= optimized
+    assert not torch.equal(task.auxiliary_head.weight, before)
+    assert "train/auxiliary_loss" in trainer.callback_metrics

@@ -1,0 +1,122 @@
+"""Several teachers of different architectures: frozen, out of DDP, checked, refused by name when they misfit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from pytorch_lightning import Callback, seed_everything
+from torch import Tensor, nn
+
+from lightning_kd import VanillaKD
+from lightning_kd.checkpoints import CheckpointError
+from lightning_kd.data import DigitsDataModule
+from lightning_kd.losses import hinton_kd_loss
+from lightning_kd.models import MLP, CifarResNet, SmallCNN
+from lightning_kd.tasks.distillation import DistillationTask
+from tests.helpers import cpu_trainer
+
+
+class MeanOfTeachersKD(DistillationTask):
+    """A stand-in multi-teacher method: Hinton KD against each teacher, averaged."""
+
+    max_teachers = None
+
+    def training_losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
+        logits = self.student(batch["input"])
+        parts = [hinton_kd_loss(logits, t.logits, batch["target"]) for t in self.teacher_outputs(batch)]
+        return {"loss": torch.stack([p["loss"] for p in parts]).mean()}, logits
+
+
+def three_teachers() -> list[nn.Module]:
+    return [SmallCNN(widths=(8, 16), num_classes=10), MLP(hidden_sizes=(32,), num_classes=10),
+            CifarResNet(depth=8, widths=(8, 8, 16, 32), num_classes=10, in_channels=1)]
+
+
+def test_three_teachers_are_held_by_role_frozen_and_in_eval() -> None:
+    task = MeanOfTeachersKD(MLP(hidden_sizes=(16,), num_classes=10), three_teachers())
+    assert list(task.networks()) == ["student", "teacher", "teacher_2", "teacher_3"]
+    assert [type(t).__name__ for t in task.teacher_networks().values()] == ["SmallCNN", "MLP", "CifarResNet"]
+    task.train()
+    for role, teacher in task.teacher_networks().items():
+        assert not teacher.training and not any(p.requires_grad for p in teacher.parameters()), role
+    outputs = task.teacher_outputs({"input": torch.randn(3, 1, 8, 8)})
+    assert [tuple(o.logits.shape) for o in outputs] == [(3, 10)] * 3
+
+
+class RankReport(Callback):
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.ignored: list[str] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.ignored = sorted(getattr(trainer.strategy.model, "parameters_to_ignore", []))
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        report = {
+            "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
+            "student": [float(p.double().sum()) for p in pl_module.student.parameters()],
+            "teachers": {role: [float(t.double().sum()) for t in net.state_dict().values()]
+                         for role, net in pl_module.teacher_networks().items()},
+            "teachers_training": [net.training for net in pl_module.teacher_networks().values()],
+            "ignored": self.ignored,
+        }
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
+
+
+def test_three_teachers_under_two_process_ddp(tmp_path: Path) -> None:
+    seed_everything(0)
+    teachers = three_teachers()
+    before = {role: [float(t.double().sum()) for t in net.state_dict().values()]
+              for role, net in zip(["teacher", "teacher_2", "teacher_3"], teachers, strict=True)}
+    keys = {f"teachers.{role}.{k}" for role, net in zip(before, teachers, strict=True) for k in net.state_dict()}
+    task = MeanOfTeachersKD(MLP(hidden_sizes=(16,), num_classes=10), teachers)
+    trainer = cpu_trainer(devices=2, strategy="ddp_spawn", max_epochs=1, limit_train_batches=4,
+                          callbacks=[RankReport(tmp_path)])
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert set(rank0["ignored"]) == set(rank1["ignored"]) == keys  # DDP syncs no teacher parameter or buffer
+    assert rank0["teachers"] == rank1["teachers"] == before  # untouched, BatchNorm statistics included
+    assert rank0["teachers_training"] == rank1["teachers_training"] == [False] * 3
+    assert rank0["student"] == rank1["student"]
+    assert rank0["metrics"] == rank1["metrics"]
+    assert {"val/teacher_acc", "val/teacher_2_acc", "val/teacher_3_acc", "val/agreement_teacher_3"} <= set(
+        rank0["metrics"])
+
+
+def test_a_misfit_checkpoint_for_the_second_teacher_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "cnn.pt"
+    torch.save(SmallCNN(widths=(8, 16), num_classes=10).state_dict(), path)
+    with pytest.raises(CheckpointError, match=rf"teacher_2: checkpoint {path} does not fit MLP"):
+        MeanOfTeachersKD(MLP(num_classes=10), [SmallCNN(widths=(8, 16), num_classes=10), MLP(num_classes=10)],
+                         teacher_ckpt=[None, path])
+    # the same file fits the first teacher
+    task = MeanOfTeachersKD(MLP(num_classes=10), [SmallCNN(widths=(8, 16), num_classes=10), MLP(num_classes=10)],
+                            teacher_ckpt=[path, None])
+    torch.testing.assert_close(task.teacher.fc.weight, torch.load(path, weights_only=True)["fc.weight"])
+
+
+def test_a_teacher_of_another_class_count_is_refused_by_role_before_training() -> None:
+    teachers = [SmallCNN(widths=(8, 16), num_classes=10), MLP(num_classes=7)]
+    with pytest.raises(ValueError, match=r"the teacher_2 network \(MLP\) predicts \(7,\) outputs"):
+        cpu_trainer(fast_dev_run=True).fit(MeanOfTeachersKD(MLP(num_classes=10), teachers),
+                                           datamodule=DigitsDataModule())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"teacher": [SmallCNN(), MLP()], "teacher_ckpt": ["a.ckpt"]}, "2 teacher networks but 1 teacher checkpoints"),
+        ({"teacher": [SmallCNN(), None]}, "teacher_2 has neither a network"),
+    ],
+)
+def test_inconsistent_teacher_lists_are_refused(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        MeanOfTeachersKD(MLP(num_classes=10), **kwargs)
+
+
+def test_a_one_teacher_method_refuses_several() -> None:
+    with pytest.raises(ValueError, match="VanillaKD learns from 1 teacher, got 2"):
+        VanillaKD(MLP(num_classes=10), [SmallCNN(), MLP()])
