@@ -7,6 +7,7 @@ from lightning_kd.models import (
     CifarResNet,
     ClassifierNetwork,
     DenseNet,
+    TimmNetwork,
     TorchvisionNetwork,
     WideResNet,
     create_model,
@@ -54,6 +55,17 @@ def test_torchvision_model_by_name_splits_head() -> None:
     assert logits.shape == (2, 5) and features.shape == (2, net.num_features)
 
 
+@pytest.mark.parametrize("name", ["resnet18", "convnext_atto", "vit_tiny_patch16_224"])
+def test_timm_networks_split_into_features_and_head(name: str) -> None:
+    kwargs = {"img_size": 32, "patch_size": 8} if name.startswith("vit") else {}
+    net = TimmNetwork(name, num_classes=7, in_channels=1, model_kwargs=kwargs).eval()  # pretrained is off: no download
+    x = torch.randn(2, 1, 32, 32)
+    logits, features = net.forward_with_features(x)
+    assert logits.shape == (2, 7) and features.shape == (2, net.num_features)
+    torch.testing.assert_close(logits, net(x))  # the split is the model's own forward
+    assert net.stage_names and all(name.startswith("body.") for name in net.stage_names)
+
+
 def test_plain_modules_give_their_heads_input_as_penultimate_features() -> None:
     net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
     x = torch.randn(2, 4)
@@ -71,6 +83,7 @@ def test_plain_modules_give_their_heads_input_as_penultimate_features() -> None:
         (lambda: create_model("resnet_nope"), "unknown model 'resnet_nope'"),
         (lambda: TorchvisionNetwork("not_a_model"), "unknown torchvision classification model"),
         (lambda: TorchvisionNetwork("resnet18", in_channels=1), "3 input channels"),
+        (lambda: create_model("timm_resnet_18"), r"unknown timm model 'resnet_18'; did you mean resnet18"),
     ],
 )
 def test_bad_architecture_arguments_are_refused(build, match: str) -> None:
@@ -85,7 +98,7 @@ def test_cifar_networks_shapes() -> None:
 
 
 @pytest.mark.parametrize("name", ["densenet_bc_100_12", "mlp", "resnet20", "resnet8x4", "small_cnn", "wrn_16_2",
-                                  "tv_resnet18"])
+                                  "tv_resnet18", "timm_resnet18", "timm_convnext_atto"])
 def test_zoo_networks_reinitialise_every_weight(name: str) -> None:
     # Born-Again generations in Python start from re-initialised copies: no weight may be carried over
     from lightning_kd.models import reinitialize
