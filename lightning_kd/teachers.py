@@ -9,7 +9,6 @@ task that holds the container.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -17,10 +16,12 @@ from torch import Tensor, nn
 from lightning_kd.checkpoints import CheckpointError, load_network
 from lightning_kd.models.taps import LayerSpec, NetworkOutput, forward_with_taps
 
-TeacherSpec = nn.Module | Sequence[nn.Module] | None
+TeacherSpec = nn.Module | list[nn.Module] | None
 """A teacher network, a list of them, or none."""
-CheckpointSpec = str | Path | Sequence[str | Path | None] | None
-"""A teacher checkpoint, a list of them (``None`` where a teacher has only a network), or none."""
+# Typed with str, not Path: jsonargparse writes the None entries of a list[str | Path | None] back as the
+# string "None", and checkpoints would then name a file "None". Path objects work all the same.
+CheckpointSpec = list[str | None] | str | None
+"""A teacher checkpoint path, a list of them (``None`` where a teacher has only a network), or none."""
 
 
 def teacher_role(index: int) -> str:

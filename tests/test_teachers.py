@@ -120,3 +120,29 @@ def test_inconsistent_teacher_lists_are_refused(kwargs: dict, match: str) -> Non
 def test_a_one_teacher_method_refuses_several() -> None:
     with pytest.raises(ValueError, match="VanillaKD learns from 1 teacher, got 2"):
         VanillaKD(MLP(num_classes=10), [SmallCNN(), MLP()])
+
+
+def test_several_teachers_from_a_config_get_the_datas_shape_and_reload(tmp_path: Path, monkeypatch) -> None:
+    from lightning_kd.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    config = {
+        "seed_everything": 0,
+        "trainer": {"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1, "logger": False,
+                    "enable_progress_bar": False,
+                    "callbacks": [{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+                                   "init_args": {"dirpath": "ckpts", "filename": "mt"}}]},
+        "model": {"class_path": f"{__name__}.MeanOfTeachersKD", "init_args": {
+            "student": {"class_path": "lightning_kd.models.MLP", "init_args": {"hidden_sizes": [16]}},
+            "teacher": [{"class_path": "lightning_kd.models.SmallCNN", "init_args": {"widths": [8, 16]}},
+                        {"class_path": "lightning_kd.models.MLP"}],
+            "teacher_ckpt": [None, None]}},
+        "data": {"class_path": "lightning_kd.data.DigitsDataModule"},
+    }
+    (tmp_path / "mt.json").write_text(json.dumps(config))
+    main(["fit", "--config", "mt.json"])
+    reloaded = MeanOfTeachersKD.load_from_checkpoint(tmp_path / "ckpts/mt.ckpt")  # every network from the config
+    assert [type(t).__name__ for t in reloaded.teacher_networks().values()] == ["SmallCNN", "MLP"]
+    assert reloaded.hparams.teacher[1]["init_args"]["input_shape"] == [1, 8, 8]
+    record = torch.load(tmp_path / "ckpts/mt.ckpt", weights_only=True)["lightning_kd"]
+    assert record["roles"]["teacher_2"] == {"class": "MLP", "parameters": 9610}
