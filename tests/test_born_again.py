@@ -344,3 +344,16 @@ def test_generations_under_reduced_precision(tmp_path: Path, precision: str, dty
     task, schedule = born_again_fit(tmp_path, student=student, generations=2, epochs=1, precision=precision)
     assert next(task.student.parameters()).dtype == next(task.teacher.parameters()).dtype == dtype
     assert [row["generation"] for row in schedule.results["generations"]] == [0, 1, 2]
+
+
+def test_born_again_generations_of_a_timm_network() -> None:
+    from lightning_kd.models import TimmNetwork
+
+    task = BornAgain(TimmNetwork("resnet10t", num_classes=10, in_channels=1), loss="ban")
+    trained = state(task.student)
+    task.promote()
+    assert same(state(task.teacher), trained)  # the teacher is exactly the last student
+    assert parameters_differ(state(task.student), trained)  # the next student starts afresh
+    x = torch.randn(2, 1, 8, 8)
+    (teacher,) = task.teacher_outputs({"input": x}, "stages")
+    assert teacher.logits.shape == (2, 10) and len(teacher.features) == len(task.teacher.stage_names)

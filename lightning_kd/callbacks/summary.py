@@ -63,6 +63,7 @@ class RunSummary(Callback):
         update_wandb_summary(trainer, summary)
         if self.print_table:
             title = {"val": "validation (last epoch)", "test": "test"}[stage]
-            print_table(f"lightning-kd summary: {title}, in %",
-                        ["network", "parameters", *(column for column, _ in _COLUMNS), f"agreement with {handed_on}"],
-                        rows)
+            header = ["network", "parameters", *(column for column, _ in _COLUMNS), f"agreement with {handed_on}"]
+            if len(rows) == 1:  # nothing to agree with
+                header, rows = header[:-1], [row[:-1] for row in rows]
+            print_table(f"lightning-kd summary: {title}, in %", header, rows)

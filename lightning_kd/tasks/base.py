@@ -81,7 +81,8 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
     """
 
     handed_on: ClassVar[str] = "student"
-    """Role of the network a checkpoint hands on as a teacher (and ``forward`` runs)."""
+    """Role of the network a checkpoint hands on as a teacher (and ``forward`` runs); a task whose user
+    chooses it (one of several peers, say) sets it per instance in :meth:`configure_models`."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> BaseTask:
         # The arguments of the construction, bound to the subclass's own signature: the hyperparameters
