@@ -124,7 +124,7 @@ class KDLightningCLI(LightningCLI):
             if _network_configs(value) and not self.model.hparams.get(name):
                 raise RuntimeError(
                     f"the task did not save the config of `{name}`, so its checkpoints could not rebuild that "
-                    "network; this Lightning version stores CLI hyperparameters differently (see lightning_kd.compat)"
+                    "network: this Lightning version no longer hands the parsed config to save_hyperparameters"
                 )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
