@@ -1,25 +1,31 @@
 """``lightning-kd``: the LightningCLI of this package.
 
 Example:
-    $ lightning-kd fit --config configs/digits_teacher.yaml
+    $ lightning-kd list                      # methods, networks and shipped configs
+    $ lightning-kd fit --config digits_ban   # a shipped config, by name
     $ lightning-kd fit --config configs/digits_kd.yaml --model.init_args.temperature 2
-    $ lightning-kd test --config configs/digits_kd.yaml --ckpt_path checkpoints/digits/kd.ckpt
+    $ lightning-kd test --config configs/digits_kd.yaml --ckpt_path checkpoints/digits/kd-student.ckpt
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import inspect
+import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonargparse import Namespace
+from jsonargparse import DefaultHelpFormatter, Namespace
 from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from torch import nn
 
+from lightning_kd import __version__
 from lightning_kd.callbacks import Generations, RunSummary
+from lightning_kd.catalog import shipped_configs, summary_line, task_classes
 from lightning_kd.tasks import BaseTask
 from lightning_kd.tasks.base import building_from_config
 
@@ -143,6 +149,71 @@ class KDLightningCLI(LightningCLI):
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
 
+DESCRIPTION = """Knowledge distillation with PyTorch Lightning: one method per LightningModule, one command to run it.
+
+Run a method:    lightning-kd fit --config digits_ban        (a shipped config by name, or any YAML file)
+See what ships:  lightning-kd list [methods|networks|configs]
+Version:         lightning-kd --version
+Each subcommand (fit, validate, test, predict) has its own --help; --print_config shows the config that runs."""
+
+
+def listing(what: str = "all") -> str:
+    """The text of ``lightning-kd list``: methods, networks and/or shipped configs."""
+    from lightning_kd.models import list_models
+
+    sections = {
+        "methods": [(f"lightning_kd.{cls.__name__}", summary_line(cls)) for cls in task_classes()],
+        "networks": [(name, "") for name in list_models()]
+        + [("tv_<name>", "any torchvision classification model (TorchvisionNetwork)"),
+           ("timm_<name>", "any timm model (TimmNetwork; pip install 'lightning-kd[timm]')")],
+        "configs": [(name, str(path)) for name, path in shipped_configs().items()],
+    }
+    if what != "all" and what not in sections:
+        raise SystemExit(f"lightning-kd list: choose methods, networks or configs, not {what!r}")
+    chosen = sections if what == "all" else {what: sections[what]}
+    lines = []
+    for title, entries in chosen.items():
+        lines.append(f"{title}:")
+        width = max(len(name) for name, _ in entries)
+        lines += [f"  {name:<{width}}  {text}".rstrip() for name, text in entries]
+    return "\n".join(lines)
+
+
+def resolve_config_names(args: list[str]) -> list[str]:
+    """Replace a ``--config`` value that names a shipped config (``digits_ban``) by that config's path.
+
+    A value naming an existing file is kept as it is, so a local ``configs/digits_ban.yaml`` wins.
+    """
+    configs = shipped_configs()
+    resolved = list(args)
+    for index, arg in enumerate(resolved):
+        flag, _, value = arg.partition("=")
+        if flag not in ("--config", "-c"):
+            continue
+        if not value and index + 1 < len(resolved):
+            index, value = index + 1, resolved[index + 1]
+            if not Path(value).exists() and value.removesuffix(".yaml") in configs:
+                resolved[index] = str(configs[value.removesuffix(".yaml")])
+        elif value and not Path(value).exists() and value.removesuffix(".yaml") in configs:
+            resolved[index] = f"{flag}={configs[value.removesuffix('.yaml')]}"
+    return resolved
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``lightning-kd`` and ``python -m lightning_kd``; ``args`` default to ``sys.argv``."""
-    KDLightningCLI(args=args)
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] == ["--version"]:
+        print(f"lightning-kd {__version__}")
+        return
+    if argv[:1] == ["list"]:
+        print(listing(argv[1] if len(argv) > 1 else "all"))
+        return
+    resolved = resolve_config_names(argv)
+    if args is None:  # the process's own command line: DDP's re-launch must see the resolved paths too
+        sys.argv[1:] = resolved
+    KDLightningCLI(args=None if args is None else resolved,
+                   parser_kwargs={"description": DESCRIPTION, "formatter_class": _HelpFormatter})
+
+
+class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """jsonargparse's help, with the description's lines kept as written."""

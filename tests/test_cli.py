@@ -230,3 +230,30 @@ def test_timm_network_from_a_config_gets_the_datas_shape(in_tmp: Path) -> None:
     x = torch.randn(2, 1, 8, 8)
     torch.testing.assert_close(reloaded.eval()(x), cli.model.eval()(x))
     assert isinstance(load_network(in_tmp / "checkpoints/digits/teacher.ckpt").body, torch.nn.Module)
+
+
+def test_the_cli_introduces_itself(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import lightning_kd
+
+    main(["--version"])
+    assert capsys.readouterr().out.strip() == f"lightning-kd {lightning_kd.__version__}"
+    main(["list"])
+    listed = capsys.readouterr().out
+    for expected in ("methods:", "lightning_kd.BornAgain", "lightning_kd.VanillaKD", "networks:", "resnet8x4",
+                     "timm_<name>", "configs:", "digits_ban"):
+        assert expected in listed
+    assert ":class:" not in listed and "``" not in listed
+    main(["list", "configs"])
+    assert "methods:" not in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    helped = capsys.readouterr().out
+    assert "Knowledge distillation" in helped and "lightning-kd list" in helped and "--version" in helped
+
+
+def test_a_shipped_config_runs_by_name(in_tmp: Path) -> None:
+    main(["fit", "--config", "digits_teacher", *TINY, "--trainer.logger", "false"])
+    assert (in_tmp / "checkpoints/digits/teacher.ckpt").is_file()
+    with pytest.raises(SystemExit):  # neither a file nor a shipped config: jsonargparse says so
+        main(["fit", "--config", "no_such_config", *TINY])

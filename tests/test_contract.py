@@ -6,9 +6,6 @@ builder below; from then on the contract tests run on it too.
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import pkgutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,28 +15,14 @@ import torch
 from pytorch_lightning import Callback, seed_everything
 from torch import nn
 
-import lightning_kd.tasks
 from lightning_kd import BornAgain, Classifier, VanillaKD
+from lightning_kd.catalog import task_classes
 from lightning_kd.checkpoints import CHECKPOINT_KEY, load_network
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.models import MLP, SmallCNN
 from lightning_kd.tasks.base import BaseTask
 from lightning_kd.tasks.distillation import DistillationTask
 from tests.helpers import cpu_trainer
-
-
-def _task_classes() -> list[type[BaseTask]]:
-    for module in pkgutil.walk_packages(lightning_kd.tasks.__path__, "lightning_kd.tasks."):
-        importlib.import_module(module.name)
-    found, pending = set(), [BaseTask]
-    while pending:
-        cls = pending.pop()
-        for sub in cls.__subclasses__():
-            pending.append(sub)
-            if sub.__module__.startswith("lightning_kd.") and not inspect.isabstract(sub):
-                found.add(sub)
-    return sorted(found, key=lambda c: c.__name__)
-
 
 # Digits-sized networks for each task (fresh ones at every call)
 BUILDERS: dict[type[BaseTask], Callable[[], dict[str, Any]]] = {
@@ -49,7 +32,7 @@ BUILDERS: dict[type[BaseTask], Callable[[], dict[str, Any]]] = {
     BornAgain: lambda: {"student": MLP(hidden_sizes=(16,), num_classes=10),
                         "teacher": SmallCNN(widths=(8, 16), num_classes=10), "loss": "ban+l"},
 }
-TASKS = _task_classes()
+TASKS = task_classes()
 
 
 def test_every_task_has_a_builder() -> None:
