@@ -26,6 +26,7 @@ from torch import nn
 from lightning_kd import __version__
 from lightning_kd.callbacks import Generations, RunSummary
 from lightning_kd.catalog import shipped_configs, summary_line, task_classes
+from lightning_kd.console import quiet_known_noise
 from lightning_kd.tasks import BaseTask
 from lightning_kd.tasks.base import building_from_config
 
@@ -208,6 +209,7 @@ def main(args: list[str] | None = None) -> None:
     if argv[:1] == ["list"]:
         print(listing(argv[1] if len(argv) > 1 else "all"))
         return
+    quiet_known_noise()
     resolved = resolve_config_names(argv)
     if args is None:  # the process's own command line: DDP's re-launch must see the resolved paths too
         sys.argv[1:] = resolved

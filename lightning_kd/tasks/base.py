@@ -13,6 +13,8 @@ requires grad, whichever network, head, projector or loss module holds it; teach
 from __future__ import annotations
 
 import inspect
+import re
+import warnings
 from abc import ABCMeta, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -200,6 +202,8 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         if input_shape is not None:
             for role, network in self.networks().items():
                 self._check_network(role, network, num_classes, tuple(input_shape))
+            # lets Lightning's model summary show input/output sizes and the forward's FLOPs
+            self.example_input_array = torch.zeros(1, *input_shape)
         if self.num_classes is None:
             self.num_classes = num_classes
             self.configure_metrics(num_classes)
@@ -228,6 +232,21 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
                 f"the {role} network ({type(network).__name__}) predicts {tuple(logits.shape[1:])} outputs per "
                 f"sample but the data has {num_classes} classes"
             )
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        # Lightning warns about modules in eval mode at the start of training; when they are exactly the
+        # frozen teachers' modules, that is by design: silence that one message for this fit
+        frozen = {id(m) for network in self.teacher_networks().values() for m in network.modules()}
+        in_eval = [module for module in self.modules() if not module.training]
+        if in_eval and all(id(module) in frozen for module in in_eval):
+            warnings.filterwarnings("ignore", message=re.escape(f"Found {len(in_eval)} module(s) in eval mode"))
+            self._eval_mode_filter = warnings.filters[0]
+
+    def on_train_start(self) -> None:
+        eval_mode_filter = self.__dict__.pop("_eval_mode_filter", None)
+        if eval_mode_filter in warnings.filters:
+            warnings.filters.remove(eval_mode_filter)
 
     # -- steps ------------------------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:

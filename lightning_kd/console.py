@@ -1,0 +1,35 @@
+"""What the command line prints besides the package's own tables: known-harmless messages silenced, one by one.
+
+Each filter names one message that a user of this package can do nothing about; nothing else is
+hidden. Installed by the ``lightning-kd`` entry point (a Python user keeps Lightning's defaults).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+_HARMLESS_WARNINGS = (
+    # Lightning 2.6 on torch >= 2.10 uses torch's deprecated pytree API internally
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+_HARMLESS_LOG_RECORDS = (
+    # Lightning advertises its hosted logger on every run
+    "install [litlogger]",
+    "try installing [litlogger]",
+)
+
+
+class _DropHarmless(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in _HARMLESS_LOG_RECORDS)
+
+
+def quiet_known_noise() -> None:
+    """Silence the messages listed in this module (idempotent)."""
+    for pattern in _HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _DropHarmless) for f in logger.filters):
+        logger.addFilter(_DropHarmless())
