@@ -357,3 +357,18 @@ def test_born_again_generations_of_a_timm_network() -> None:
     x = torch.randn(2, 1, 8, 8)
     (teacher,) = task.teacher_outputs({"input": x}, "stages")
     assert teacher.logits.shape == (2, 10) and len(teacher.features) == len(task.teacher.stage_names)
+
+
+def test_fast_dev_run_runs_one_batch_of_every_generation_and_writes_nothing(tmp_path: Path) -> None:
+    seen: list[int] = []
+
+    class Generation(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            seen.append(pl_module.generation)
+
+    schedule = Generations(generations=2, epochs=[5, 4, 3], dirpath=tmp_path, print_table=False)
+    trainer = cpu_trainer(fast_dev_run=True, max_epochs=None, callbacks=[schedule, Generation()])
+    trainer.fit(BornAgain(SmallCNN(widths=(8, 16), num_classes=10)), datamodule=DigitsDataModule())
+    assert seen == [0, 1, 2]
+    assert [row["generation"] for row in schedule.results["generations"]] == [0, 1, 2]
+    assert not any(tmp_path.iterdir())

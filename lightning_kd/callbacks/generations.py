@@ -53,11 +53,14 @@ class Generations(Callback):
     generations' curves lie side by side.
 
     The trainer's epoch budget is the sum of the generations' epochs; leave ``trainer.max_epochs``
-    unset (or set it to that sum). A run resumed with ``ckpt_path`` continues in the right
-    generation with the right teacher; the callback's checkpoint state includes the RNG states, so
-    with deterministic settings (deterministic kernels; with random augmentation, no persistent
-    data-loader workers, whose seeds are drawn once per run) a resumed run from an epoch-end
-    checkpoint ends with the same weights as an uninterrupted one.
+    unset (or set it to that sum). With ``fast_dev_run`` every generation runs one batch and nothing
+    is written (no generation checkpoints, no ``generations.json``).
+
+    A run resumed with ``ckpt_path`` continues in the right generation with the right teacher; the
+    callback's checkpoint state includes the RNG states, so with deterministic settings (deterministic
+    kernels; with random augmentation, no persistent data-loader workers, whose seeds are drawn once
+    per run) a resumed run from an epoch-end checkpoint ends with the same weights as an
+    uninterrupted one.
 
     Args:
         generations: Born-again generations after generation 0 (the paper trains 3).
@@ -97,6 +100,7 @@ class Generations(Callback):
         self.ensemble_every_generation = ensemble_every_generation
         self.print_table = print_table
         self.plan: dict[int, int] = {}
+        self.dry_run = False
         self.records: dict[int, dict[str, Any]] = {}
         self.targets: dict[str, Tensor] = {}
         self.results: dict[str, Any] = {}
@@ -130,9 +134,18 @@ class Generations(Callback):
             )
         # a callback object may serve several fits (the CLI builds it once); a resumed fit reloads its state
         self.records, self.targets, self.results = {}, {}, {}
+        self.dry_run = bool(trainer.fast_dev_run)
+        if self.dry_run:
+            # fast_dev_run: one batch of every generation (it limits the batches), nothing written; its
+            # one-step budget would stop the sequence after generation 0
+            self.plan = dict.fromkeys(self.plan, 1)
+            trainer.fit_loop.epoch_loop.max_steps = -1
         pl_module.generation_epochs = dict(self.plan)
         total = self.total_epochs
         counts = list(self.plan.values())
+        if self.dry_run:
+            trainer.fit_loop.max_epochs = total
+            return
         if trainer.max_steps != -1:
             raise ValueError("the Generations callback sets the epoch budget; remove trainer.max_steps")
         if trainer.fit_loop.max_epochs not in (total, LIGHTNING_DEFAULT_MAX_EPOCHS, None, -1):
@@ -202,11 +215,12 @@ class Generations(Callback):
         generation = pl_module.generation
         if generation in self.records:  # already done before an interruption
             return
-        path = self._dirpath(trainer) / f"generation_{generation}.ckpt"
-        trainer.save_checkpoint(path, weights_only=True)
+        path = None if self.dry_run else self._dirpath(trainer) / f"generation_{generation}.ckpt"
+        if path is not None:
+            trainer.save_checkpoint(path, weights_only=True)
         self.records[generation] = {
             "epochs": self.plan[generation],
-            "checkpoint": str(path),
+            "checkpoint": None if path is None else str(path),
             **self._predict(trainer, pl_module.student),
         }
         row = self._generation_row(generation)
@@ -282,7 +296,8 @@ class Generations(Callback):
         self._publish(trainer, rows)
 
     def _publish(self, trainer: pl.Trainer, rows: list[dict[str, Any]]) -> None:
-        self._write_json(trainer)
+        if not self.dry_run:
+            self._write_json(trainer)
         columns = sorted({key for row in rows for key in row} - {"generation"}, key=_column_order)
         log_wandb_table(trainer, "born_again/generations", ["generation", *columns],
                         [[row["generation"], *(row.get(key) for key in columns)] for row in rows])
