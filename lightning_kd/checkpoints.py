@@ -107,10 +107,15 @@ def load_network(path: str | Path, network: nn.Module | None = None) -> nn.Modul
         >>> all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), copy.state_dict().values()))
         True
     """
+    return load_network_and_config(path, network)[0]
+
+
+def load_network_and_config(path: str | Path, network: nn.Module | None = None) -> tuple[nn.Module, dict | None]:
+    """:func:`load_network`, also returning how to build the network when the checkpoint records it."""
     checkpoint = read_checkpoint(path)
     state_dict = network_state_dict(checkpoint, source=f"checkpoint {path}")
+    config = checkpoint.get(CHECKPOINT_KEY, {}).get("network_config")
     if network is None:
-        config = checkpoint.get(CHECKPOINT_KEY, {}).get("network_config")
         if config is None:
             raise CheckpointError(
                 f"checkpoint {path} does not record how to build its network (a plain state dict, or a "
@@ -118,7 +123,7 @@ def load_network(path: str | Path, network: nn.Module | None = None) -> nn.Modul
             )
         network = build_network(config)
     load_weights(network, state_dict, source=f"checkpoint {path}")
-    return network
+    return network, config
 
 
 def load_weights(network: nn.Module, state_dict: Mapping[str, Tensor], source: str = "checkpoint") -> None:

@@ -24,7 +24,7 @@ from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from torch import nn
 
 from lightning_kd import __version__
-from lightning_kd.callbacks import Generations, RunSummary
+from lightning_kd.callbacks import Generations, PredictionWriter, RunSummary
 from lightning_kd.catalog import shipped_configs, summary_line, task_classes
 from lightning_kd.console import quiet_known_noise
 from lightning_kd.tasks import BaseTask
@@ -47,13 +47,18 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
 
 
 def _data_facts(data_config: Namespace | None) -> dict[str, Any]:
-    """``num_classes`` / ``input_shape`` that the data module class declares, if it does."""
+    """``num_classes`` / ``input_shape`` of the configured data, if its module says them before loading."""
     if data_config is None or not data_config.get("class_path"):
         return {}
     data_class = import_object(data_config.class_path)
     facts: dict[str, Any] = {}
-    num_classes = getattr(data_class, "num_classes", None)
-    input_shape = getattr(data_class, "input_shape", None)
+    if callable(getattr(data_class, "data_facts", None)):
+        init_args = data_config.get("init_args")
+        declared = data_class.data_facts(**(init_args.as_dict() if init_args is not None else {}))
+    else:  # any LightningDataModule: class attributes, where it has them
+        declared = {name: getattr(data_class, name, None) for name in ("num_classes", "input_shape")}
+    num_classes = declared.get("num_classes")
+    input_shape = declared.get("input_shape")
     if isinstance(num_classes, int):
         facts["num_classes"] = num_classes
     if isinstance(input_shape, (tuple, list)):
@@ -140,6 +145,8 @@ class KDLightningCLI(LightningCLI):
         callbacks = list(trainer_config.get("callbacks") or [])
         if not any(isinstance(c, RunSummary) for c in callbacks):
             callbacks.append(RunSummary())
+        if self.subcommand == "predict" and not any(isinstance(c, PredictionWriter) for c in callbacks):
+            callbacks.append(PredictionWriter())  # predict writes its predictions to a file
         wants_bar = trainer_config.get("enable_progress_bar") is not False
         if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(RichProgressBar())

@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from lightning_kd.checkpoints import CheckpointError, load_network
+from lightning_kd.checkpoints import CheckpointError, build_network, load_network_and_config
 from lightning_kd.models.taps import LayerSpec, NetworkOutput, forward_with_taps
 
 TeacherSpec = nn.Module | list[nn.Module] | None
-"""A teacher network, a list of them, or none."""
+"""A teacher network, a list of them, or none (a checkpoint may also hold a network's ``class_path`` config)."""
 # Typed with str, not Path: jsonargparse writes the None entries of a list[str | Path | None] back as the
 # string "None", and checkpoints would then name a file "None". Path objects work all the same.
 CheckpointSpec = list[str | None] | str | None
@@ -57,8 +57,10 @@ class Teachers(nn.ModuleDict):
         (['teacher', 'teacher_2'], False, False)
     """
 
-    def __init__(self, networks: Sequence[nn.Module] = ()) -> None:
+    def __init__(self, networks: Sequence[nn.Module] = (), configs: Sequence[dict | None] = ()) -> None:
         super().__init__({teacher_role(i): network for i, network in enumerate(networks)})
+        self.configs: list[dict | None] = list(configs) or [None] * len(networks)
+        """How to build each teacher given (``class_path``/``init_args``), where known."""
 
     def __setitem__(self, role: str, network: nn.Module) -> None:
         super().__setitem__(role, freeze(network))
@@ -88,6 +90,9 @@ class Teachers(nn.ModuleDict):
 
         A checkpoint written by a CLI run records how to build its network, so it needs no network.
 
+        A teacher network may also be given as its ``class_path``/``init_args`` config (how a task's
+        checkpoint records its teachers, whose weights it holds itself).
+
         Raises:
             ValueError: The two lists differ in length, or a teacher has neither network nor checkpoint.
             CheckpointError: A checkpoint is missing, corrupt, or does not fit; the message names the teacher.
@@ -102,18 +107,23 @@ class Teachers(nn.ModuleDict):
         count = max(len(networks), len(checkpoints))
         networks += [None] * (count - len(networks))
         checkpoints += [None] * (count - len(checkpoints))
-        loaded = []
+        loaded, configs = [], []
         for index, (network, checkpoint) in enumerate(zip(networks, checkpoints, strict=True)):
             role = teacher_role(index)
+            config = dict(network) if isinstance(network, Mapping) else None
+            if config is not None:
+                network = build_network(config)
             if checkpoint is not None:
                 try:
-                    network = load_network(checkpoint, network)
+                    network, recorded = load_network_and_config(checkpoint, network)
                 except CheckpointError as error:
                     raise CheckpointError(f"{role}: {error}") from error
+                config = config or recorded
             if network is None:
                 raise ValueError(f"{role} has neither a network (`teacher`) nor a checkpoint (`teacher_ckpt`)")
             loaded.append(network)
-        return cls(loaded)
+            configs.append(config)
+        return cls(loaded, configs)
 
 
 def _as_list(value: object) -> list:

@@ -257,3 +257,28 @@ def test_a_shipped_config_runs_by_name(in_tmp: Path) -> None:
     assert (in_tmp / "checkpoints/digits/teacher.ckpt").is_file()
     with pytest.raises(SystemExit):  # neither a file nor a shipped config: jsonargparse says so
         main(["fit", "--config", "no_such_config", *TINY])
+
+
+def test_a_checkpoint_reloads_from_any_directory(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the teacher's weights come from the task's checkpoint, not from teacher_ckpt (a path relative to the run)
+    _run(CONFIGS / "digits_teacher.yaml", in_tmp, "--trainer.logger", "false")
+    _run(CONFIGS / "digits_kd.yaml", in_tmp, "--trainer.logger", "false")
+    path = in_tmp / "checkpoints/digits/kd-student.ckpt"
+    elsewhere = in_tmp / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    reloaded = VanillaKD.load_from_checkpoint(path)
+    teacher = load_network(in_tmp / "checkpoints/digits/teacher.ckpt")
+    x = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(reloaded.teacher.eval()(x), teacher.eval()(x))
+    assert reloaded.hparams.teacher_ckpt is None and reloaded.hparams.teacher["class_path"].endswith("SmallCNN")
+    # built in Python from the same teacher checkpoint, it reloads from elsewhere too
+    from pytorch_lightning import Trainer
+
+    teacher_ckpt = in_tmp / "checkpoints/digits/teacher.ckpt"
+    python_built = VanillaKD(MLP(hidden_sizes=(8,), num_classes=10), teacher_ckpt=teacher_ckpt)
+    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(python_built)
+    trainer.save_checkpoint("python.ckpt")
+    again = VanillaKD.load_from_checkpoint("python.ckpt", student=MLP(hidden_sizes=(8,), num_classes=10))
+    torch.testing.assert_close(again.teacher.eval()(x), teacher.eval()(x))

@@ -77,7 +77,7 @@ def _private_uses(path: Path) -> list[str]:
             module = node.module or ""
             names = [alias.name for alias in node.names]
             if any(part.startswith("_") and not part.startswith("__") for part in module.split(".")) or any(
-                    n.startswith("_") for n in names):
+                    n.startswith("_") and not n.startswith("__") for n in names):
                 found.append(f"{path.name}:{node.lineno} from {module} import {names}")
     return found
 

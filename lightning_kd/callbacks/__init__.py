@@ -1,6 +1,7 @@
 """Callbacks, kept apart from the methods."""
 
 from lightning_kd.callbacks.generations import Generations
+from lightning_kd.callbacks.predictions import PredictionWriter
 from lightning_kd.callbacks.summary import RunSummary
 
-__all__ = ["Generations", "RunSummary"]
+__all__ = ["Generations", "PredictionWriter", "RunSummary"]

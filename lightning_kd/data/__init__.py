@@ -3,6 +3,7 @@
 from lightning_kd.data.base import Batch, ClassificationDataModule, IndexedDataset, split_indices
 from lightning_kd.data.cifar import CIFAR10DataModule, CIFAR100DataModule
 from lightning_kd.data.embedded import DigitsDataModule, MNIST5kDataModule
+from lightning_kd.data.folder import ImageFolderDataModule
 
 __all__ = [
     "Batch",
@@ -10,6 +11,7 @@ __all__ = [
     "CIFAR100DataModule",
     "ClassificationDataModule",
     "DigitsDataModule",
+    "ImageFolderDataModule",
     "IndexedDataset",
     "MNIST5kDataModule",
     "split_indices",

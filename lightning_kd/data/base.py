@@ -70,9 +70,10 @@ def split_indices(num_samples: int, fractions: Sequence[float], seed: int) -> li
 class ClassificationDataModule(LightningDataModule):
     """Base for the image-classification data modules.
 
-    Subclasses set the class attributes ``num_classes`` and ``input_shape`` (the CLI reads them to
-    fill in the networks' ``num_classes`` / ``in_channels`` / ``input_shape``) and implement
-    :meth:`setup` to fill ``train_set``, ``val_set`` and ``test_set``.
+    Subclasses set ``num_classes`` and ``input_shape`` (class attributes, or per instance with
+    :meth:`data_facts` saying what they will be; the CLI reads them to fill in the networks'
+    ``num_classes`` / ``in_channels`` / ``input_shape``) and implement :meth:`setup` to fill
+    ``train_set``, ``val_set`` and ``test_set``.
 
     Args:
         batch_size: Training batch size (per process under DDP).
@@ -106,6 +107,15 @@ class ClassificationDataModule(LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+
+    @classmethod
+    def data_facts(cls, **init_args: Any) -> dict[str, Any]:
+        """``num_classes`` and ``input_shape`` of the data these arguments describe, before any loading.
+
+        The CLI fills the networks' ``num_classes``/``in_channels``/``input_shape`` from them. Fixed
+        data sets state them as class attributes; a module over the user's files reads them there.
+        """
+        return {"num_classes": cls.num_classes, "input_shape": tuple(cls.input_shape)}
 
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         if dataset is None:

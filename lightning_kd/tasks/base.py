@@ -276,8 +276,9 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self.evaluation_step(batch, "test")
 
-    def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self(batch["input"]).softmax(dim=1)
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        """``{"index": ..., "probabilities": ...}``: the handed-on network's softmax, with each sample's index."""
+        return {"index": batch["index"], "probabilities": self(batch["input"]).softmax(dim=1)}
 
     # -- optimisation -----------------------------------------------------------------------------
     def schedule_epochs(self) -> int | None:

@@ -136,6 +136,27 @@ class DistillationTask(BaseTask):
         return logits
 
     # -- checkpoints ------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        # The checkpoint holds the teachers' weights: reloading it must not read teacher_ckpt again (a path
+        # relative to where training ran). Record how to build the teachers instead, where known.
+        hparams = checkpoint.get("hyper_parameters")
+        if not hparams or hparams.get("teacher_ckpt") is None:
+            return
+        hparams["teacher_ckpt"] = None
+        configs = self.given_teacher_configs()
+        if configs and all(config is not None for config in configs):
+            hparams["teacher"] = configs if isinstance(hparams.get("teacher"), list) or len(configs) > 1 else configs[0]
+
+    def given_teacher_configs(self) -> list[dict | None]:
+        """How to build each teacher the task was given (from its config or its checkpoint), where known."""
+        given = self.hparams.get("teacher")
+        items = given if isinstance(given, list) else [given] * len(self.teachers.configs)
+        return [
+            dict(item) if isinstance(item, dict) and "class_path" in item else recorded
+            for item, recorded in zip(items, self.teachers.configs, strict=False)
+        ]
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         # format 1 (lightning-kd 0.1) kept the one teacher under "teacher."; now teachers.<role>.

@@ -1,0 +1,153 @@
+"""Any folder of images in torchvision's ``ImageFolder`` layout: the user's own data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from torchvision import datasets, transforms
+
+from lightning_kd.data.base import ClassificationDataModule, IndexedDataset, split_indices
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SPLIT_FOLDERS = ("train", "val", "test")
+
+
+class ImageFolderDataModule(ClassificationDataModule):
+    """Images in class folders, ``root/<class>/<image>`` (or ``root/{train,val,test}/<class>/<image>``).
+
+    With ``train``/``val``/``test`` subfolders (each in the ``ImageFolder`` layout, the same classes)
+    those are the splits (``val`` may be missing: a seeded ``val_fraction`` of ``train`` is held
+    out; ``test`` likewise with ``test_fraction``). Otherwise the one folder is split, seeded, into
+    train, val and test. Classes are the folder names, sorted (``class_names``).
+
+    Images are converted to RGB (or grey with ``channels=1``) and normalised with ImageNet's mean and
+    std unless ``mean``/``std`` are given. Two transform styles:
+
+    * ``"small"`` (CIFAR-style, for images of a few dozen pixels): resize to ``image_size``; training
+      adds a random crop of the image padded by ``image_size // 8`` and a horizontal flip;
+    * ``"imagenet"``: training takes a ``RandomResizedCrop(image_size)`` and a horizontal flip;
+      evaluation resizes the short side to ``image_size * 8 / 7`` (256 for 224) and takes the centre crop.
+
+    Args:
+        root: The folder.
+        image_size: Side of the square images the networks see.
+        transform_style: ``"small"`` or ``"imagenet"``.
+        channels: 3 (RGB) or 1 (grey).
+        mean: Per-channel normalisation mean (default: ImageNet's; its average for grey).
+        std: Per-channel normalisation std (default: ImageNet's; its average for grey).
+        batch_size: Training batch size (per process under DDP).
+        eval_batch_size: Validation/test batch size (default: ``batch_size``).
+        num_workers: DataLoader worker processes.
+        val_fraction: Fraction held out for validation when there is no ``val`` folder.
+        test_fraction: Fraction held out for testing when there is no ``test`` folder.
+        seed: Seed of the splits.
+
+    Example:
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for name in ("cat", "dog"):
+        ...     (root / name).mkdir()
+        ...     for i in range(10):
+        ...         Image.new("RGB", (40, 30), (i * 20, 0, 0)).save(root / name / f"{i}.png")
+        >>> dm = ImageFolderDataModule(root, image_size=32, val_fraction=0.2, test_fraction=0.2)
+        >>> dm.num_classes, dm.input_shape, dm.class_names
+        (2, (3, 32, 32), ['cat', 'dog'])
+        >>> dm.setup()
+        >>> len(dm.train_set), len(dm.val_set), len(dm.test_set), tuple(dm.train_set[0]["input"].shape)
+        (12, 4, 4, (3, 32, 32))
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int = 32,
+        transform_style: Literal["small", "imagenet"] = "small",
+        channels: Literal[1, 3] = 3,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 4,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, eval_batch_size, num_workers, val_fraction, seed)
+        facts = self.data_facts(root=root, image_size=image_size, channels=channels)
+        self.root = Path(root)
+        self.num_classes = facts["num_classes"]  # type: ignore[misc]
+        self.input_shape = facts["input_shape"]  # type: ignore[misc]
+        self.class_names: list[str] = facts["class_names"]
+        if not 0 < test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        self.test_fraction = test_fraction
+        self.train_transform, self.eval_transform = _transforms(transform_style, image_size, channels, mean, std)
+
+    @classmethod
+    def data_facts(cls, **init_args: Any) -> dict[str, Any]:
+        """Classes and input shape, read from the folder (the CLI fills the networks from them).
+
+        Raises:
+            FileNotFoundError: ``root`` is missing or holds no class folders.
+        """
+        root = Path(init_args["root"])
+        image_size, channels = int(init_args.get("image_size", 32)), int(init_args.get("channels", 3))
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder not found: {root}")
+        train = root / "train" if (root / "train").is_dir() else root
+        classes = sorted(entry.name for entry in train.iterdir() if entry.is_dir() and entry.name not in SPLIT_FOLDERS)
+        if not classes:
+            raise FileNotFoundError(f"{train} holds no class folders (expected {train}/<class>/<image>)")
+        return {"num_classes": len(classes), "input_shape": (channels, image_size, image_size),
+                "class_names": classes}
+
+    def _folder(self, path: Path) -> datasets.ImageFolder:
+        folder = datasets.ImageFolder(str(path))
+        if folder.classes != self.class_names:
+            raise ValueError(f"{path} has classes {folder.classes}, the training folder {self.class_names}")
+        return folder
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        split_root = (self.root / "train").is_dir()
+        train = self._folder(self.root / "train" if split_root else self.root)
+        val = self._folder(self.root / "val") if split_root and (self.root / "val").is_dir() else None
+        test = self._folder(self.root / "test") if split_root and (self.root / "test").is_dir() else None
+        fractions = [self.val_fraction if val is None else 0.0, self.test_fraction if test is None else 0.0]
+        val_idx, test_idx, train_idx = split_indices(len(train), fractions, self.seed)
+        for name, size in (("train", len(train_idx)), ("val", len(val_idx) if val is None else len(val)),
+                           ("test", len(test_idx) if test is None else len(test))):
+            if size == 0:
+                raise ValueError(f"the {name} split of {self.root} is empty ({len(train)} training images); "
+                                 "add images or change val_fraction/test_fraction")
+        self.train_set = IndexedDataset(train, train_idx, self.train_transform)
+        self.val_set = IndexedDataset(train, val_idx, self.eval_transform) if val is None else IndexedDataset(
+            val, transform=self.eval_transform)
+        self.test_set = IndexedDataset(train, test_idx, self.eval_transform) if test is None else IndexedDataset(
+            test, transform=self.eval_transform)
+
+
+def _transforms(style: str, size: int, channels: int, mean: tuple[float, ...] | None,
+                std: tuple[float, ...] | None) -> tuple[transforms.Compose, transforms.Compose]:
+    if style not in ("small", "imagenet"):
+        raise ValueError(f"transform_style must be 'small' or 'imagenet', got {style!r}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    mean = mean or (IMAGENET_MEAN if channels == 3 else (sum(IMAGENET_MEAN) / 3,))
+    std = std or (IMAGENET_STD if channels == 3 else (sum(IMAGENET_STD) / 3,))
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"mean and std need {channels} values, got {list(mean)} and {list(std)}")
+    colour = [transforms.Grayscale()] if channels == 1 else []
+    finish = [transforms.ToTensor(), transforms.Normalize(mean, std)]
+    if style == "small":
+        resize = [transforms.Resize((size, size))]
+        train = [*resize, transforms.RandomCrop(size, padding=size // 8), transforms.RandomHorizontalFlip()]
+        evaluation = resize
+    else:
+        train = [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip()]
+        evaluation = [transforms.Resize(round(size * 8 / 7)), transforms.CenterCrop(size)]
+    return (transforms.Compose(colour + train + finish), transforms.Compose(colour + evaluation + finish))

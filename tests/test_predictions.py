@@ -1,0 +1,57 @@
+"""``predict`` writes its predictions: index, class, probabilities; one file, merged across DDP ranks."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+from pytorch_lightning import seed_everything
+
+from lightning_kd import Classifier
+from lightning_kd.callbacks import PredictionWriter
+from lightning_kd.cli import main
+from lightning_kd.data import DigitsDataModule
+from lightning_kd.models import SmallCNN
+from tests.conftest import CONFIGS
+from tests.helpers import cpu_trainer
+
+
+def read(path: Path) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+    with path.open() as handle:
+        rows = list(csv.reader(handle))
+    values = torch.tensor([[float(v) for v in row] for row in rows[1:]], dtype=torch.float64)
+    return rows[0], values[:, 0].long(), values[:, 1].long(), values[:, 2:]
+
+
+def test_cli_predict_writes_the_models_softmax_for_every_test_sample(in_tmp: Path) -> None:
+    quiet = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), "--trainer.max_epochs", "2", *quiet])
+    checkpoint = in_tmp / "checkpoints/digits/teacher.ckpt"
+    main(["predict", "--config", str(CONFIGS / "digits_teacher.yaml"), "--ckpt_path", str(checkpoint), *quiet,
+          "--trainer.default_root_dir", "out"])
+    header, index, prediction, probabilities = read(in_tmp / "out/predictions.csv")
+    assert header == ["index", "prediction", *(f"prob_{c}" for c in range(10))]
+    data = DigitsDataModule()
+    data.setup()
+    assert index.tolist() == list(range(len(data.test_set)))
+    inputs = torch.stack([data.test_set[i]["input"] for i in range(len(data.test_set))])
+    model = Classifier.load_from_checkpoint(checkpoint).eval()
+    with torch.no_grad():
+        expected = model(inputs).softmax(dim=1).double()
+    torch.testing.assert_close(probabilities, expected, atol=1e-6, rtol=1e-5)
+    assert torch.equal(prediction, expected.argmax(dim=1))
+
+
+def test_ddp_ranks_shares_are_merged_into_one_file(tmp_path: Path) -> None:
+    seed_everything(0)
+    task = Classifier(SmallCNN(widths=(8, 16), num_classes=10))
+    single, merged = tmp_path / "single.csv", tmp_path / "merged.csv"
+    cpu_trainer(callbacks=[PredictionWriter(single)]).predict(task, datamodule=DigitsDataModule(batch_size=50))
+    cpu_trainer(devices=2, strategy="ddp_spawn", callbacks=[PredictionWriter(merged)]).predict(
+        task, datamodule=DigitsDataModule(batch_size=50))
+    _, single_index, single_prediction, single_probabilities = read(single)
+    _, merged_index, merged_prediction, merged_probabilities = read(merged)
+    assert merged_index.tolist() == single_index.tolist() == list(range(len(single_index)))  # each sample once
+    assert torch.equal(merged_prediction, single_prediction)
+    torch.testing.assert_close(merged_probabilities, single_probabilities)
