@@ -19,12 +19,13 @@ from typing import Any
 import yaml
 from jsonargparse import DefaultHelpFormatter, Namespace
 from pytorch_lightning import LightningDataModule, Trainer
-from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
+from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from torch import nn
 
 from lightning_kd import __version__
 from lightning_kd.callbacks import Generations, PredictionWriter, RunSummary
+from lightning_kd.callbacks.progress import EpochLines, KDProgressBar
 from lightning_kd.catalog import shipped_configs, summary_line, task_classes
 from lightning_kd.console import quiet_known_noise
 from lightning_kd.tasks import BaseTask
@@ -99,7 +100,8 @@ class KDLightningCLI(LightningCLI):
     Any network given to the model (``class_path``/``init_args``) whose constructor takes
     ``num_classes``, ``in_channels`` or ``input_shape`` receives the data module's value unless the
     config sets another one (then the task refuses the mismatch before training). A rich progress
-    bar and a :class:`~lightning_kd.callbacks.RunSummary` are added to every run.
+    bar (one line per epoch when the output is not a terminal) and a
+    :class:`~lightning_kd.callbacks.RunSummary` are added to every run.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -149,7 +151,8 @@ class KDLightningCLI(LightningCLI):
             callbacks.append(PredictionWriter())  # predict writes its predictions to a file
         wants_bar = trainer_config.get("enable_progress_bar") is not False
         if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
-            callbacks.append(RichProgressBar())
+            # a live bar in a terminal; in a log file (nohup, SLURM) a line per epoch
+            callbacks.append(KDProgressBar() if sys.stdout.isatty() else EpochLines())
         schedule = next((c for c in callbacks if isinstance(c, Generations)), None)
         if schedule is not None and self.subcommand == "fit" and trainer_config.get("max_epochs") is None:
             # the generations set the epoch budget; giving it to the Trainer spares a "max_epochs not set" warning

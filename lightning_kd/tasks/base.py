@@ -183,6 +183,10 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         return [f"{path}.{key}" for path, module in self.named_modules() if id(module) in teachers
                 for key in module.state_dict()]
 
+    def progress_items(self) -> dict[str, str]:
+        """The method's own position for the progress display (e.g. ``{"generation": "1/3"}``); none by default."""
+        return {}
+
     def forward(self, x: Tensor) -> Tensor:
         return self.network(x)
 

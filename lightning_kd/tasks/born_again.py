@@ -213,6 +213,10 @@ class BornAgain(DistillationTask):
     def on_train_epoch_start(self) -> None:
         self.log("generation", float(self.generation), on_step=False, on_epoch=True, sync_dist=True)
 
+    def progress_items(self) -> dict[str, str]:
+        last = max(self.generation_epochs, default=self.generation)
+        return {"generation": f"{self.generation}/{last}"}
+
     def schedule_epochs(self) -> int | None:
         return self.generation_epochs.get(self.generation) or super().schedule_epochs()
 

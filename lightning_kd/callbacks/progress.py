@@ -1,0 +1,88 @@
+"""Progress that reads well in a terminal and in a log file, with the method's own position in it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
+from pytorch_lightning.utilities import rank_zero_only
+
+from lightning_kd.callbacks.reporting import percent
+
+SHOWN_METRICS = ("val/acc",)
+"""Epoch-level metrics shown beside the losses (validation accuracy, in percent)."""
+
+
+def progress_items(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, str]:
+    """The method's own position (``generation 1/3``, ...) and the shown metrics, as text."""
+    position = getattr(pl_module, "progress_items", None)
+    items = dict(position()) if callable(position) else {}
+    for key in SHOWN_METRICS:
+        value = trainer.callback_metrics.get(key)
+        if value is not None:
+            items[key] = f"{percent(float(value))}%"
+    return items
+
+
+class KDProgressBar(RichProgressBar):
+    """Lightning's rich bar, with the method's position (e.g. the generation) and validation accuracy."""
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        return {**progress_items(trainer, pl_module), **super().get_metrics(trainer, pl_module)}
+
+
+class EpochLines(ProgressBar):
+    """Progress for logs (``nohup``, SLURM): one line per epoch, or every ``every_n_steps`` training steps.
+
+    Example line::
+
+        epoch 3/80 | generation 0/3 | train/loss 0.3121 | val/acc 96.67% | 0.4 s
+
+    Args:
+        every_n_steps: Also print a line every this many training steps (default: epoch ends only).
+    """
+
+    def __init__(self, every_n_steps: int | None = None) -> None:
+        super().__init__()
+        if every_n_steps is not None and every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        self.every_n_steps = every_n_steps
+        self._enabled = True
+        self._started = time.monotonic()
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    @property
+    def is_enabled(self) -> bool:
+        return self._enabled
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = time.monotonic()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self._line(trainer, pl_module, f"step {trainer.global_step}")
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        last = "" if trainer.max_epochs is None or trainer.max_epochs < 0 else f"/{trainer.max_epochs}"
+        self._line(trainer, pl_module, f"epoch {trainer.current_epoch + 1}{last}")
+
+    @rank_zero_only
+    def _line(self, trainer: pl.Trainer, pl_module: pl.LightningModule, where: str) -> None:
+        if not self._enabled:
+            return
+        losses = {key: value for key, value in trainer.callback_metrics.items()
+                  if key.startswith("train/") and key.endswith("loss_epoch")}
+        parts = [where, *(f"{k} {v}" for k, v in progress_items(trainer, pl_module).items())]
+        parts += [f"{key.removesuffix('_epoch')} {float(value):.4f}" for key, value in losses.items()
+                  if isinstance(value, (torch.Tensor, float))]
+        parts.append(f"{time.monotonic() - self._started:.1f} s")
+        print(" | ".join(parts), flush=True)

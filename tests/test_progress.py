@@ -1,0 +1,46 @@
+"""Progress: one line per epoch in a log, the method's position and validation accuracy on the bar."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_kd import BornAgain
+from lightning_kd.callbacks import Generations
+from lightning_kd.callbacks.progress import EpochLines, KDProgressBar
+from lightning_kd.cli import main
+from lightning_kd.data import DigitsDataModule
+from lightning_kd.models import SmallCNN
+from tests.conftest import CONFIGS
+from tests.helpers import cpu_trainer
+
+
+def test_a_log_gets_one_line_per_epoch_with_generation_and_accuracy(in_tmp: Path, capsys) -> None:
+    settings = yaml.safe_load((CONFIGS / "digits_ban.yaml").read_text())
+    settings["trainer"]["callbacks"][1]["init_args"].update(generations=1, epochs=2)
+    (in_tmp / "ban.yaml").write_text(yaml.safe_dump(settings))
+    main(["fit", "--config", "ban.yaml", "--trainer.logger", "false", "--trainer.limit_train_batches", "3"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    expected = [["epoch 1/4", "generation 0/1"], ["epoch 2/4", "generation 0/1"], ["epoch 3/4", "generation 1/1"],
+                ["epoch 4/4", "generation 1/1"]]
+    assert [line.split(" | ")[:2] for line in lines] == expected
+    assert all(re.search(r"\| val/acc \d+\.\d\d% \| train/loss \d\.\d{4} \| \d+\.\d s$", line) for line in lines)
+
+
+def test_every_n_steps_and_the_bars_metrics(capsys) -> None:
+    task = BornAgain(SmallCNN(widths=(8, 16), num_classes=10))
+    bar = KDProgressBar()
+    trainer = cpu_trainer(max_epochs=None, limit_train_batches=4, enable_progress_bar=True,
+                          callbacks=[EpochLines(every_n_steps=2), Generations(generations=1, epochs=1,
+                                                                              print_table=False)])
+    trainer.fit(task, datamodule=DigitsDataModule())
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" | ")[0] for line in lines if line.startswith(("step", "epoch"))] == [
+        "step 2", "step 4", "epoch 1/2", "step 6", "step 8", "epoch 2/2"]
+    metrics = bar.get_metrics(trainer, task)
+    assert metrics["generation"] == "1/1" and metrics["val/acc"].endswith("%")
+    with pytest.raises(ValueError, match="every_n_steps must be >= 1"):
+        EpochLines(every_n_steps=0)
