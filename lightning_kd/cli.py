@@ -94,6 +94,17 @@ def _network_configs(value: Any) -> list[Namespace]:
     return []
 
 
+def _fill_from_data(config: Namespace) -> None:
+    """Give every network config of the model the data's class count and input shape (see KDLightningCLI)."""
+    facts = _data_facts(config.get("data"))
+    model_args = config.model.get("init_args") if config.get("model") else None
+    if not facts or model_args is None:
+        return
+    for value in vars(model_args).values():
+        for network_config in _network_configs(value):
+            _fill_network_config(network_config, facts)
+
+
 class KDLightningCLI(LightningCLI):
     """LightningCLI for distillation: networks get the data's class count and input shape.
 
@@ -115,15 +126,23 @@ class KDLightningCLI(LightningCLI):
         kwargs.setdefault("auto_configure_optimizers", False)
         super().__init__(*args, **kwargs)
 
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        facts = _data_facts(config.get("data"))
-        model_args = config.model.get("init_args") if config.get("model") else None
-        if not facts or model_args is None:
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        # --print_config prints what will run: the networks' sizes filled in from the data first (jsonargparse
+        # would print before that). With flags (--print_config=skip_default) jsonargparse prints as it does.
+        argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, (dict, Namespace)) else None
+        if argv is None or "--print_config" not in argv:
+            super().parse_arguments(parser, args)
             return
-        for value in vars(model_args).values():
-            for network_config in _network_configs(value):
-                _fill_network_config(network_config, facts)
+        super().parse_arguments(parser, [arg for arg in argv if arg != "--print_config"])
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        _fill_from_data(config)
+        dumped = yaml.safe_load(parser.dump(self.config, skip_none=False, skip_validation=True))
+        print(yaml.safe_dump(dumped[subcommand] if subcommand else dumped, sort_keys=False), end="")
+        raise SystemExit(0)
+
+    def before_instantiate_classes(self) -> None:
+        _fill_from_data(self.config[self.subcommand] if self.subcommand else self.config)
 
     def instantiate_classes(self) -> None:
         with building_from_config():

@@ -282,3 +282,18 @@ def test_a_checkpoint_reloads_from_any_directory(in_tmp: Path, monkeypatch: pyte
     trainer.save_checkpoint("python.ckpt")
     again = VanillaKD.load_from_checkpoint("python.ckpt", student=MLP(hidden_sizes=(8,), num_classes=10))
     torch.testing.assert_close(again.teacher.eval()(x), teacher.eval()(x))
+
+
+def test_print_config_is_the_config_that_runs(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the networks' sizes come from the data: MNIST-5k's 28x28, not the config's (digits) defaults
+    args = ["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), "--data", "lightning_kd.data.MNIST5kDataModule",
+            "--model.init_args.net", "lightning_kd.models.MLP", *TINY, "--trainer.logger", "false"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["init_args"]["net"]["init_args"]["input_shape"] == [1, 28, 28]
+    cli = KDLightningCLI(args=args)
+    ran = cli.model.hparams.net
+    assert printed["model"]["init_args"]["net"] == ran
+    assert printed["model"]["class_path"] == "lightning_kd.Classifier"
