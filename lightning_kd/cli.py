@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +135,7 @@ class KDLightningCLI(LightningCLI):
         if argv is None or "--print_config" not in argv:
             super().parse_arguments(parser, args)
             return
-        super().parse_arguments(parser, [arg for arg in argv if arg != "--print_config"])
+        self.config = parser.parse_args([arg for arg in argv if arg != "--print_config"])
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         _fill_from_data(config)
@@ -229,6 +231,35 @@ def resolve_config_names(args: list[str]) -> list[str]:
     return resolved
 
 
+def append_later_callbacks(args: list[str], scratch: Path) -> list[str]:
+    """Make a second (third, ...) ``--config`` file add its ``trainer.callbacks`` to the earlier ones.
+
+    jsonargparse replaces a list given again; for callbacks that silently drops the first file's
+    (the checkpoint callback, say). Each later file is copied to ``scratch`` without its callbacks,
+    which follow it as ``--trainer.callbacks+=...`` arguments, in order.
+    """
+    composed: list[str] = []
+    seen_config = False
+    iterator = iter(args)
+    for arg in iterator:
+        flag, _, value = arg.partition("=")
+        if flag not in ("--config", "-c"):
+            composed.append(arg)
+            continue
+        value = value or next(iterator, "")
+        path = Path(value)
+        settings = yaml.safe_load(path.read_text()) if seen_config and path.is_file() else None
+        trainer = settings.get("trainer") if isinstance(settings, dict) else None
+        callbacks = trainer.pop("callbacks", None) if isinstance(trainer, dict) else None
+        if callbacks:
+            path = scratch / f"{len(composed)}-{path.name}"
+            path.write_text(yaml.safe_dump(settings))
+        composed += ["--config", str(path)]
+        composed += [f"--trainer.callbacks+={json.dumps(callback)}" for callback in callbacks or []]
+        seen_config = True
+    return composed
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``lightning-kd`` and ``python -m lightning_kd``; ``args`` default to ``sys.argv``."""
     argv = list(sys.argv[1:] if args is None else args)
@@ -239,11 +270,12 @@ def main(args: list[str] | None = None) -> None:
         print(listing(argv[1] if len(argv) > 1 else "all"))
         return
     quiet_known_noise()
-    resolved = resolve_config_names(argv)
-    if args is None:  # the process's own command line: DDP's re-launch must see the resolved paths too
-        sys.argv[1:] = resolved
-    KDLightningCLI(args=None if args is None else resolved,
-                   parser_kwargs={"description": DESCRIPTION, "formatter_class": _HelpFormatter})
+    with tempfile.TemporaryDirectory(prefix="lightning-kd-") as scratch:
+        resolved = append_later_callbacks(resolve_config_names(argv), Path(scratch))
+        if args is None:  # the process's own command line: DDP's re-launch must see the resolved paths too
+            sys.argv[1:] = resolved
+        KDLightningCLI(args=None if args is None else resolved,
+                       parser_kwargs={"description": DESCRIPTION, "formatter_class": _HelpFormatter})
 
 
 class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):

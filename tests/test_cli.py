@@ -297,3 +297,18 @@ def test_print_config_is_the_config_that_runs(in_tmp: Path, capsys: pytest.Captu
     ran = cli.model.hparams.net
     assert printed["model"]["init_args"]["net"] == ran
     assert printed["model"]["class_path"] == "lightning_kd.Classifier"
+
+
+def test_a_second_config_file_adds_its_callbacks(in_tmp: Path) -> None:
+    extra = {"trainer": {"callbacks": [{"class_path": "pytorch_lightning.callbacks.EarlyStopping",
+                                        "init_args": {"monitor": "val/acc", "mode": "max"}}], "max_epochs": 1}}
+    (in_tmp / "extra.yaml").write_text(yaml.safe_dump(extra))
+    from lightning_kd.cli import append_later_callbacks
+
+    args = append_later_callbacks(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), "--config", "extra.yaml"],
+                                  in_tmp)
+    cli = KDLightningCLI(args=[*args, *TINY_BATCHES, "--trainer.logger", "false"])
+    names = [type(c).__name__ for c in cli.trainer.callbacks]
+    assert "ModelCheckpoint" in names and "EarlyStopping" in names  # both files' callbacks
+    assert cli.trainer.max_epochs == 1  # and the rest of the second file applies as usual
+    assert (in_tmp / "checkpoints/digits/teacher.ckpt").is_file()
