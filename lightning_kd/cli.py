@@ -29,7 +29,9 @@ from lightning_kd import __version__
 from lightning_kd.callbacks import Generations, PredictionWriter, RunSummary
 from lightning_kd.callbacks.progress import EpochLines, KDProgressBar
 from lightning_kd.catalog import shipped_configs, summary_line, task_classes
+from lightning_kd.checkpoints import CHECKPOINT_KEY, read_checkpoint
 from lightning_kd.console import quiet_known_noise
+from lightning_kd.loggers import WandbLogger as KDWandbLogger
 from lightning_kd.tasks import BaseTask
 from lightning_kd.tasks.base import building_from_config
 
@@ -107,6 +109,48 @@ def _fill_from_data(config: Namespace) -> None:
             _fill_network_config(network_config, facts)
 
 
+def _complete_config(config: Namespace, subcommand: str | None) -> None:
+    """What the CLI adds to a parsed config before it runs (and before --print_config shows it)."""
+    _fill_from_data(config)
+    _organise_wandb_run(config, subcommand)
+
+
+def _organise_wandb_run(config: Namespace, subcommand: str | None) -> None:
+    """Name, group, job type and tags of a :class:`~lightning_kd.loggers.WandbLogger` run, where the config leaves them.
+
+    A ``--ckpt_path`` written by a run with W&B makes ``test``/``validate``/``predict`` resume that run.
+    """
+    logger = config.get("trainer", Namespace()).get("logger")
+    if not isinstance(logger, Namespace) or not logger.get("class_path"):
+        return
+    logger_class = import_object(logger.class_path)
+    if not (inspect.isclass(logger_class) and issubclass(logger_class, KDWandbLogger)):
+        return
+    init_args = logger.get("init_args") or Namespace()
+    model_class = import_object(config.model.class_path) if config.get("model") else None
+    model_args = config.model.get("init_args") if config.get("model") else None
+    arguments = model_args.as_dict() if isinstance(model_args, Namespace) else {}
+    method = model_class.__name__.lower() if model_class is not None else "run"
+    variant = model_class.run_variant(arguments) if hasattr(model_class, "run_variant") else None
+    data = config.data.class_path.rsplit(".", 1)[-1].removesuffix("DataModule").lower() if config.get("data") else None
+    configs = [Path(str(path)) for path in (config.get("config") or [])]
+    defaults = {
+        "name": "-".join(part for part in (method, variant, f"seed{config.get('seed_everything')}") if part),
+        "group": configs[0].stem if configs else method,
+        "job_type": subcommand,
+        "tags": [tag for tag in (method, variant, data) if tag],
+    }
+    ckpt_path = config.get("ckpt_path")
+    if subcommand != "fit" and ckpt_path and Path(ckpt_path).is_file():
+        record = read_checkpoint(ckpt_path).get(CHECKPOINT_KEY, {}).get("wandb")
+        if record:
+            defaults["id"] = record["id"]
+    for key, value in defaults.items():
+        if init_args.get(key) is None:
+            init_args[key] = value
+    logger.init_args = init_args
+
+
 class KDLightningCLI(LightningCLI):
     """LightningCLI for distillation: networks get the data's class count and input shape.
 
@@ -137,14 +181,13 @@ class KDLightningCLI(LightningCLI):
             return
         self.config = parser.parse_args([arg for arg in argv if arg != "--print_config"])
         subcommand = self.config.get("subcommand")
-        config = self.config[subcommand] if subcommand else self.config
-        _fill_from_data(config)
+        _complete_config(self.config[subcommand] if subcommand else self.config, subcommand)
         dumped = yaml.safe_load(parser.dump(self.config, skip_none=False, skip_validation=True))
         print(yaml.safe_dump(dumped[subcommand] if subcommand else dumped, sort_keys=False), end="")
         raise SystemExit(0)
 
     def before_instantiate_classes(self) -> None:
-        _fill_from_data(self.config[self.subcommand] if self.subcommand else self.config)
+        _complete_config(self.config[self.subcommand] if self.subcommand else self.config, self.subcommand)
 
     def instantiate_classes(self) -> None:
         with building_from_config():

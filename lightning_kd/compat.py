@@ -7,7 +7,7 @@ loudly, rather than somewhere deep in a fit.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -56,6 +56,11 @@ def rewrap_for_ddp(strategy: Strategy) -> None:
             f"replacing a trained network mid-fit is supported on one device and with DDP, not with "
             f"{type(strategy).__name__}"
         )
+
+
+def wandb_init_arguments(logger: Any) -> dict[str, Any]:
+    """The keyword arguments Lightning's ``WandbLogger`` will pass to ``wandb.init`` (editable until the run starts)."""
+    return logger._wandb_init
 
 
 def hook_count(module: nn.Module) -> int:

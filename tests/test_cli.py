@@ -312,3 +312,52 @@ def test_a_second_config_file_adds_its_callbacks(in_tmp: Path) -> None:
     assert "ModelCheckpoint" in names and "EarlyStopping" in names  # both files' callbacks
     assert cli.trainer.max_epochs == 1  # and the rest of the second file applies as usual
     assert (in_tmp / "checkpoints/digits/teacher.ckpt").is_file()
+
+
+def test_wandb_runs_organise_themselves(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    defined: dict[str, str | None] = {}
+    original = wandb.sdk.wandb_run.Run.define_metric
+
+    def spy(self, name, step_metric=None, *args, **kwargs):
+        defined[name] = step_metric
+        return original(self, name, step_metric, *args, **kwargs)
+
+    monkeypatch.setattr(wandb.sdk.wandb_run.Run, "define_metric", spy)
+    settings = yaml.safe_load((CONFIGS / "digits_ban.yaml").read_text())
+    settings["trainer"]["callbacks"][1]["init_args"].update(generations=1, epochs=1)
+    (in_tmp / "digits_ban.yaml").write_text(yaml.safe_dump(settings))
+    cli = KDLightningCLI(args=["fit", "--config", "digits_ban.yaml", "--model.init_args.loss", "ban+l",
+                               "--seed_everything", "3", *TINY_BATCHES])
+    run = cli.trainer.logger.experiment
+    assert (run.name, run.group, run.job_type) == ("bornagain-ban+l-seed3", "digits_ban", "fit")
+    assert set(run.tags) == {"bornagain", "ban+l", "digits"}
+    fit_id = run.id
+    # the generations' curves and the ensembles keep their own x-axes, whatever Lightning's "*" rule says
+    assert defined["generation_1/val/acc"] == "generation/epoch"
+    assert defined["ensemble/test/acc"] == "ensemble/size"
+    assert defined["born_again/test/acc"] == "born_again/generation"
+    wandb.finish()
+    checkpoint = torch.load(in_tmp / "checkpoints/digits_ban/last.ckpt", weights_only=True)
+    assert checkpoint["lightning_kd"]["wandb"]["id"] == fit_id
+    # test from the fit's checkpoint continues the fit's run
+    tested = KDLightningCLI(args=["test", "--config", "digits_ban.yaml", "--ckpt_path",
+                                  "checkpoints/digits_ban/last.ckpt", "--trainer.enable_progress_bar", "false"])
+    assert tested.trainer.logger.experiment.id == fit_id
+    assert tested.trainer.logger.experiment.job_type == "test"
+
+
+def test_checkpoints_as_artifacts_with_the_teacher_recorded(in_tmp: Path) -> None:
+    _run(CONFIGS / "digits_teacher.yaml", in_tmp, "--trainer.logger", "false")
+    cli = KDLightningCLI(args=["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *TINY,
+                               "--trainer.callbacks+=lightning_kd.callbacks.CheckpointArtifacts"])
+    run = cli.trainer.logger.experiment
+    (callback,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "CheckpointArtifacts"]
+    assert callback.logged["checkpoints"] == ["kd-student.ckpt"]
+    (teacher,) = callback.logged["teachers"]
+    assert teacher["name"] == "teacher-teacher"
+    import hashlib
+
+    assert teacher["sha256"] == hashlib.sha256((in_tmp / "checkpoints/digits/teacher.ckpt").read_bytes()).hexdigest()
+    wandb.finish()
+    recorded = next(Path(run.dir).parent.glob("run-*.wandb")).read_bytes()  # the offline run's own record
+    assert callback.logged["artifact"].encode() in recorded and b"teacher-teacher" in recorded

@@ -1,7 +1,8 @@
 """Callbacks, kept apart from the methods."""
 
+from lightning_kd.callbacks.artifacts import CheckpointArtifacts
 from lightning_kd.callbacks.generations import Generations
 from lightning_kd.callbacks.predictions import PredictionWriter
 from lightning_kd.callbacks.summary import RunSummary
 
-__all__ = ["Generations", "PredictionWriter", "RunSummary"]
+__all__ = ["CheckpointArtifacts", "Generations", "PredictionWriter", "RunSummary"]

@@ -14,7 +14,6 @@ from torch.utils.data import DataLoader
 
 from lightning_kd.callbacks.evaluation import SPLITS, evaluation_loaders, predict_splits
 from lightning_kd.callbacks.reporting import (
-    define_wandb_axes,
     log_metrics,
     log_wandb_table,
     percent,
@@ -174,8 +173,6 @@ class Generations(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert isinstance(pl_module, BornAgain)
         self._loaders = evaluation_loaders(trainer)
-        define_wandb_axes(trainer, (("generation/epoch", "generation_*"), ("ensemble/size", "ensemble/*"),
-                                    ("born_again/generation", "born_again/*")))
         if pl_module.first_generation == 1 and 0 not in self.records:
             assert pl_module.teacher is not None
             self.records[0] = {"epochs": 0, "checkpoint": None, **self._predict(trainer, pl_module.teacher)}
@@ -197,7 +194,7 @@ class Generations(Callback):
             if key.startswith("val/")
         }
         metrics["generation/epoch"] = trainer.current_epoch - self.generation_start(generation) + 1
-        log_metrics(trainer, metrics)
+        log_metrics(trainer, metrics, axis="generation/epoch")
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert isinstance(pl_module, BornAgain)
@@ -225,7 +222,7 @@ class Generations(Callback):
         }
         row = self._generation_row(generation)
         log_metrics(trainer, {f"born_again/{key}": value for key, value in row.items() if key != "generation"}
-                    | {"born_again/generation": generation})
+                    | {"born_again/generation": generation}, axis="born_again/generation")
         if self.ensemble_every_generation and generation != max(self.plan):  # the last one: in the report
             self._log_ensembles(trainer)
 
@@ -277,7 +274,7 @@ class Generations(Callback):
     def _log_ensembles(self, trainer: pl.Trainer) -> list[dict[str, Any]]:
         rows = self._ensembles()
         for row in rows:
-            log_metrics(trainer, row)
+            log_metrics(trainer, row, axis="ensemble/size")
         return rows
 
     def _report(self, trainer: pl.Trainer) -> None:

@@ -26,10 +26,34 @@ def percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.2f}"
 
 
-def log_metrics(trainer: pl.Trainer, metrics: Mapping[str, float]) -> None:
-    """Send ``metrics`` to every logger of the trainer at the current global step."""
+def log_metrics(trainer: pl.Trainer, metrics: Mapping[str, float], axis: str | None = None) -> None:
+    """Send ``metrics`` to every logger of the trainer at the current global step.
+
+    With ``axis`` (one of the metrics), W&B plots every other one against it: each is defined with
+    that step metric by its exact name, which no glob rule (such as Lightning's ``*`` against
+    ``trainer/global_step``) can override.
+    """
+    if axis is not None:
+        _define_axis(trainer, [key for key in metrics if key != axis], axis)
     for logger in trainer.loggers:
         logger.log_metrics(dict(metrics), step=trainer.global_step)
+
+
+@rank_zero_only
+def _define_axis(trainer: pl.Trainer, keys: list[str], axis: str) -> None:
+    for run in wandb_runs(trainer):
+        defined = _DEFINED.setdefault(run.id, set())
+        if axis not in defined:
+            run.define_metric(axis)
+            defined.add(axis)
+        for key in keys:
+            if key not in defined:
+                run.define_metric(key, step_metric=axis)
+                defined.add(key)
+
+
+_DEFINED: dict[str, set[str]] = {}
+"""Metric names already defined, by W&B run id."""
 
 
 def wandb_runs(trainer: pl.Trainer) -> list[Any]:
@@ -50,15 +74,6 @@ def log_wandb_table(trainer: pl.Trainer, key: str, columns: Sequence[str], data:
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             logger.log_table(key=key, columns=list(columns), data=data)
-
-
-@rank_zero_only
-def define_wandb_axes(trainer: pl.Trainer, axes: Iterable[tuple[str, str]]) -> None:
-    """For each ``(axis, pattern)``: W&B plots the metrics matching ``pattern`` against ``axis``."""
-    for run in wandb_runs(trainer):
-        for axis, pattern in axes:
-            run.define_metric(axis)
-            run.define_metric(pattern, step_metric=axis)
 
 
 @rank_zero_only

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor, nn
 
 from lightning_kd.checkpoints import CHECKPOINT_KEY, network_record
@@ -183,6 +184,14 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         return [f"{path}.{key}" for path, module in self.named_modules() if id(module) in teachers
                 for key in module.state_dict()]
 
+    @classmethod
+    def run_variant(cls, arguments: dict[str, Any]) -> str | None:
+        """What tells this method's runs apart, from its init arguments (``"ban+l"``, ``"T4-alpha0.9"``).
+
+        The CLI names W&B runs ``<method>-<variant>-seed<seed>``; ``None``: no variant.
+        """
+        return None
+
     def progress_items(self) -> dict[str, str]:
         """The method's own position for the progress display (e.g. ``{"generation": "1/3"}``); none by default."""
         return {}
@@ -302,6 +311,10 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         checkpoint[CHECKPOINT_KEY] = network_record(
             path, self.network_config(self.handed_on), self.num_classes, self.networks()
         )
+        trainer = attached_trainer(self)
+        runs = [logger.experiment for logger in trainer.loggers if isinstance(logger, WandbLogger)] if trainer else []
+        if runs:  # test/predict from this checkpoint continue this run
+            checkpoint[CHECKPOINT_KEY]["wandb"] = {"id": runs[0].id, "project": runs[0].project}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # a reload rebuilds the networks as objects, which hparams leave out; keep the checkpoint's

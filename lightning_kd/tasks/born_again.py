@@ -213,6 +213,15 @@ class BornAgain(DistillationTask):
     def on_train_epoch_start(self) -> None:
         self.log("generation", float(self.generation), on_step=False, on_epoch=True, sync_dist=True)
 
+    @classmethod
+    def run_variant(cls, arguments: dict[str, Any]) -> str | None:
+        loss = arguments.get("loss", "ban")
+        if loss != "kd":
+            return str(loss)
+        alpha, temperature = arguments.get("alpha"), arguments.get("temperature")
+        return "kd" + (f"-T{temperature:g}" if temperature is not None else "") + (
+            f"-alpha{alpha:g}" if alpha is not None else "")
+
     def progress_items(self) -> dict[str, str]:
         last = max(self.generation_epochs, default=self.generation)
         return {"generation": f"{self.generation}/{last}"}

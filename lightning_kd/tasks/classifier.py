@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
@@ -39,6 +41,11 @@ class Classifier(BaseTask):
         lr_scheduler: ScheduleSpec = "cosine",
     ) -> None:
         super().__init__(optimizer, lr_scheduler, net=net)
+
+    @classmethod
+    def run_variant(cls, arguments: dict[str, Any]) -> str | None:
+        smoothing = arguments.get("label_smoothing", 0.0)
+        return f"ls{smoothing:g}" if smoothing else None
 
     def configure_models(self, net: nn.Module | None) -> None:  # type: ignore[override]
         if net is None:

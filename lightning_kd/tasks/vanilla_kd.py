@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
@@ -47,6 +48,10 @@ class VanillaKD(DistillationTask):
         lr_scheduler: ScheduleSpec = "cosine",
     ) -> None:
         super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler)
+
+    @classmethod
+    def run_variant(cls, arguments: dict[str, Any]) -> str | None:
+        return f"T{arguments.get('temperature', DEFAULT_TEMPERATURE):g}-alpha{arguments.get('alpha', DEFAULT_ALPHA):g}"
 
     def configure_losses(self) -> None:
         self.criterion = HintonKDLoss(alpha=self.hparams["alpha"], temperature=self.hparams["temperature"])

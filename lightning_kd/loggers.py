@@ -1,0 +1,48 @@
+"""Loggers organised for distillation runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
+
+from lightning_kd.compat import wandb_init_arguments
+
+
+class WandbLogger(LightningWandbLogger):
+    """Lightning's ``WandbLogger``, with the run organised by the ``lightning-kd`` command line.
+
+    Left unset, the CLI fills in ``name`` (method, its variant, seed: ``bornagain-ban+l-seed0``),
+    ``group`` (the config file's name, so the runs of one config sit together), ``job_type`` (the
+    subcommand: ``fit``, ``test``, ...) and ``tags`` (method, variant, data). ``test``, ``validate``
+    and ``predict`` with ``--ckpt_path`` resume the run that wrote the checkpoint (its id is in the
+    checkpoint). Everything else is Lightning's logger (``offline``, ``project``, ``save_dir``...).
+
+    Args:
+        name: Run name.
+        project: W&B project.
+        save_dir: Where W&B writes its files.
+        offline: Log locally only (``wandb sync`` uploads later).
+        group: Run group.
+        job_type: Job type.
+        tags: Run tags.
+        **kwargs: Passed on to Lightning's ``WandbLogger`` (and ``wandb.init``).
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        project: str | None = "lightning-kd",
+        save_dir: str | Path = "runs",
+        offline: bool = False,
+        group: str | None = None,
+        job_type: str | None = None,
+        tags: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name=name, project=project, save_dir=save_dir, offline=offline, group=group,
+                         job_type=job_type, tags=tags, **kwargs)
+        arguments = wandb_init_arguments(self)
+        if arguments.get("anonymous") is None:  # wandb warns about the key even when it is None
+            arguments.pop("anonymous", None)
