@@ -51,7 +51,14 @@ def summary_line(obj: object) -> str:
         'One step of the Generations run, T = 1.'
     """
     lines = (inspect.getdoc(obj) or "").splitlines()
-    if not lines:
-        return ""
-    text = re.sub(r":\w+:`~?(?:[\w.]*\.)?(\w+)`", r"\1", lines[0])  # :class:`~a.b.Name` -> Name
-    return text.replace("``", "")
+    return plain_text(lines[0]) if lines else ""
+
+
+def plain_text(text: str) -> str:
+    """reST markup as plain text: ``:class:`~a.b.Name``` -> ``Name``, double back-quotes dropped.
+
+    Example:
+        >>> plain_text("see :func:`lightning_kd.losses.ban_loss` and ``T = 1``")
+        'see ban_loss and T = 1'
+    """
+    return re.sub(r":\w+:`~?(?:[\w.]*\.)?(\w+)`", r"\1", text).replace("``", "")

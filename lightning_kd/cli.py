@@ -9,7 +9,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import inspect
 import json
@@ -19,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonargparse import DefaultHelpFormatter, Namespace
+from jsonargparse import Namespace
 from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.callbacks import ProgressBar
-from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from torch import nn
 
 from lightning_kd import __version__
@@ -30,6 +29,7 @@ from lightning_kd.callbacks import Generations, PredictionWriter, RunSummary
 from lightning_kd.callbacks.progress import EpochLines, KDProgressBar
 from lightning_kd.catalog import shipped_configs, summary_line, task_classes
 from lightning_kd.checkpoints import CHECKPOINT_KEY, read_checkpoint
+from lightning_kd.compat import PlainHelpFormatter
 from lightning_kd.console import quiet_known_noise
 from lightning_kd.loggers import WandbLogger as KDWandbLogger
 from lightning_kd.tasks import BaseTask
@@ -151,6 +151,14 @@ def _organise_wandb_run(config: Namespace, subcommand: str | None) -> None:
     logger.init_args = init_args
 
 
+class KDArgumentParser(LightningArgumentParser):
+    """The CLI's parser: help in plain text, network arguments listing this package's networks only."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", PlainHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 class KDLightningCLI(LightningCLI):
     """LightningCLI for distillation: networks get the data's class count and input shape.
 
@@ -162,6 +170,7 @@ class KDLightningCLI(LightningCLI):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("parser_class", KDArgumentParser)
         kwargs.setdefault("model_class", BaseTask)
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("datamodule_class", LightningDataModule)
@@ -317,9 +326,7 @@ def main(args: list[str] | None = None) -> None:
         resolved = append_later_callbacks(resolve_config_names(argv), Path(scratch))
         if args is None:  # the process's own command line: DDP's re-launch must see the resolved paths too
             sys.argv[1:] = resolved
-        KDLightningCLI(args=None if args is None else resolved,
-                       parser_kwargs={"description": DESCRIPTION, "formatter_class": _HelpFormatter})
+        KDLightningCLI(args=None if args is None else resolved, parser_kwargs={"description": DESCRIPTION})
 
 
-class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """jsonargparse's help, with the description's lines kept as written."""
+

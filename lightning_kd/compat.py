@@ -7,10 +7,15 @@ loudly, rather than somewhere deep in a fit.
 
 from __future__ import annotations
 
+import argparse
+import re
 from typing import TYPE_CHECKING, Any
 
+from jsonargparse import DefaultHelpFormatter
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from lightning_kd.catalog import plain_text
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -61,6 +66,37 @@ def rewrap_for_ddp(strategy: Strategy) -> None:
 def wandb_init_arguments(logger: Any) -> dict[str, Any]:
     """The keyword arguments Lightning's ``WandbLogger`` will pass to ``wandb.init`` (editable until the run starts)."""
     return logger._wandb_init
+
+
+class PlainHelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """jsonargparse's help made readable (its methods are argparse's formatter hooks).
+
+    Descriptions keep their lines; reST markup reads as plain text; the list of "known subclasses" of
+    a network argument (every ``nn.Module`` imported, hundreds) names only the zoo's networks and counts
+    the rest.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return _shorten_subclasses(plain_text(super()._get_help_string(action)))
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return super()._fill_text(plain_text(text), width, indent)
+
+    def start_section(self, heading: str | None) -> None:
+        super().start_section(plain_text(heading) if heading else heading)
+
+
+def _shorten_subclasses(text: str) -> str:
+    match = re.search(r"known subclasses: (.*)\)$", text, flags=re.S)  # the list closes the help's "(...)"
+    if match is None:
+        return text
+    paths = match.group(1).split(", ")
+    own = [path for path in paths if re.fullmatch(r"lightning_kd\.models\.[A-Z]\w*", path)]  # the zoo's networks
+    if len(own) == len(paths):
+        return text
+    rest = f"{len(paths) - len(own)} other classes (any importable one works)"
+    listed = ", ".join([*own, rest]) if own else rest
+    return text[: match.start(1)] + listed + text[match.end(1):]
 
 
 def hook_count(module: nn.Module) -> int:

@@ -250,6 +250,13 @@ def test_the_cli_introduces_itself(in_tmp: Path, capsys: pytest.CaptureFixture[s
     assert exit_info.value.code == 0
     helped = capsys.readouterr().out
     assert "Knowledge distillation" in helped and "lightning-kd list" in helped and "--version" in helped
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.help", "BornAgain"])
+    model_help = capsys.readouterr().out
+    assert len(model_help.splitlines()) < 150  # not every nn.Module in the process
+    model_help = " ".join(model_help.split())
+    assert "lightning_kd.models.SmallCNN" in model_help and "other classes (any importable one works)" in model_help
+    assert "torch.nn.ReLU" not in model_help and ":class:" not in model_help and "``" not in model_help
 
 
 def test_a_shipped_config_runs_by_name(in_tmp: Path) -> None:
