@@ -43,12 +43,29 @@ def import_object(path: str) -> Any:
 
 
 class LoggerSaveConfigCallback(SaveConfigCallback):
-    """Write ``config.yaml`` to the log folder and store the full resolved config in each logger's run."""
+    """Write the config that ran beside the run's checkpoints, and store it in each logger's run.
+
+    The file is ``config.yaml`` for ``fit`` and ``config-<subcommand>.yaml`` otherwise, in the
+    ``ModelCheckpoint``'s folder (else the logger's, else ``default_root_dir``): each run's outputs
+    folder, rather than one file every command overwrites.
+    """
 
     def save_config(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        folder = _run_folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        stage = str(getattr(stage, "value", stage))  # Lightning passes a TrainerFn
+        name = "config.yaml" if stage == "fit" else f"config-{stage}.yaml"
+        self.parser.save(self.config, folder / name, skip_none=False, overwrite=True, multifile=False)
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False, format="yaml"))
         for logger in trainer.loggers:
             logger.log_hyperparams({"config": config})
+
+
+def _run_folder(trainer: Trainer) -> Path:
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and getattr(checkpoint, "dirpath", None):
+        return Path(checkpoint.dirpath)
+    return Path(trainer.log_dir or trainer.default_root_dir)
 
 
 def _data_facts(data_config: Namespace | None) -> dict[str, Any]:
@@ -176,7 +193,7 @@ class KDLightningCLI(LightningCLI):
         kwargs.setdefault("datamodule_class", LightningDataModule)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("save_config_callback", LoggerSaveConfigCallback)
-        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True, "save_to_log_dir": False})
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("auto_configure_optimizers", False)
         super().__init__(*args, **kwargs)

@@ -368,3 +368,13 @@ def test_checkpoints_as_artifacts_with_the_teacher_recorded(in_tmp: Path) -> Non
     wandb.finish()
     recorded = next(Path(run.dir).parent.glob("run-*.wandb")).read_bytes()  # the offline run's own record
     assert callback.logged["artifact"].encode() in recorded and b"teacher-teacher" in recorded
+
+
+def test_the_config_that_ran_is_saved_with_the_runs_outputs(in_tmp: Path) -> None:
+    _run(CONFIGS / "digits_teacher.yaml", in_tmp, "--trainer.logger", "false")
+    main(["test", "--config", str(CONFIGS / "digits_teacher.yaml"), "--ckpt_path", "checkpoints/digits/teacher.ckpt",
+          "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"])
+    folder = in_tmp / "checkpoints/digits"
+    assert yaml.safe_load((folder / "config.yaml").read_text())["model"]["class_path"] == "lightning_kd.Classifier"
+    assert (folder / "config-test.yaml").is_file()  # the test run's own, not the fit's overwritten
+    assert not (in_tmp / "config.yaml").exists()
