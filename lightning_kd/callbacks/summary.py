@@ -21,7 +21,8 @@ class RunSummary(Callback):
     One row per role (``student``, ``teacher``, ``teacher_2``, ...; a
     :class:`~lightning_kd.tasks.Classifier`'s ``net``): its parameters and the last logged ``val/``
     (or ``test/``) accuracy; top-5 accuracy and ECE for the trained network; for each teacher, the
-    trained network's top-1 agreement with it. Printed on rank zero in percent and, with a
+    trained network's top-1 agreement with it. Printed on rank zero in percent after fit (after test,
+    Lightning's own table has the numbers) and, with a
     :class:`~pytorch_lightning.loggers.WandbLogger`, stored in the run summary as
     ``summary/<stage>/<metric>`` (fractions, the metric's logged name) and ``summary/<role>_params``.
 
@@ -61,9 +62,8 @@ class RunSummary(Callback):
                          *(percent(values.get(column)) for column, _ in _COLUMNS), percent(agreement)])
         self.summary.update(summary)
         update_wandb_summary(trainer, summary)
-        if self.print_table:
-            title = {"val": "validation (last epoch)", "test": "test"}[stage]
+        if self.print_table and stage == "val":  # after test, Lightning prints the metrics itself
             header = ["network", "parameters", *(column for column, _ in _COLUMNS), f"agreement with {handed_on}"]
             if len(rows) == 1:  # nothing to agree with
                 header, rows = header[:-1], [row[:-1] for row in rows]
-            print_table(f"lightning-kd summary: {title}, in %", header, rows)
+            print_table("lightning-kd summary: validation (last epoch), in %", header, rows)
