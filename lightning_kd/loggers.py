@@ -41,6 +41,8 @@ class WandbLogger(LightningWandbLogger):
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
+        # wandb looks for a git repository from save_dir and warns when the folder does not exist yet
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(name=name, project=project, save_dir=save_dir, offline=offline, group=group,
                          job_type=job_type, tags=tags, **kwargs)
         arguments = wandb_init_arguments(self)

@@ -378,3 +378,20 @@ def test_the_config_that_ran_is_saved_with_the_runs_outputs(in_tmp: Path) -> Non
     assert yaml.safe_load((folder / "config.yaml").read_text())["model"]["class_path"] == "lightning_kd.Classifier"
     assert (folder / "config-test.yaml").is_file()  # the test run's own, not the fit's overwritten
     assert not (in_tmp / "config.yaml").exists()
+
+
+def test_the_readme_main_job_prints_no_warning(tmp_path: Path) -> None:
+    # as a new user runs it: a fresh folder, a real process, W&B offline
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    env.pop("WANDB_SILENT", None)
+    result = subprocess.run([sys.executable, "-m", "lightning_kd", "fit", "--config", str(CONFIGS / "digits_ban.yaml")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Born-Again generations" in output and "epoch 80/80" in output
+    warnings = [line for line in output.splitlines() if "warn" in line.lower()]
+    assert not warnings, warnings
