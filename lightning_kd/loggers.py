@@ -41,8 +41,10 @@ class WandbLogger(LightningWandbLogger):
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        # wandb looks for a git repository from save_dir and warns when the folder does not exist yet
-        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        # absolute: W&B's service process resolves relative paths from its own working directory, the one
+        # of the first run in the process; and wandb warns when the folder does not exist yet
+        save_dir = Path(save_dir).resolve()
+        save_dir.mkdir(parents=True, exist_ok=True)
         super().__init__(name=name, project=project, save_dir=save_dir, offline=offline, group=group,
                          job_type=job_type, tags=tags, **kwargs)
         arguments = wandb_init_arguments(self)

@@ -213,9 +213,9 @@ def test_cli_refuses_to_train_when_network_configs_were_not_saved(in_tmp: Path, 
     # cannot rebuild their networks: the CLI says so before training rather than writing them
     import contextlib
 
-    import lightning_kd.cli
+    import lightning_kd.cli.app
 
-    monkeypatch.setattr(lightning_kd.cli, "building_from_config", contextlib.nullcontext)
+    monkeypatch.setattr(lightning_kd.cli.app, "building_from_config", contextlib.nullcontext)
     with pytest.raises(RuntimeError, match="did not save the config of `net`"):
         main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), *TINY, "--trainer.logger", "false"])
 

@@ -1,0 +1,162 @@
+"""``lightning-kd``: the LightningCLI of this package, and its entry point.
+
+Example:
+    $ lightning-kd list                      # methods, networks and shipped configs
+    $ lightning-kd fit --config digits_ban   # a shipped config, by name
+    $ lightning-kd fit --config configs/digits_kd.yaml --model.init_args.temperature 2
+    $ lightning-kd test --config configs/digits_kd.yaml --ckpt_path checkpoints/digits/kd-student.ckpt
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonargparse import Namespace
+from pytorch_lightning import LightningDataModule, Trainer
+from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from lightning_kd import __version__
+from lightning_kd.callbacks import Generations, PredictionWriter, RunSummary
+from lightning_kd.callbacks.progress import EpochLines, KDProgressBar
+from lightning_kd.catalog import shipped_configs, summary_line, task_classes
+from lightning_kd.cli.arguments import append_later_callbacks, resolve_config_names
+from lightning_kd.cli.config import complete_config, network_configs
+from lightning_kd.cli.save_config import LoggerSaveConfigCallback
+from lightning_kd.compat import PlainHelpFormatter
+from lightning_kd.console import quiet_known_noise
+from lightning_kd.tasks import BaseTask
+from lightning_kd.tasks.base import building_from_config
+
+
+class KDArgumentParser(LightningArgumentParser):
+    """The CLI's parser: help in plain text, network arguments listing this package's networks only."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", PlainHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+class KDLightningCLI(LightningCLI):
+    """LightningCLI for distillation: networks get the data's class count and input shape.
+
+    Any network given to the model (``class_path``/``init_args``) whose constructor takes
+    ``num_classes``, ``in_channels`` or ``input_shape`` receives the data module's value unless the
+    config sets another one (then the task refuses the mismatch before training). A rich progress
+    bar (one line per epoch when the output is not a terminal) and a
+    :class:`~lightning_kd.callbacks.RunSummary` are added to every run.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("parser_class", KDArgumentParser)
+        kwargs.setdefault("model_class", BaseTask)
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("datamodule_class", LightningDataModule)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("save_config_callback", LoggerSaveConfigCallback)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True, "save_to_log_dir": False})
+        kwargs.setdefault("seed_everything_default", 0)
+        kwargs.setdefault("auto_configure_optimizers", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        # --print_config prints what will run: the networks' sizes filled in from the data first (jsonargparse
+        # would print before that). With flags (--print_config=skip_default) jsonargparse prints as it does.
+        argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, (dict, Namespace)) else None
+        if argv is None or "--print_config" not in argv:
+            super().parse_arguments(parser, args)
+            return
+        self.config = parser.parse_args([arg for arg in argv if arg != "--print_config"])
+        subcommand = self.config.get("subcommand")
+        complete_config(self.config[subcommand] if subcommand else self.config, subcommand)
+        dumped = yaml.safe_load(parser.dump(self.config, skip_none=False, skip_validation=True))
+        print(yaml.safe_dump(dumped[subcommand] if subcommand else dumped, sort_keys=False), end="")
+        raise SystemExit(0)
+
+    def before_instantiate_classes(self) -> None:
+        complete_config(self.config[self.subcommand] if self.subcommand else self.config, self.subcommand)
+
+    def instantiate_classes(self) -> None:
+        with building_from_config():
+            super().instantiate_classes()
+        self._check_saved_network_configs()
+
+    def _check_saved_network_configs(self) -> None:
+        # checkpoints rebuild the networks from the configs the task saved: refuse to train without them
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        model_args = config.model.get("init_args") if config.get("model") else None
+        for name, value in vars(model_args or Namespace()).items():
+            if network_configs(value) and not self.model.hparams.get(name):
+                raise RuntimeError(
+                    f"the task did not save the config of `{name}`, so its checkpoints could not rebuild that "
+                    "network: this Lightning version no longer hands the parsed config to save_hyperparameters"
+                )
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = self.config_init.get(self.subcommand, self.config_init) if self.subcommand else self.config_init
+        trainer_config = config.get("trainer") or {}
+        callbacks = list(trainer_config.get("callbacks") or [])
+        if not any(isinstance(c, RunSummary) for c in callbacks):
+            callbacks.append(RunSummary())
+        if self.subcommand == "predict" and not any(isinstance(c, PredictionWriter) for c in callbacks):
+            callbacks.append(PredictionWriter())  # predict writes its predictions to a file
+        wants_bar = trainer_config.get("enable_progress_bar") is not False
+        if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
+            # a live bar in a terminal; in a log file (nohup, SLURM) a line per epoch
+            callbacks.append(KDProgressBar() if sys.stdout.isatty() else EpochLines())
+        schedule = next((c for c in callbacks if isinstance(c, Generations)), None)
+        if schedule is not None and self.subcommand == "fit" and trainer_config.get("max_epochs") is None:
+            # the generations set the epoch budget; giving it to the Trainer spares a "max_epochs not set" warning
+            kwargs.setdefault("max_epochs", sum(schedule.plan_for(self.model).values()))
+        return super().instantiate_trainer(callbacks=callbacks, **kwargs)
+
+
+DESCRIPTION = """Knowledge distillation with PyTorch Lightning: one method per LightningModule, one command to run it.
+
+Run a method:    lightning-kd fit --config digits_ban        (a shipped config by name, or any YAML file)
+See what ships:  lightning-kd list [methods|networks|configs]
+Version:         lightning-kd --version
+Each subcommand (fit, validate, test, predict) has its own --help; --print_config shows the config that runs."""
+
+
+def listing(what: str = "all") -> str:
+    """The text of ``lightning-kd list``: methods, networks and/or shipped configs."""
+    from lightning_kd.models import list_models
+
+    sections = {
+        "methods": [(f"lightning_kd.{cls.__name__}", summary_line(cls)) for cls in task_classes()],
+        "networks": [(name, "") for name in list_models()]
+        + [("tv_<name>", "any torchvision classification model (TorchvisionNetwork)"),
+           ("timm_<name>", "any timm model (TimmNetwork; pip install 'lightning-kd[timm]')")],
+        "configs": [(name, str(path)) for name, path in shipped_configs().items()],
+    }
+    if what != "all" and what not in sections:
+        raise SystemExit(f"lightning-kd list: choose methods, networks or configs, not {what!r}")
+    chosen = sections if what == "all" else {what: sections[what]}
+    lines = []
+    for title, entries in chosen.items():
+        lines.append(f"{title}:")
+        width = max(len(name) for name, _ in entries)
+        lines += [f"  {name:<{width}}  {text}".rstrip() for name, text in entries]
+    return "\n".join(lines)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``lightning-kd`` and ``python -m lightning_kd``; ``args`` default to ``sys.argv``."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] == ["--version"]:
+        print(f"lightning-kd {__version__}")
+        return
+    if argv[:1] == ["list"]:
+        print(listing(argv[1] if len(argv) > 1 else "all"))
+        return
+    quiet_known_noise()
+    with tempfile.TemporaryDirectory(prefix="lightning-kd-") as scratch:
+        resolved = append_later_callbacks(resolve_config_names(argv), Path(scratch))
+        if args is None:  # the process's own command line: DDP's re-launch must see the resolved paths too
+            sys.argv[1:] = resolved
+        KDLightningCLI(args=None if args is None else resolved, parser_kwargs={"description": DESCRIPTION})

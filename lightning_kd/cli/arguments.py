@@ -1,0 +1,59 @@
+"""The command line before jsonargparse reads it: shipped configs by name, composed callbacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from lightning_kd.catalog import shipped_configs
+
+
+def resolve_config_names(args: list[str]) -> list[str]:
+    """Replace a ``--config`` value that names a shipped config (``digits_ban``) by that config's path.
+
+    A value naming an existing file is kept as it is, so a local ``configs/digits_ban.yaml`` wins.
+    """
+    configs = shipped_configs()
+    resolved = list(args)
+    for index, arg in enumerate(resolved):
+        flag, _, value = arg.partition("=")
+        if flag not in ("--config", "-c"):
+            continue
+        if not value and index + 1 < len(resolved):
+            index, value = index + 1, resolved[index + 1]
+            if not Path(value).exists() and value.removesuffix(".yaml") in configs:
+                resolved[index] = str(configs[value.removesuffix(".yaml")])
+        elif value and not Path(value).exists() and value.removesuffix(".yaml") in configs:
+            resolved[index] = f"{flag}={configs[value.removesuffix('.yaml')]}"
+    return resolved
+
+
+def append_later_callbacks(args: list[str], scratch: Path) -> list[str]:
+    """Make a second (third, ...) ``--config`` file add its ``trainer.callbacks`` to the earlier ones.
+
+    jsonargparse replaces a list given again; for callbacks that silently drops the first file's
+    (the checkpoint callback, say). Each later file is copied to ``scratch`` without its callbacks,
+    which follow it as ``--trainer.callbacks+=...`` arguments, in order.
+    """
+    composed: list[str] = []
+    seen_config = False
+    iterator = iter(args)
+    for arg in iterator:
+        flag, _, value = arg.partition("=")
+        if flag not in ("--config", "-c"):
+            composed.append(arg)
+            continue
+        value = value or next(iterator, "")
+        path = Path(value)
+        settings = yaml.safe_load(path.read_text()) if seen_config and path.is_file() else None
+        trainer = settings.get("trainer") if isinstance(settings, dict) else None
+        callbacks = trainer.pop("callbacks", None) if isinstance(trainer, dict) else None
+        if callbacks:
+            path = scratch / f"{len(composed)}-{path.name}"
+            path.write_text(yaml.safe_dump(settings))
+        composed += ["--config", str(path)]
+        composed += [f"--trainer.callbacks+={json.dumps(callback)}" for callback in callbacks or []]
+        seen_config = True
+    return composed

@@ -1,0 +1,120 @@
+"""What the command line adds to a parsed config before it runs: the data's sizes, the W&B run's organisation."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import Namespace
+from torch import nn
+
+from lightning_kd.checkpoints import CHECKPOINT_KEY, read_checkpoint
+from lightning_kd.loggers import WandbLogger as KDWandbLogger
+
+
+def import_object(path: str) -> Any:
+    """The object a dotted ``class_path`` names (the parsed config holds full paths)."""
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _data_facts(data_config: Namespace | None) -> dict[str, Any]:
+    """``num_classes`` / ``input_shape`` of the configured data, if its module says them before loading."""
+    if data_config is None or not data_config.get("class_path"):
+        return {}
+    data_class = import_object(data_config.class_path)
+    facts: dict[str, Any] = {}
+    if callable(getattr(data_class, "data_facts", None)):
+        init_args = data_config.get("init_args")
+        declared = data_class.data_facts(**(init_args.as_dict() if init_args is not None else {}))
+    else:  # any LightningDataModule: class attributes, where it has them
+        declared = {name: getattr(data_class, name, None) for name in ("num_classes", "input_shape")}
+    num_classes = declared.get("num_classes")
+    input_shape = declared.get("input_shape")
+    if isinstance(num_classes, int):
+        facts["num_classes"] = num_classes
+    if isinstance(input_shape, (tuple, list)):
+        facts["input_shape"] = list(input_shape)
+        facts["in_channels"] = input_shape[0]
+    return facts
+
+
+def _fill_network_config(config: Namespace, facts: dict[str, Any]) -> None:
+    """Set the data's facts on a network config where the class takes them and the user kept the default."""
+    network_class = import_object(config.class_path)
+    if not (inspect.isclass(network_class) and issubclass(network_class, nn.Module)):
+        return
+    parameters = inspect.signature(network_class).parameters
+    init_args = config.get("init_args") or Namespace()
+    for name, value in facts.items():
+        if name not in parameters:
+            continue
+        default = parameters[name].default
+        current = init_args.get(name)
+        if current is None or current == default or (isinstance(default, tuple) and current == list(default)):
+            init_args[name] = value
+    config.init_args = init_args
+
+
+def network_configs(value: Any) -> list[Namespace]:
+    """Network configs found in one model argument (a config, or a list of them)."""
+    if isinstance(value, Namespace) and value.get("class_path"):
+        return [value]
+    if isinstance(value, list):
+        return [v for item in value for v in network_configs(item)]
+    return []
+
+
+def _fill_from_data(config: Namespace) -> None:
+    """Give every network config of the model the data's class count and input shape (see KDLightningCLI)."""
+    facts = _data_facts(config.get("data"))
+    model_args = config.model.get("init_args") if config.get("model") else None
+    if not facts or model_args is None:
+        return
+    for value in vars(model_args).values():
+        for network_config in network_configs(value):
+            _fill_network_config(network_config, facts)
+
+
+def complete_config(config: Namespace, subcommand: str | None) -> None:
+    """What the CLI adds to a parsed config before it runs (and before --print_config shows it)."""
+    _fill_from_data(config)
+    _organise_wandb_run(config, subcommand)
+
+
+def _organise_wandb_run(config: Namespace, subcommand: str | None) -> None:
+    """Name, group, job type and tags of a :class:`~lightning_kd.loggers.WandbLogger` run, where the config leaves them.
+
+    A ``--ckpt_path`` written by a run with W&B makes ``test``/``validate``/``predict`` resume that run.
+    """
+    logger = config.get("trainer", Namespace()).get("logger")
+    if not isinstance(logger, Namespace) or not logger.get("class_path"):
+        return
+    logger_class = import_object(logger.class_path)
+    if not (inspect.isclass(logger_class) and issubclass(logger_class, KDWandbLogger)):
+        return
+    init_args = logger.get("init_args") or Namespace()
+    model_class = import_object(config.model.class_path) if config.get("model") else None
+    model_args = config.model.get("init_args") if config.get("model") else None
+    arguments = model_args.as_dict() if isinstance(model_args, Namespace) else {}
+    method = model_class.__name__.lower() if model_class is not None else "run"
+    variant = model_class.run_variant(arguments) if hasattr(model_class, "run_variant") else None
+    data = config.data.class_path.rsplit(".", 1)[-1].removesuffix("DataModule").lower() if config.get("data") else None
+    configs = [Path(str(path)) for path in (config.get("config") or [])]
+    defaults = {
+        "name": "-".join(part for part in (method, variant, f"seed{config.get('seed_everything')}") if part),
+        "group": configs[0].stem if configs else method,
+        "job_type": subcommand,
+        "tags": [tag for tag in (method, variant, data) if tag],
+    }
+    ckpt_path = config.get("ckpt_path")
+    if subcommand != "fit" and ckpt_path and Path(ckpt_path).is_file():
+        record = read_checkpoint(ckpt_path).get(CHECKPOINT_KEY, {}).get("wandb")
+        if record:
+            defaults["id"] = record["id"]
+    for key, value in defaults.items():
+        if init_args.get(key) is None:
+            init_args[key] = value
+    logger.init_args = init_args
