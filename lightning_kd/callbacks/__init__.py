@@ -2,7 +2,8 @@
 
 from lightning_kd.callbacks.artifacts import CheckpointArtifacts
 from lightning_kd.callbacks.generations import Generations
+from lightning_kd.callbacks.output_lock import OutputLock
 from lightning_kd.callbacks.predictions import PredictionWriter
 from lightning_kd.callbacks.summary import RunSummary
 
-__all__ = ["CheckpointArtifacts", "Generations", "PredictionWriter", "RunSummary"]
+__all__ = ["CheckpointArtifacts", "Generations", "OutputLock", "PredictionWriter", "RunSummary"]

@@ -21,7 +21,7 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from lightning_kd import __version__
-from lightning_kd.callbacks import Generations, PredictionWriter, RunSummary
+from lightning_kd.callbacks import Generations, OutputLock, PredictionWriter, RunSummary
 from lightning_kd.callbacks.progress import EpochLines, KDProgressBar
 from lightning_kd.catalog import shipped_configs, summary_line, task_classes
 from lightning_kd.cli.arguments import append_later_callbacks, resolve_config_names
@@ -48,7 +48,9 @@ class KDLightningCLI(LightningCLI):
     ``num_classes``, ``in_channels`` or ``input_shape`` receives the data module's value unless the
     config sets another one (then the task refuses the mismatch before training). A rich progress
     bar (one line per epoch when the output is not a terminal) and a
-    :class:`~lightning_kd.callbacks.RunSummary` are added to every run.
+    :class:`~lightning_kd.callbacks.RunSummary` are added to every run; an
+    :class:`~lightning_kd.callbacks.OutputLock` to every fit (one live run per checkpoint folder) and a
+    :class:`~lightning_kd.callbacks.PredictionWriter` to ``predict``.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -102,6 +104,8 @@ class KDLightningCLI(LightningCLI):
         callbacks = list(trainer_config.get("callbacks") or [])
         if not any(isinstance(c, RunSummary) for c in callbacks):
             callbacks.append(RunSummary())
+        if self.subcommand == "fit" and not any(isinstance(c, OutputLock) for c in callbacks):
+            callbacks.append(OutputLock())  # one live run per checkpoint folder
         if self.subcommand == "predict" and not any(isinstance(c, PredictionWriter) for c in callbacks):
             callbacks.append(PredictionWriter())  # predict writes its predictions to a file
         wants_bar = trainer_config.get("enable_progress_bar") is not False
