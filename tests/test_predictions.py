@@ -28,9 +28,8 @@ def test_cli_predict_writes_the_models_softmax_for_every_test_sample(in_tmp: Pat
     quiet = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
     main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), "--trainer.max_epochs", "2", *quiet])
     checkpoint = in_tmp / "checkpoints/digits/teacher.ckpt"
-    main(["predict", "--config", str(CONFIGS / "digits_teacher.yaml"), "--ckpt_path", str(checkpoint), *quiet,
-          "--trainer.default_root_dir", "out"])
-    header, index, prediction, probabilities = read(in_tmp / "out/predictions.csv")
+    main(["predict", "--config", str(CONFIGS / "digits_teacher.yaml"), "--ckpt_path", str(checkpoint), *quiet])
+    header, index, prediction, probabilities = read(in_tmp / "checkpoints/digits/teacher-predictions.csv")
     assert header == ["index", "prediction", *(f"prob_{c}" for c in range(10))]
     data = DigitsDataModule()
     data.setup()

@@ -27,8 +27,9 @@ class PredictionWriter(BasePredictionWriter):
     predicted twice, as a sampler that evens out the shares does, appears once).
 
     Args:
-        path: The CSV file (default: ``predictions.csv`` in the trainer's log folder, else its
-            ``default_root_dir``).
+        path: The CSV file (default: ``<checkpoint name>-predictions.csv`` beside the checkpoint
+            predicted from, so each checkpoint's predictions have their own file; without one,
+            ``predictions.csv`` in the trainer's log folder, else its ``default_root_dir``).
     """
 
     def __init__(self, path: str | Path | None = None) -> None:
@@ -37,8 +38,12 @@ class PredictionWriter(BasePredictionWriter):
         self.written: Path | None = None
 
     def output_path(self, trainer: pl.Trainer) -> Path:
+        """``path``; else beside the checkpoint predicted from (``<name>-predictions.csv``); else the log folder."""
         if self.path is not None:
             return Path(self.path)
+        if trainer.ckpt_path:
+            checkpoint = Path(trainer.ckpt_path)
+            return checkpoint.with_name(f"{checkpoint.stem}-predictions.csv")
         return Path(trainer.log_dir or trainer.default_root_dir) / "predictions.csv"
 
     def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Sequence[Any],

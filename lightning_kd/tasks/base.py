@@ -313,8 +313,9 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         )
         trainer = attached_trainer(self)
         runs = [logger.experiment for logger in trainer.loggers if isinstance(logger, WandbLogger)] if trainer else []
-        if runs:  # test/predict from this checkpoint continue this run
-            checkpoint[CHECKPOINT_KEY]["wandb"] = {"id": runs[0].id, "project": runs[0].project}
+        run_id = getattr(runs[0], "id", None) if runs else None
+        if isinstance(run_id, str):  # test/predict from this checkpoint continue this run (rank zero has it)
+            checkpoint[CHECKPOINT_KEY]["wandb"] = {"id": run_id, "project": runs[0].project}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # a reload rebuilds the networks as objects, which hparams leave out; keep the checkpoint's
