@@ -1,4 +1,4 @@
-from lightning_kd.cli import main
+from lightning_kd.cli import console
 
 if __name__ == "__main__":
-    main()
+    console()

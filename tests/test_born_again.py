@@ -278,7 +278,7 @@ def test_bad_settings_are_refused_with_a_clear_message(tmp_path: Path) -> None:
         BornAgain(SmallCNN(num_classes=10), loss="kl")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="alpha and temperature apply to loss='kd' only; 'ban' uses T = 1"):
         BornAgain(SmallCNN(num_classes=10), loss="ban", temperature=4.0)
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(ValueError, match="temperature must be finite and > 0"):
         BornAgain(SmallCNN(num_classes=10), loss="kd", temperature=0.0)
     task, _ = born_again_fit(tmp_path, generations=1, epochs=1)
     with pytest.raises(ValueError, match="already trained up to generation 1; a new sequence needs a new task"):

@@ -180,7 +180,7 @@ def test_wandb_run_holds_config_and_summary(in_tmp: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model.init_args.temperature", "0"], "temperature must be > 0"),
+        (["--model.init_args.temperature", "0"], "temperature must be finite and > 0"),
         (["--model.init_args.alpha", "2"], "alpha must be in"),
         (["--model.init_args.teacher_ckpt", "missing.ckpt"], "checkpoint not found: missing.ckpt"),
     ],

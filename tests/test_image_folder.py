@@ -61,7 +61,7 @@ def test_split_folders_imagenet_transforms_and_grey(tmp_path: Path) -> None:
     [
         (lambda root: None, {}, FileNotFoundError, "image folder not found"),
         (lambda root: root.mkdir(), {}, FileNotFoundError, "holds no class folders"),
-        (lambda root: write_folder(root, per_class=1), {"val_fraction": 0.1}, ValueError, "the val split .* is empty"),
+        (lambda root: write_folder(root, per_class=1), {"val_fraction": 0.1}, ValueError, "the val split is empty"),
         (lambda root: write_folder(root), {"transform_style": "huge"}, ValueError, "transform_style must be"),
         (lambda root: write_folder(root), {"mean": (0.5,)}, ValueError, "mean and std need 3 values"),
     ],

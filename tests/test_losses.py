@@ -79,9 +79,9 @@ def test_module_form_equals_functional() -> None:
 
 @pytest.mark.parametrize("temperature", [0.0, -1.0])
 def test_temperature_must_be_positive(temperature: float) -> None:
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(ValueError, match="temperature must be finite and > 0"):
         HintonKDLoss(temperature=temperature)
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(ValueError, match="temperature must be finite and > 0"):
         soft_target_kl(torch.randn(2, 3), torch.randn(2, 3), temperature)
 
 

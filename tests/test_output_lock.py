@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_kd.callbacks.output_lock import LOCK_NAME, FolderLockedError, acquire, release
+from lightning_kd.callbacks.output_lock import FolderLockedError, acquire, lock_path, release
 from lightning_kd.cli import main
 from tests.conftest import CONFIGS, REPO
 
@@ -53,10 +53,10 @@ def test_a_killed_runs_lock_is_stale_and_replaced(in_tmp: Path) -> None:
     process = holder(in_tmp / "checkpoints/digits")
     os.kill(process.pid, signal.SIGKILL)  # a real kill: the lock stays behind
     process.wait()
-    assert (in_tmp / "checkpoints/digits" / LOCK_NAME).exists()
+    assert lock_path(in_tmp / "checkpoints/digits").exists()
     with pytest.warns(UserWarning, match=f"removing a stale lock .*PID {process.pid}"):
         main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), "--trainer.logger", "false",
               "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar",
               "false"])
     assert (in_tmp / "checkpoints/digits/teacher.ckpt").is_file()
-    assert not (in_tmp / "checkpoints/digits" / LOCK_NAME).exists()  # released at the end of the fit
+    assert not lock_path(in_tmp / "checkpoints/digits").exists()  # released at the end of the fit

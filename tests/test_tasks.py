@@ -218,7 +218,7 @@ def test_foreign_lightning_checkpoint_is_explained(tmp_path: Path) -> None:
         VanillaKD(MLP(num_classes=10), SmallCNN(), teacher_ckpt=path)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"temperature": 0.0}, "temperature must be > 0"),
+@pytest.mark.parametrize(("kwargs", "match"), [({"temperature": 0.0}, "temperature must be finite and > 0"),
                                                 ({"alpha": 1.2}, "alpha must be in")])
 def test_bad_kd_hyperparameters_are_refused(kwargs, match: str) -> None:
     with pytest.raises(ValueError, match=match):

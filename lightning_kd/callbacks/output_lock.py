@@ -14,7 +14,13 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 
-LOCK_NAME = ".lightning-kd.lock"
+LOCK_SUFFIX = ".lightning-kd.lock"
+
+
+def lock_path(folder: Path) -> Path:
+    """The lock of ``folder``: a hidden file beside it (inside, it would make the folder look used)."""
+    folder = folder.resolve()
+    return folder.parent / f".{folder.name}{LOCK_SUFFIX}"
 
 
 class FolderLockedError(RuntimeError):
@@ -24,7 +30,7 @@ class FolderLockedError(RuntimeError):
 class OutputLock(Callback):
     """Refuse to start a fit into an output folder that another live run is writing.
 
-    At setup, rank zero creates ``<folder>/.lightning-kd.lock`` (atomically) holding its host, PID,
+    At setup, rank zero creates ``.<folder>.lightning-kd.lock`` beside the folder (atomically) holding its host, PID,
     start time and command; it is removed when the fit ends, however it ends. A lock left by a run on
     this host whose process is gone (killed, crashed) is stale: it is replaced, with a warning. A lock
     of a live process, or of another host (whose processes cannot be checked from here), stops the
@@ -38,14 +44,14 @@ class OutputLock(Callback):
 
     def __init__(self, folder: str | Path | None = None) -> None:
         self.folder = folder
-        self.lock_path: Path | None = None
+        self.held: Path | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit" or not trainer.is_global_zero or self.lock_path is not None:
+        if stage != "fit" or not trainer.is_global_zero or self.held is not None:
             return
         folder = self._folder(trainer)
         if folder is not None:
-            self.lock_path = acquire(folder)
+            self.held = acquire(folder)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._release()
@@ -54,9 +60,9 @@ class OutputLock(Callback):
         self._release()
 
     def _release(self) -> None:
-        if self.lock_path is not None:
-            release(self.lock_path)
-            self.lock_path = None
+        if self.held is not None:
+            release(self.held)
+            self.held = None
 
     def _folder(self, trainer: pl.Trainer) -> Path | None:
         if self.folder is not None:
@@ -80,7 +86,7 @@ def acquire(folder: Path) -> Path:
         PermissionError: The folder cannot be written.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_NAME
+    path = lock_path(folder)
     me = owner()
     for _ in range(2):  # a second try after removing a stale lock
         try:

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -113,9 +114,15 @@ class KDLightningCLI(LightningCLI):
             # a live bar in a terminal; in a log file (nohup, SLURM) a line per epoch
             callbacks.append(KDProgressBar() if sys.stdout.isatty() else EpochLines())
         schedule = next((c for c in callbacks if isinstance(c, Generations)), None)
-        if schedule is not None and self.subcommand == "fit" and trainer_config.get("max_epochs") is None:
+        if schedule is not None and self.subcommand == "fit":
             # the generations set the epoch budget; giving it to the Trainer spares a "max_epochs not set" warning
-            kwargs.setdefault("max_epochs", sum(schedule.plan_for(self.model).values()))
+            budget = sum(schedule.plan_for(self.model).values())
+            given = trainer_config.get("max_epochs")
+            if given is not None and given != budget and not trainer_config.get("fast_dev_run"):
+                # refused whatever its value: Lightning's own default (1000) is no excuse to replace it
+                raise ValueError(f"trainer.max_epochs is {given} but the generations take {budget} epochs; leave "
+                                 f"max_epochs unset or set it to {budget}")
+            kwargs.setdefault("max_epochs", budget)
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
 
@@ -164,3 +171,40 @@ def main(args: list[str] | None = None) -> None:
         if args is None:  # the process's own command line: DDP's re-launch must see the resolved paths too
             sys.argv[1:] = resolved
         KDLightningCLI(args=None if args is None else resolved, parser_kwargs={"description": DESCRIPTION})
+
+
+DEBUG_VARIABLE = "LIGHTNING_KD_DEBUG"
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def console() -> None:
+    """The ``lightning-kd`` command: :func:`main`, with the package's refusals as one readable message.
+
+    A refusal raised by lightning-kd (a bad value, a missing checkpoint, a network that does not fit
+    the data, ...) is printed as ``lightning-kd: error: <message>`` and the command exits with status 2,
+    instead of a traceback through jsonargparse; ``LIGHTNING_KD_DEBUG=1`` shows the traceback. Other
+    errors propagate as they are.
+    """
+    try:
+        main()
+    except Exception as error:
+        refusal = None if os.environ.get(DEBUG_VARIABLE) else package_error(error)
+        if refusal is None:
+            raise
+        print(f"lightning-kd: error: {refusal}\n(set {DEBUG_VARIABLE}=1 for the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def package_error(error: BaseException) -> BaseException | None:
+    """The outermost exception of ``error``'s chain that lightning-kd's own code raised, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        traceback = current.__traceback__
+        while traceback is not None and traceback.tb_next is not None:
+            traceback = traceback.tb_next
+        if traceback is not None and Path(traceback.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE):
+            return current
+        current = current.__cause__ or current.__context__
+    return None

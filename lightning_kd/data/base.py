@@ -44,25 +44,33 @@ class IndexedDataset(Dataset):
         return {"input": x, "target": torch.as_tensor(y, dtype=torch.long), "index": torch.tensor(index)}
 
 
-def split_indices(num_samples: int, fractions: Sequence[float], seed: int) -> list[Tensor]:
+def split_indices(num_samples: int, fractions: Sequence[float], seed: int,
+                  names: Sequence[str] | None = None) -> list[Tensor]:
     """Seeded random partition of ``range(num_samples)``.
 
     Returns one index tensor per fraction, then one with the remainder. The same ``seed`` gives the
-    same split on every machine and every DDP rank.
+    same split on every machine and every DDP rank. A fraction too small to hold one sample, or one
+    that leaves nothing to train on, is refused (``names`` name the splits in that message).
 
     Example:
         >>> val, test, train = split_indices(10, [0.2, 0.3], seed=0)
         >>> len(val), len(test), len(train)
         (2, 3, 5)
     """
-    if any(f < 0 for f in fractions) or sum(fractions) >= 1:
+    if any(not f >= 0 for f in fractions) or not sum(fractions) < 1:
         raise ValueError(f"split fractions must be >= 0 and sum to less than 1, got {list(fractions)}")
     permutation = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed))
     splits, start = [], 0
-    for fraction in fractions:
+    for index, fraction in enumerate(fractions):
         size = round(fraction * num_samples)
+        if fraction > 0 and size == 0:
+            name = names[index] if names is not None else f"split {index}"
+            raise ValueError(f"the {name} split is empty: a fraction of {fraction} of {num_samples} samples holds "
+                             f"no sample; use at least {1 / num_samples:.2g}")
         splits.append(permutation[start : start + size])
         start += size
+    if start >= num_samples:
+        raise ValueError(f"the splits take all {num_samples} samples: nothing is left to train on")
     splits.append(permutation[start:])
     return splits
 

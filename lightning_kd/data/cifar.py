@@ -76,7 +76,7 @@ class CIFAR10DataModule(ClassificationDataModule):
         if self.train_set is not None:
             return
         train_full = self._dataset(train=True)
-        val_idx, train_idx = split_indices(len(train_full), [self.val_fraction], self.seed)
+        val_idx, train_idx = split_indices(len(train_full), [self.val_fraction], self.seed, names=("val",))
         self.train_set = IndexedDataset(train_full, train_idx, self.train_transform)
         self.val_set = IndexedDataset(train_full, val_idx, self.eval_transform)
         self.test_set = IndexedDataset(self._dataset(train=False), transform=self.eval_transform)

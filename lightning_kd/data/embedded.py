@@ -37,10 +37,14 @@ class _InMemoryDataModule(ClassificationDataModule):
         if self.train_set is not None:
             return
         inputs, targets = self.load_arrays()
-        val_idx, test_idx, train_idx = split_indices(len(targets), [self.val_fraction, self.test_fraction], self.seed)
+        val_idx, test_idx, train_idx = split_indices(len(targets), [self.val_fraction, self.test_fraction], self.seed,
+                                                   names=("val", "test"))
         train_inputs = inputs[train_idx]
         # statistics of the training split only, so nothing leaks from val/test
         mean, std = train_inputs.mean(), train_inputs.std()
+        if not std > 0:  # dividing by it would turn every input into NaN
+            raise ValueError(f"{type(self).__name__}: the training images are constant (std {float(std)}); "
+                             "nothing to normalise or learn")
         dataset = TensorDataset((inputs - mean) / std, targets)
         self.train_set = IndexedDataset(dataset, train_idx)
         self.val_set = IndexedDataset(dataset, val_idx)

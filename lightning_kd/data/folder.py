@@ -118,7 +118,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         val = self._folder(self.root / "val") if split_root and (self.root / "val").is_dir() else None
         test = self._folder(self.root / "test") if split_root and (self.root / "test").is_dir() else None
         fractions = [self.val_fraction if val is None else 0.0, self.test_fraction if test is None else 0.0]
-        val_idx, test_idx, train_idx = split_indices(len(train), fractions, self.seed)
+        val_idx, test_idx, train_idx = split_indices(len(train), fractions, self.seed, names=("val", "test"))
         for name, size in (("train", len(train_idx)), ("val", len(val_idx) if val is None else len(val)),
                            ("test", len(test_idx) if test is None else len(test))):
             if size == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from torch import Tensor
@@ -11,13 +12,20 @@ LossOutput = dict[str, Tensor]
 
 
 def check_temperature(temperature: float) -> None:
-    """Raise ``ValueError`` unless ``temperature > 0``."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    """Raise ``ValueError`` unless ``temperature`` is finite and ``> 0``.
+
+    Example:
+        >>> check_temperature(float("inf"))
+        Traceback (most recent call last):
+        ...
+        ValueError: temperature must be finite and > 0, got inf
+    """
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
 
 
 def check_alpha(alpha: float) -> None:
-    """Raise ``ValueError`` unless ``0 <= alpha <= 1``."""
+    """Raise ``ValueError`` unless ``0 <= alpha <= 1`` (NaN is refused too)."""
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
 

@@ -68,6 +68,10 @@ def _plain(value: Any) -> tuple[bool, Any]:
     return False, None
 
 
+class NonFiniteLossError(FloatingPointError):
+    """A training loss became NaN or infinite: the run stops there."""
+
+
 class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
     """Base of every method: networks by role, losses, metrics, optimisation, checkpoints and logging.
 
@@ -264,6 +268,7 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
     # -- steps ------------------------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         losses, logits = self.training_losses(batch)
+        self._stop_if_not_finite(losses)
         batch_size = len(batch["target"])
         for name, value in losses.items():
             key = "train/loss" if name == "loss" else f"train/{name}_loss"
@@ -272,6 +277,26 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         self.train_metrics(logits.detach(), batch["target"])
         self.log("train/acc", self.train_metrics, on_step=False, on_epoch=True, batch_size=batch_size)
         return losses["loss"]
+
+    def _stop_if_not_finite(self, losses: dict[str, Tensor]) -> None:
+        """Stop at the first step whose loss (or a part of it) is NaN or infinite, on every DDP process.
+
+        Raised before the optimizer steps, so no checkpoint of such weights is ever written.
+        """
+        finite = bool(torch.isfinite(torch.stack([v.detach().float().sum() for v in losses.values()])).all())
+        trainer = attached_trainer(self)
+        if trainer is not None and trainer.world_size > 1:  # every process stops, not one alone
+            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
+            return
+        bad = [f"train/{'loss' if name == 'loss' else name + '_loss'} = {float(v.detach().float().sum())}"
+               for name, v in losses.items() if not torch.isfinite(v.detach()).all()]
+        where = f"step {trainer.global_step} (epoch {trainer.current_epoch})" if trainer is not None else "a step"
+        raise NonFiniteLossError(
+            f"training stopped at {where}: {', '.join(bad) or 'the loss of another process'} is not finite. "
+            "Likely causes: a learning rate too high for this network (the optimizer's lr), an extreme "
+            "hyperparameter, or NaN inputs (the data's normalisation). No checkpoint of these weights was written."
+        )
 
     def evaluation_step(self, batch: Batch, stage: str) -> Tensor:
         """Log ``{stage}/loss`` and the ``{stage}/`` metrics of the handed-on network; return its logits."""

@@ -1,0 +1,101 @@
+"""Nothing silent: blow-ups stop the run, bad values and unusable splits are refused before training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lightning_kd import VanillaKD
+from lightning_kd.cli import main
+from lightning_kd.data import DigitsDataModule
+from lightning_kd.models import MLP, SmallCNN
+from lightning_kd.tasks.base import NonFiniteLossError
+from tests.conftest import CONFIGS
+from tests.helpers import cpu_trainer
+
+QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+
+
+def test_a_diverging_run_stops_at_the_step_and_writes_no_checkpoint(in_tmp: Path) -> None:
+    with pytest.raises(NonFiniteLossError, match=r"training stopped at step \d+ \(epoch 0\): train/loss = (nan|inf)"):
+        main(["fit", "--config", str(CONFIGS / "digits_ban.yaml"), *QUIET,
+              "--model.init_args.optimizer.init_args.lr", "1e6"])
+    assert not list((in_tmp / "checkpoints/digits_ban").glob("*.ckpt"))  # no checkpoint of NaN weights
+
+
+def test_an_infinite_temperature_is_refused(in_tmp: Path) -> None:
+    settings = yaml.safe_load((CONFIGS / "digits_wide_to_small.yaml").read_text())
+    settings["model"]["init_args"]["temperature"] = float("inf")
+    (in_tmp / "inf.yaml").write_text(yaml.safe_dump(settings))
+    with pytest.raises(ValueError, match="temperature must be finite and > 0, got inf"):
+        main(["fit", "--config", "inf.yaml", *QUIET])
+
+
+class ConstantDigits(DigitsDataModule):
+    def load_arrays(self):
+        inputs, targets = super().load_arrays()
+        return torch.zeros_like(inputs), targets
+
+
+def test_constant_images_are_refused_rather_than_divided_by_zero() -> None:
+    with pytest.raises(ValueError, match=r"ConstantDigits: the training images are constant \(std 0.0\)"):
+        ConstantDigits().setup()
+
+
+@pytest.mark.parametrize(("split", "fraction"), [("val", 0.0001), ("test", 0.0001)])
+def test_a_split_too_small_to_hold_a_sample_is_refused(in_tmp: Path, split: str, fraction: float) -> None:
+    with pytest.raises(ValueError, match=rf"the {split} split is empty: a fraction of {fraction} of 1797 samples"):
+        main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), *QUIET,
+              f"--data.init_args.{split}_fraction", str(fraction)])
+
+
+@pytest.mark.parametrize("max_epochs", ["7", "1000"])
+def test_an_explicit_max_epochs_that_disagrees_with_the_generations_is_refused(in_tmp: Path, max_epochs: str) -> None:
+    with pytest.raises(ValueError, match=f"trainer.max_epochs is {max_epochs} but the generations take 80 epochs"):
+        main(["fit", "--config", str(CONFIGS / "digits_ban.yaml"), *QUIET, "--trainer.max_epochs", max_epochs])
+
+
+def test_every_ddp_process_stops_on_a_non_finite_loss(tmp_path: Path) -> None:
+    import functools
+
+    from lightning_kd.optim import SGD
+
+    task = VanillaKD(MLP(hidden_sizes=(16,), num_classes=10), SmallCNN(widths=(8, 16), num_classes=10),
+                     optimizer=functools.partial(SGD, lr=1e6))
+    trainer = cpu_trainer(devices=2, strategy="ddp_spawn", max_epochs=2, default_root_dir=tmp_path)
+    # both processes agree to stop (no rank left waiting in a collective); spawn re-raises the error
+    with pytest.raises(Exception, match=r"NonFiniteLossError: training stopped at step \d+ \(epoch 0\)"):
+        trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+
+
+@pytest.mark.parametrize(
+    ("config", "args", "message"),
+    [
+        ("digits_kd", ["--model.init_args.teacher_ckpt", "missing.ckpt"],
+         "teacher: checkpoint not found: missing.ckpt"),
+        ("digits_kd", ["--model.init_args.alpha", "2"], "alpha must be in [0, 1], got 2.0"),
+        ("digits_teacher", ["--model.init_args.net.init_args.num_classes", "3"],
+         "the net network (SmallCNN) predicts (3,) outputs per sample but the data has 10 classes"),
+    ],
+)
+def test_the_command_line_refuses_in_one_readable_message(tmp_path: Path, config: str, args: list[str],
+                                                           message: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "lightning_kd", "fit", "--config", config, *QUIET, *args]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    env.pop("LIGHTNING_KD_DEBUG", None)
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    # the message closes the output, with no traceback before it
+    assert result.stderr.strip().splitlines()[-2:] == [f"lightning-kd: error: {message}",
+                                                       "(set LIGHTNING_KD_DEBUG=1 for the traceback)"]
+    assert "Traceback" not in result.stderr
+    debug = subprocess.run(command, cwd=tmp_path, env={**env, "LIGHTNING_KD_DEBUG": "1"}, capture_output=True,
+                           text=True, timeout=300)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and message in debug.stderr
