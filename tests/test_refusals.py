@@ -99,3 +99,45 @@ def test_the_command_line_refuses_in_one_readable_message(tmp_path: Path, config
     debug = subprocess.run(command, cwd=tmp_path, env={**env, "LIGHTNING_KD_DEBUG": "1"}, capture_output=True,
                            text=True, timeout=300)
     assert debug.returncode == 1 and "Traceback" in debug.stderr and message in debug.stderr
+
+
+def _killed_ban_run(in_tmp: Path) -> list[str]:
+    """A digits_ban run (2 epochs per generation) killed in generation 1; the args that resume it."""
+    settings = yaml.safe_load((CONFIGS / "digits_ban.yaml").read_text())
+    settings["trainer"]["callbacks"][1]["init_args"]["epochs"] = 2
+    (in_tmp / "ban.yaml").write_text(yaml.safe_dump(settings))
+    quick = ["--config", "ban.yaml", *QUIET, "--trainer.limit_train_batches", "3"]
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        main(["fit", *quick, "--trainer.callbacks+=tests.helpers.KillAtEpoch", "--trainer.callbacks.epoch", "3"])
+    return [*quick, "--ckpt_path", "checkpoints/digits_ban/last.ckpt"]
+
+
+def test_resuming_with_another_loss_is_refused_naming_the_change(in_tmp: Path) -> None:
+    resume = _killed_ban_run(in_tmp)
+    with pytest.raises(ValueError, match=r"changes the model: loss: 'ban' in the checkpoint, 'ban\+l' asked"):
+        main(["fit", *resume, "--model.init_args.loss", "ban+l"])
+
+
+def test_resuming_with_another_generation_plan_is_refused(in_tmp: Path) -> None:
+    resume = _killed_ban_run(in_tmp)
+    settings = yaml.safe_load((in_tmp / "ban.yaml").read_text())
+    settings["trainer"]["callbacks"][1]["init_args"]["epochs"] = 1
+    (in_tmp / "ban1.yaml").write_text(yaml.safe_dump(settings))
+    with pytest.raises(ValueError, match=r"the checkpoint's run planned generations 0..3 of 2, 2, 2, 2 epochs; "
+                                         r"this command plans generations 0..3 of 1, 1, 1, 1 epochs"):
+        main(["fit", *[("ban1.yaml" if arg == "ban.yaml" else arg) for arg in resume]])
+    main(["fit", *resume])  # the same settings resume, and finish every generation
+    assert (in_tmp / "checkpoints/digits_ban/generation_3.ckpt").is_file()
+
+
+def test_resuming_with_another_teacher_checkpoint_is_refused(in_tmp: Path) -> None:
+    main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), *QUIET, "--trainer.max_epochs", "1"])
+    other = in_tmp / "other_teacher.ckpt"
+    other.write_bytes((in_tmp / "checkpoints/digits/teacher.ckpt").read_bytes())
+    main(["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *QUIET, "--trainer.max_epochs", "1"])
+    resume = ["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *QUIET, "--trainer.max_epochs", "2",
+              "--ckpt_path", "checkpoints/digits/kd-student.ckpt"]
+    with pytest.raises(ValueError, match=r"teacher_ckpt: 'checkpoints/digits/teacher.ckpt' in the checkpoint, "
+                                         r"'other_teacher.ckpt' asked"):
+        main([*resume, "--model.init_args.teacher_ckpt", "other_teacher.ckpt"])
+    main(resume)  # unchanged, it resumes

@@ -323,13 +323,25 @@ class Generations(Callback):
 
     # -- checkpoint state -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"records": self.records, "targets": self.targets, "rng": collect_rng_states()}
+        return {"records": self.records, "targets": self.targets, "rng": collect_rng_states(), "plan": dict(self.plan)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = {int(g): int(e) for g, e in state_dict.get("plan", {}).items()}
+        if saved and self.plan and saved != self.plan:
+            # resuming with another plan would end early or train generations the record never planned
+            raise ValueError(
+                f"the checkpoint's run planned {_describe_plan(saved)}; this command plans "
+                f"{_describe_plan(self.plan)}. Resume with the same Generations settings (generations, epochs), "
+                "or start a new run without ckpt_path"
+            )
         self.records = dict(state_dict["records"])
         self.targets = dict(state_dict["targets"])
         if "rng" in state_dict:
             set_rng_states(state_dict["rng"])
+
+
+def _describe_plan(plan: dict[int, int]) -> str:
+    return f"generations {min(plan)}..{max(plan)} of {', '.join(str(e) for e in plan.values())} epochs"
 
 
 def _column_order(key: str) -> tuple[int, int, str]:

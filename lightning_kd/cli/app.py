@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from lightning_kd.callbacks import Generations, OutputLock, PredictionWriter, Ru
 from lightning_kd.callbacks.progress import EpochLines, KDProgressBar
 from lightning_kd.catalog import shipped_configs, summary_line, task_classes
 from lightning_kd.cli.arguments import append_later_callbacks, resolve_config_names
-from lightning_kd.cli.config import complete_config, network_configs
+from lightning_kd.cli.config import complete_config, network_configs, refuse_changed_resume
 from lightning_kd.cli.save_config import LoggerSaveConfigCallback
 from lightning_kd.compat import PlainHelpFormatter
 from lightning_kd.console import quiet_known_noise
@@ -66,7 +67,7 @@ class KDLightningCLI(LightningCLI):
         kwargs.setdefault("auto_configure_optimizers", False)
         super().__init__(*args, **kwargs)
 
-    def parse_arguments(self, parser: Any, args: Any) -> None:
+    def _parse_arguments_and_print(self, parser: Any, args: Any) -> None:
         # --print_config prints what will run: the networks' sizes filled in from the data first (jsonargparse
         # would print before that). With flags (--print_config=skip_default) jsonargparse prints as it does.
         argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, (dict, Namespace)) else None
@@ -80,8 +81,19 @@ class KDLightningCLI(LightningCLI):
         print(yaml.safe_dump(dumped[subcommand] if subcommand else dumped, sort_keys=False), end="")
         raise SystemExit(0)
 
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        self._parse_arguments_and_print(parser, args)
+        # what this command asks of the model, before LightningCLI replaces it with a checkpoint's (--ckpt_path)
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        self._requested = copy.deepcopy(config) if subcommand == "fit" and config.get("ckpt_path") else None
+
     def before_instantiate_classes(self) -> None:
-        complete_config(self.config[self.subcommand] if self.subcommand else self.config, self.subcommand)
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        complete_config(config, self.subcommand)
+        if self._requested is not None:
+            complete_config(self._requested, self.subcommand)
+            refuse_changed_resume(self._requested, config)
 
     def instantiate_classes(self) -> None:
         with building_from_config():

@@ -118,3 +118,42 @@ def _organise_wandb_run(config: Namespace, subcommand: str | None) -> None:
         if init_args.get(key) is None:
             init_args[key] = value
     logger.init_args = init_args
+
+
+# the checkpoint records its teachers itself (their weights, and how to build them) in place of teacher_ckpt
+_RESTORED_FROM_CHECKPOINT = ("teacher", "teacher_ckpt")
+
+
+def refuse_changed_resume(requested: Namespace, resumed: Namespace) -> None:
+    """Refuse a resumed fit whose command asks the model for other settings than the checkpoint's run had.
+
+    LightningCLI replaces the model's config with the one stored in the checkpoint; without this check
+    an override such as ``--model.init_args.loss ban+l`` would be dropped without a word.
+    """
+    asked = _model_settings(requested)
+    stored = _model_settings(resumed)
+    changed = [f"{key}: {stored.get(key)!r} in the checkpoint, {asked.get(key)!r} asked"
+               for key in sorted(set(asked) | set(stored)) if asked.get(key) != stored.get(key)]
+    # the teacher checkpoint the run was given (the stored config no longer names it)
+    model_args = requested.get("model", Namespace()).get("init_args") or Namespace()
+    asked_teacher = model_args.get("teacher_ckpt")
+    ckpt_path = resumed.get("ckpt_path")
+    if asked_teacher is not None and ckpt_path and Path(ckpt_path).is_file():
+        given = read_checkpoint(ckpt_path).get(CHECKPOINT_KEY, {}).get("teacher_ckpt")
+        if given is not None and given != asked_teacher:
+            changed.append(f"teacher_ckpt: {given!r} in the checkpoint, {asked_teacher!r} asked")
+    if changed:
+        raise ValueError(
+            f"resuming {resumed.get('ckpt_path')} continues that run, but this command changes the model: "
+            + "; ".join(changed) + ". Drop the changes to resume, or start a new run (without --ckpt_path)"
+        )
+
+
+def _model_settings(config: Namespace) -> dict[str, Any]:
+    model = config.get("model")
+    if model is None:
+        return {}
+    init_args = model.get("init_args") or model.get("dict_kwargs") or Namespace()
+    settings = init_args.as_dict() if isinstance(init_args, Namespace) else dict(init_args)
+    settings = {k: v for k, v in settings.items() if k not in _RESTORED_FROM_CHECKPOINT}
+    return {"class_path": model.get("class_path"), **settings}

@@ -143,6 +143,7 @@ class DistillationTask(BaseTask):
         hparams = checkpoint.get("hyper_parameters")
         if not hparams or hparams.get("teacher_ckpt") is None:
             return
+        checkpoint[CHECKPOINT_KEY]["teacher_ckpt"] = hparams["teacher_ckpt"]  # what the run was given, for resume
         hparams["teacher_ckpt"] = None
         configs = self.given_teacher_configs()
         if configs and all(config is not None for config in configs):
