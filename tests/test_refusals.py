@@ -141,3 +141,52 @@ def test_resuming_with_another_teacher_checkpoint_is_refused(in_tmp: Path) -> No
                                          r"'other_teacher.ckpt' asked"):
         main([*resume, "--model.init_args.teacher_ckpt", "other_teacher.ckpt"])
     main(resume)  # unchanged, it resumes
+
+
+def _fail_second_save(monkeypatch: pytest.MonkeyPatch, fault) -> None:
+    from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+    original = TorchCheckpointIO.save_checkpoint
+    calls = []
+
+    def save(self, checkpoint, path, storage_options=None):
+        calls.append(path)
+        if len(calls) == 2:
+            return fault(original, self, checkpoint, path)
+        return original(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", save)
+
+
+def _no_space(original, io, checkpoint, path):
+    raise OSError(28, "No space left on device", str(path))
+
+
+def _truncated(original, io, checkpoint, path):
+    original(io, checkpoint, path)
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[: len(data) // 2])  # a writer that lost the end of the file, silently
+
+
+def _not_written(original, io, checkpoint, path):
+    return None  # a permission error swallowed on the way: nothing reached the file
+
+
+@pytest.mark.parametrize(("fault", "error", "match"), [
+    (_no_space, OSError, "No space left on device"),
+    (_truncated, Exception, r"checkpoint .*last.ckpt is incomplete .*is the disk full\?"),
+    (_not_written, Exception, r"checkpoint .*last.ckpt was not updated by this write \(is the folder writable\?\)"),
+])
+def test_a_failed_checkpoint_write_stops_the_run(in_tmp: Path, monkeypatch: pytest.MonkeyPatch, fault, error,
+                                                 match: str) -> None:
+    settings = yaml.safe_load((CONFIGS / "digits_teacher.yaml").read_text())
+    settings["trainer"]["callbacks"][0]["init_args"].update(filename="last", save_last=False, monitor=None)
+    (in_tmp / "teacher.yaml").write_text(yaml.safe_dump(settings))
+    _fail_second_save(monkeypatch, fault)
+    with pytest.raises(error, match=match):
+        main(["fit", "--config", "teacher.yaml", *QUIET, "--trainer.max_epochs", "3",
+              "--trainer.limit_train_batches", "2"])
+    if fault is _no_space:  # the write failed as a whole: the previous checkpoint is intact and loads
+        from lightning_kd import Classifier
+
+        assert Classifier.load_from_checkpoint(in_tmp / "checkpoints/digits/last.ckpt").net is not None

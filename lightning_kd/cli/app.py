@@ -26,6 +26,7 @@ from lightning_kd import __version__
 from lightning_kd.callbacks import Generations, OutputLock, PredictionWriter, RunSummary
 from lightning_kd.callbacks.progress import EpochLines, KDProgressBar
 from lightning_kd.catalog import shipped_configs, summary_line, task_classes
+from lightning_kd.checkpoint_io import VerifiedCheckpointIO
 from lightning_kd.cli.arguments import append_later_callbacks, resolve_config_names
 from lightning_kd.cli.config import complete_config, network_configs, refuse_changed_resume
 from lightning_kd.cli.save_config import LoggerSaveConfigCallback
@@ -117,6 +118,8 @@ class KDLightningCLI(LightningCLI):
         callbacks = list(trainer_config.get("callbacks") or [])
         if not any(isinstance(c, RunSummary) for c in callbacks):
             callbacks.append(RunSummary())
+        if trainer_config.get("plugins") is None:  # every checkpoint verified after it is written
+            kwargs.setdefault("plugins", [VerifiedCheckpointIO()])
         if self.subcommand == "fit" and not any(isinstance(c, OutputLock) for c in callbacks):
             callbacks.append(OutputLock())  # one live run per checkpoint folder
         if self.subcommand == "predict" and not any(isinstance(c, PredictionWriter) for c in callbacks):
