@@ -190,3 +190,23 @@ def test_a_failed_checkpoint_write_stops_the_run(in_tmp: Path, monkeypatch: pyte
         from lightning_kd import Classifier
 
         assert Classifier.load_from_checkpoint(in_tmp / "checkpoints/digits/last.ckpt").net is not None
+
+
+def test_non_finite_outputs_are_reported_not_scored(tmp_path: Path) -> None:
+    from lightning_kd import BornAgain
+    from lightning_kd.callbacks import Generations
+
+    class Broken(torch.nn.Module):  # a given teacher whose outputs are NaN
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1)) * float("nan")
+
+    task = BornAgain(MLP(hidden_sizes=(16,), num_classes=10), teacher=Broken())
+    trainer = cpu_trainer(max_epochs=None, limit_train_batches=2,
+                          callbacks=[Generations(generations=1, epochs=1, dirpath=tmp_path, print_table=False)])
+    with pytest.raises(FloatingPointError, match="Broken gives NaN or infinite outputs on the val split"):
+        trainer.fit(task, datamodule=DigitsDataModule())
+    assert not (tmp_path / "generations.json").exists()

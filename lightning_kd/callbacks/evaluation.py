@@ -39,6 +39,9 @@ def predict_splits(
 
     Returns:
         ``(probabilities, targets)``, each by split.
+
+    Raises:
+        FloatingPointError: The network's outputs on a split are not finite.
     """
     device = next(network.parameters()).device
     was_training = network.training
@@ -59,6 +62,10 @@ def predict_splits(
                 labels.append(batch["target"])
             probabilities[split] = torch.cat(probs)
             targets[split] = torch.cat(labels)
+            if not torch.isfinite(probabilities[split]).all():  # reported, never tabulated as an accuracy
+                raise FloatingPointError(
+                    f"{type(network).__name__} gives NaN or infinite outputs on the {split} split; it is not scored"
+                )
     network.train(was_training)
     return probabilities, targets
 
