@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,8 @@ def acquire(folder: Path) -> Path:
         PermissionError: The folder cannot be written.
     """
     folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):  # the folder itself is writable, before any training
+        pass
     path = lock_path(folder)
     me = owner()
     for _ in range(2):  # a second try after removing a stale lock
