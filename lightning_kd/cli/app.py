@@ -28,12 +28,17 @@ from lightning_kd.callbacks.progress import EpochLines, KDProgressBar
 from lightning_kd.catalog import shipped_configs, summary_line, task_classes
 from lightning_kd.checkpoint_io import VerifiedCheckpointIO
 from lightning_kd.cli.arguments import append_later_callbacks, resolve_config_names
-from lightning_kd.cli.config import complete_config, network_configs, refuse_changed_resume
+from lightning_kd.cli.config import complete_config, fill_from_data, network_configs, refuse_changed_resume
 from lightning_kd.cli.save_config import LoggerSaveConfigCallback
 from lightning_kd.compat import PlainHelpFormatter
 from lightning_kd.console import quiet_known_noise
 from lightning_kd.tasks import BaseTask
 from lightning_kd.tasks.base import building_from_config
+
+
+def _section(config: Any, subcommand: str | None) -> Any:
+    """The part of a parsed (or dumped) config that belongs to the subcommand."""
+    return config[subcommand] if subcommand else config
 
 
 class KDArgumentParser(LightningArgumentParser):
@@ -77,23 +82,23 @@ class KDLightningCLI(LightningCLI):
             return
         self.config = parser.parse_args([arg for arg in argv if arg != "--print_config"])
         subcommand = self.config.get("subcommand")
-        complete_config(self.config[subcommand] if subcommand else self.config, subcommand)
+        complete_config(_section(self.config, subcommand), subcommand)
         dumped = yaml.safe_load(parser.dump(self.config, skip_none=False, skip_validation=True))
-        print(yaml.safe_dump(dumped[subcommand] if subcommand else dumped, sort_keys=False), end="")
+        print(yaml.safe_dump(_section(dumped, subcommand), sort_keys=False), end="")
         raise SystemExit(0)
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         self._parse_arguments_and_print(parser, args)
         # what this command asks of the model, before LightningCLI replaces it with a checkpoint's (--ckpt_path)
         subcommand = self.config.get("subcommand")
-        config = self.config[subcommand] if subcommand else self.config
+        config = _section(self.config, subcommand)
         self._requested = copy.deepcopy(config) if subcommand == "fit" and config.get("ckpt_path") else None
 
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
+        config = _section(self.config, self.subcommand)
         complete_config(config, self.subcommand)
-        if self._requested is not None:
-            complete_config(self._requested, self.subcommand)
+        if self._requested is not None:  # compared as it would run: sizes from the data (its logger is not)
+            fill_from_data(self._requested)
             refuse_changed_resume(self._requested, config)
 
     def instantiate_classes(self) -> None:
@@ -103,7 +108,7 @@ class KDLightningCLI(LightningCLI):
 
     def _check_saved_network_configs(self) -> None:
         # checkpoints rebuild the networks from the configs the task saved: refuse to train without them
-        config = self.config[self.subcommand] if self.subcommand else self.config
+        config = _section(self.config, self.subcommand)
         model_args = config.model.get("init_args") if config.get("model") else None
         for name, value in vars(model_args or Namespace()).items():
             if network_configs(value) and not self.model.hparams.get(name):
@@ -113,7 +118,7 @@ class KDLightningCLI(LightningCLI):
                 )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        config = self.config_init.get(self.subcommand, self.config_init) if self.subcommand else self.config_init
+        config = _section(self.config_init, self.subcommand)
         trainer_config = config.get("trainer") or {}
         callbacks = list(trainer_config.get("callbacks") or [])
         if not any(isinstance(c, RunSummary) for c in callbacks):

@@ -67,7 +67,7 @@ def network_configs(value: Any) -> list[Namespace]:
     return []
 
 
-def _fill_from_data(config: Namespace) -> None:
+def fill_from_data(config: Namespace) -> None:
     """Give every network config of the model the data's class count and input shape (see KDLightningCLI)."""
     facts = _data_facts(config.get("data"))
     model_args = config.model.get("init_args") if config.get("model") else None
@@ -80,7 +80,7 @@ def _fill_from_data(config: Namespace) -> None:
 
 def complete_config(config: Namespace, subcommand: str | None) -> None:
     """What the CLI adds to a parsed config before it runs (and before --print_config shows it)."""
-    _fill_from_data(config)
+    fill_from_data(config)
     _organise_wandb_run(config, subcommand)
 
 
