@@ -1,7 +1,7 @@
 """lightning-kd: knowledge-distillation methods as PyTorch Lightning modules."""
 
-from lightning_kd.tasks import BaseTask, BornAgain, Classifier, DistillationTask, VanillaKD
+from lightning_kd.tasks import BaseTask, BornAgain, Classifier, DistillationTask, TeacherFreeKD, VanillaKD
 
 __version__ = "0.1.0"
 
-__all__ = ["BaseTask", "BornAgain", "Classifier", "DistillationTask", "VanillaKD", "__version__"]
+__all__ = ["BaseTask", "BornAgain", "Classifier", "DistillationTask", "TeacherFreeKD", "VanillaKD", "__version__"]

@@ -1,9 +1,10 @@
 """Callbacks, kept apart from the methods."""
 
 from lightning_kd.callbacks.artifacts import CheckpointArtifacts
+from lightning_kd.callbacks.epoch_checkpoints import EpochCheckpoints
 from lightning_kd.callbacks.generations import Generations
 from lightning_kd.callbacks.output_lock import OutputLock
 from lightning_kd.callbacks.predictions import PredictionWriter
 from lightning_kd.callbacks.summary import RunSummary
 
-__all__ = ["CheckpointArtifacts", "Generations", "OutputLock", "PredictionWriter", "RunSummary"]
+__all__ = ["CheckpointArtifacts", "EpochCheckpoints", "Generations", "OutputLock", "PredictionWriter", "RunSummary"]

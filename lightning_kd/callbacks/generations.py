@@ -12,6 +12,7 @@ from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from lightning_kd.callbacks.epoch_checkpoints import checkpoint_folder
 from lightning_kd.callbacks.evaluation import SPLITS, evaluation_loaders, predict_splits
 from lightning_kd.callbacks.reporting import (
     log_metrics,
@@ -314,12 +315,7 @@ class Generations(Callback):
         (dirpath / "generations.json").write_text(json.dumps(self.results, indent=2) + "\n")
 
     def _dirpath(self, trainer: pl.Trainer) -> Path:
-        if self.dirpath is not None:
-            return Path(self.dirpath)
-        checkpoint = trainer.checkpoint_callback
-        if checkpoint is not None and getattr(checkpoint, "dirpath", None):
-            return Path(checkpoint.dirpath)
-        return Path(trainer.default_root_dir) / "checkpoints"
+        return checkpoint_folder(trainer, self.dirpath)
 
     # -- checkpoint state -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

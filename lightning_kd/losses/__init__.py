@@ -28,26 +28,59 @@ from lightning_kd.losses.born_again import (
 )
 from lightning_kd.losses.divergences import soft_cross_entropy, soft_target_kl
 from lightning_kd.losses.kd import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, HintonKDLoss, hinton_kd_loss
-from lightning_kd.losses.validation import LossOutput, check_alpha, check_temperature
+from lightning_kd.losses.label_smoothing import (
+    DEFAULT_SMOOTHING_CONVENTION,
+    SMOOTHING_CONVENTIONS,
+    LabelSmoothing,
+    SmoothingConvention,
+    smoothed_targets,
+)
+from lightning_kd.losses.teacher_free import (
+    DEFAULT_REG_ALPHA,
+    DEFAULT_REG_TEMPERATURE,
+    DEFAULT_TRUE_CLASS_PROB,
+    TF_KD_REG_MODES,
+    TfKDRegLoss,
+    TfKDRegMode,
+    tf_kd_reg_loss,
+    virtual_teacher,
+    virtual_teacher_target,
+)
+from lightning_kd.losses.validation import LossOutput, check_alpha, check_smoothing, check_temperature
 
 __all__ = [
     "BORN_AGAIN_LOSSES",
     "DEFAULT_ALPHA",
+    "DEFAULT_REG_ALPHA",
+    "DEFAULT_REG_TEMPERATURE",
+    "DEFAULT_SMOOTHING_CONVENTION",
     "DEFAULT_TEMPERATURE",
+    "DEFAULT_TRUE_CLASS_PROB",
+    "SMOOTHING_CONVENTIONS",
+    "TF_KD_REG_MODES",
     "BornAgainLoss",
     "BornAgainLossName",
     "HintonKDLoss",
+    "LabelSmoothing",
     "LossOutput",
+    "SmoothingConvention",
+    "TfKDRegLoss",
+    "TfKDRegMode",
     "ban_label_loss",
     "ban_loss",
     "born_again_loss",
     "check_alpha",
+    "check_smoothing",
     "check_temperature",
     "cwtm_loss",
     "cwtm_weights",
     "dkpp_loss",
     "hinton_kd_loss",
     "permute_non_argmax",
+    "smoothed_targets",
     "soft_cross_entropy",
     "soft_target_kl",
+    "tf_kd_reg_loss",
+    "virtual_teacher",
+    "virtual_teacher_target",
 ]

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from lightning_kd.losses.divergences import soft_cross_entropy
 from lightning_kd.losses.kd import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, hinton_kd_loss
+from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.validation import LossOutput, check_alpha, check_choice, check_same_shape, check_temperature
 
 BornAgainLossName = Literal["ban", "ban+l", "cwtm", "dkpp", "kd"]
@@ -31,14 +32,15 @@ def ban_loss(student_logits: Tensor, teacher_logits: Tensor) -> LossOutput:
     return {"loss": soft_cross_entropy(student_logits, F.softmax(teacher_logits.detach(), dim=1))}
 
 
-def ban_label_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -> LossOutput:
+def ban_label_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor,
+                   label_smoothing: LabelSmoothing | None = None) -> LossOutput:
     """BAN+L: the BAN loss plus cross-entropy with the labels, an unweighted sum (the paper gives no weight).
 
     Returns:
-        ``{"loss": ce + kd, "ce": ce, "kd": kd}``.
+        ``{"loss": ce + kd, "ce": ce, "kd": kd}``; ``ce`` smoothed by ``label_smoothing`` if given.
     """
     kd = ban_loss(student_logits, teacher_logits)["loss"]
-    ce = F.cross_entropy(student_logits, targets)
+    ce = (label_smoothing or LabelSmoothing())(student_logits, targets)
     return {"loss": ce + kd, "ce": ce, "kd": kd}
 
 
@@ -51,10 +53,12 @@ def cwtm_weights(teacher_logits: Tensor) -> Tensor:
     return confidence / confidence.sum()
 
 
-def cwtm_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -> LossOutput:
+def cwtm_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor,
+              label_smoothing: LabelSmoothing | None = None) -> LossOutput:
     """CWTM (confidence weighted by teacher max): ``sum_s w_s * CE(zs_s, y_s)`` with :func:`cwtm_weights`.
 
-    Under DDP the weights are normalised over each process's batch.
+    Under DDP the weights are normalised over each process's batch. Each sample's ``CE`` is smoothed
+    by ``label_smoothing`` if given.
 
     Example:
         >>> import torch
@@ -64,7 +68,7 @@ def cwtm_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -
         True
     """
     check_same_shape(student_logits, teacher_logits)
-    per_sample = F.cross_entropy(student_logits, targets, reduction="none")
+    per_sample = (label_smoothing or LabelSmoothing())(student_logits, targets, reduction="none")
     return {"loss": (cwtm_weights(teacher_logits) * per_sample).sum()}
 
 
@@ -101,13 +105,15 @@ def dkpp_loss(student_logits: Tensor, teacher_logits: Tensor, generator: torch.G
     return {"loss": soft_cross_entropy(student_logits, target)}
 
 
-_LOSSES: dict[str, Callable[[Tensor, Tensor, Tensor, float, float], LossOutput]] = {
-    "ban": lambda zs, zt, y, alpha, temperature: ban_loss(zs, zt),
-    "ban+l": lambda zs, zt, y, alpha, temperature: ban_label_loss(zs, zt, y),
-    "cwtm": lambda zs, zt, y, alpha, temperature: cwtm_loss(zs, zt, y),
-    "dkpp": lambda zs, zt, y, alpha, temperature: dkpp_loss(zs, zt),
+_LOSSES: dict[str, Callable[[Tensor, Tensor, Tensor, float, float, LabelSmoothing | None], LossOutput]] = {
+    "ban": lambda zs, zt, y, alpha, temperature, smoothing: ban_loss(zs, zt),
+    "ban+l": lambda zs, zt, y, alpha, temperature, smoothing: ban_label_loss(zs, zt, y, smoothing),
+    "cwtm": lambda zs, zt, y, alpha, temperature, smoothing: cwtm_loss(zs, zt, y, smoothing),
+    "dkpp": lambda zs, zt, y, alpha, temperature, smoothing: dkpp_loss(zs, zt),
     "kd": hinton_kd_loss,
 }
+LABEL_TERM_LOSSES = ("ban+l", "cwtm", "kd")
+"""The Born-Again losses with a label term (which label smoothing applies to)."""
 assert set(_LOSSES) == set(BORN_AGAIN_LOSSES), "every Born-Again loss name has one implementation"
 
 
@@ -118,6 +124,7 @@ def born_again_loss(
     targets: Tensor,
     alpha: float = DEFAULT_ALPHA,
     temperature: float = DEFAULT_TEMPERATURE,
+    label_smoothing: LabelSmoothing | None = None,
 ) -> LossOutput:
     """Any Born-Again loss by name, as ``{"loss": total, ...parts}``.
 
@@ -126,6 +133,7 @@ def born_again_loss(
     :func:`~lightning_kd.losses.hinton_kd_loss` with ``alpha`` and ``temperature`` (parts ``ce``,
     ``kd``), which turns a sequence of generations into vanilla KD from a teacher trained in the same
     run. ``alpha`` and ``temperature`` are used by ``"kd"`` only; the paper's losses use ``T = 1``.
+``label_smoothing`` smooths the label term of ``"ban+l"``, ``"cwtm"`` and ``"kd"``.
 
     Example:
         >>> import torch
@@ -134,7 +142,7 @@ def born_again_loss(
         ['ce', 'kd', 'loss']
     """
     check_choice("Born-Again loss", name, BORN_AGAIN_LOSSES)
-    return _LOSSES[name](student_logits, teacher_logits, targets, alpha, temperature)
+    return _LOSSES[name](student_logits, teacher_logits, targets, alpha, temperature, label_smoothing)
 
 
 class BornAgainLoss(nn.Module):
@@ -154,11 +162,13 @@ class BornAgainLoss(nn.Module):
         ValueError: alpha and temperature apply to loss='kd' only; 'ban' uses T = 1 as in the paper
     """
 
-    def __init__(self, name: str = "ban", alpha: float | None = None, temperature: float | None = None) -> None:
+    def __init__(self, name: str = "ban", alpha: float | None = None, temperature: float | None = None,
+                 label_smoothing: LabelSmoothing | None = None) -> None:
         super().__init__()
         check_choice("Born-Again loss", name, BORN_AGAIN_LOSSES)
         if name != "kd" and (alpha is not None or temperature is not None):
             raise ValueError(f"alpha and temperature apply to loss='kd' only; {name!r} uses T = 1 as in the paper")
+        self.label_smoothing = label_smoothing or LabelSmoothing()
         self.name = name
         self.alpha = DEFAULT_ALPHA if alpha is None else alpha
         self.temperature = DEFAULT_TEMPERATURE if temperature is None else temperature
@@ -166,9 +176,11 @@ class BornAgainLoss(nn.Module):
         check_temperature(self.temperature)
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -> LossOutput:
-        return born_again_loss(self.name, student_logits, teacher_logits, targets, self.alpha, self.temperature)
+        return born_again_loss(self.name, student_logits, teacher_logits, targets, self.alpha, self.temperature,
+                               self.label_smoothing)
 
     def extra_repr(self) -> str:
+        smoothing = f", label_smoothing={self.label_smoothing!r}" if self.label_smoothing.eps else ""
         if self.name == "kd":
-            return f"name={self.name!r}, alpha={self.alpha}, temperature={self.temperature}"
-        return f"name={self.name!r}"
+            return f"name={self.name!r}, alpha={self.alpha}, temperature={self.temperature}{smoothing}"
+        return f"name={self.name!r}{smoothing}"

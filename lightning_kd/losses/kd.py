@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_kd.losses.divergences import soft_target_kl
+from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.validation import LossOutput, check_alpha, check_temperature
 
 DEFAULT_ALPHA = 0.9
@@ -20,6 +20,7 @@ def hinton_kd_loss(
     targets: Tensor,
     alpha: float = DEFAULT_ALPHA,
     temperature: float = DEFAULT_TEMPERATURE,
+    label_smoothing: LabelSmoothing | None = None,
 ) -> LossOutput:
     """Vanilla KD: ``(1 - alpha) * CE(zs, y) + alpha * T^2 * KL(softmax(zt/T) || softmax(zs/T))``.
 
@@ -29,6 +30,7 @@ def hinton_kd_loss(
         targets: ``(B,)`` class indices.
         alpha: Weight of the distillation term; ``1 - alpha`` weights cross-entropy.
         temperature: Softmax temperature ``T > 0``.
+        label_smoothing: Smoothing of the label term ``CE`` (none by default).
 
     Returns:
         ``{"loss": total, "ce": ce, "kd": kd}``: the weighted loss and its two unweighted parts.
@@ -41,7 +43,7 @@ def hinton_kd_loss(
         True
     """
     check_alpha(alpha)
-    ce = F.cross_entropy(student_logits, targets)
+    ce = (label_smoothing or LabelSmoothing())(student_logits, targets)
     kd = soft_target_kl(student_logits, teacher_logits, temperature)
     return {"loss": (1 - alpha) * ce + alpha * kd, "ce": ce, "kd": kd}
 
@@ -56,15 +58,19 @@ class HintonKDLoss(nn.Module):
         ['ce', 'kd', 'loss']
     """
 
-    def __init__(self, alpha: float = DEFAULT_ALPHA, temperature: float = DEFAULT_TEMPERATURE) -> None:
+    def __init__(self, alpha: float = DEFAULT_ALPHA, temperature: float = DEFAULT_TEMPERATURE,
+                 label_smoothing: LabelSmoothing | None = None) -> None:
         super().__init__()
         check_alpha(alpha)
         check_temperature(temperature)
         self.alpha = alpha
         self.temperature = temperature
+        self.label_smoothing = label_smoothing or LabelSmoothing()
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -> LossOutput:
-        return hinton_kd_loss(student_logits, teacher_logits, targets, self.alpha, self.temperature)
+        return hinton_kd_loss(student_logits, teacher_logits, targets, self.alpha, self.temperature,
+                              self.label_smoothing)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, temperature={self.temperature}"
+        smoothing = f", label_smoothing={self.label_smoothing!r}" if self.label_smoothing.eps else ""
+        return f"alpha={self.alpha}, temperature={self.temperature}{smoothing}"

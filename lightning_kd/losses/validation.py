@@ -30,6 +30,19 @@ def check_alpha(alpha: float) -> None:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
 
 
+def check_smoothing(eps: float) -> None:
+    """Raise ``ValueError`` unless the label smoothing ``eps`` is in ``[0, 1)`` (NaN is refused too).
+
+    Example:
+        >>> check_smoothing(-0.1)
+        Traceback (most recent call last):
+        ...
+        ValueError: label_smoothing must be in [0, 1), got -0.1
+    """
+    if not 0 <= eps < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {eps}")
+
+
 def check_choice(kind: str, name: str, choices: Iterable[str]) -> None:
     """Raise ``ValueError`` naming the choices unless ``name`` is one of them.
 

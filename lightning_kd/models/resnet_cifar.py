@@ -1,7 +1,9 @@
-"""CIFAR ResNets (He et al. 2016, section 4.2) and the wide ResNet8x4/32x4 of the KD benchmarks.
+"""CIFAR ResNets (He et al. 2016, section 4.2), the wide ResNet8x4/32x4 of the KD benchmarks, ResNet-18.
 
 ResNet-20/32/56/110 use three stages of 16/32/64 channels with ``(depth - 2) / 6`` basic blocks
 each. ResNet8x4 and ResNet32x4 (Tian et al., CRD) widen the stem and stages to 32/64/128/256.
+``resnet18_cifar`` is the ResNet-18 the CIFAR KD papers (Tf-KD among them) train: four stages of
+64/128/256/512 channels with two basic blocks each, a 3x3 stem and no max-pooling.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ class CifarResNet(ClassifierNetwork):
     """ResNet for 32x32 inputs with basic blocks.
 
     Args:
-        depth: ``6n + 2`` (8, 20, 32, 56, 110, ...).
+        depth: ``6n + 2`` (8, 20, 32, 56, 110, ...): ``(depth - 2) / 6`` blocks in every stage (default 20).
         widths: Stem width followed by one width per stage.
+        blocks: Blocks per stage instead of ``depth`` (e.g. ``[2, 2, 2, 2]`` for ResNet-18); one per stage.
         num_classes: Number of classes (linked from the data module by the CLI).
         in_channels: Input channels (linked from the data module by the CLI).
 
@@ -54,17 +57,26 @@ class CifarResNet(ClassifierNetwork):
 
     def __init__(
         self,
-        depth: int = 20,
+        depth: int | None = None,
         widths: Sequence[int] = (16, 16, 32, 64),
         num_classes: int = 100,
         in_channels: int = 3,
+        blocks: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"CifarResNet depth must be 6n + 2 with n >= 1, got {depth}")
         if len(widths) < 2:
             raise ValueError(f"widths needs a stem width and at least one stage width, got {list(widths)}")
-        blocks_per_stage = (depth - 2) // 6
+        if blocks is None:
+            depth = 20 if depth is None else depth
+            if depth < 8 or (depth - 2) % 6:
+                raise ValueError(f"CifarResNet depth must be 6n + 2 with n >= 1, got {depth}")
+            blocks = [(depth - 2) // 6] * (len(widths) - 1)
+        elif depth is not None and depth != 2 * sum(blocks) + 2:
+            raise ValueError(f"CifarResNet: blocks {list(blocks)} make depth {2 * sum(blocks) + 2}, not {depth}; "
+                             "give one of them")
+        if len(blocks) != len(widths) - 1 or any(b < 1 for b in blocks):
+            raise ValueError(f"CifarResNet: blocks needs one count >= 1 per stage ({len(widths) - 1} stages), "
+                             f"got {list(blocks)}")
         self.num_classes = num_classes
         self.num_features = widths[-1]
         self.stem = nn.Sequential(
@@ -72,11 +84,10 @@ class CifarResNet(ClassifierNetwork):
         )
         stages: list[nn.Module] = []
         in_planes = widths[0]
-        for index, planes in enumerate(widths[1:]):
+        for index, (planes, count) in enumerate(zip(widths[1:], blocks, strict=True)):
             stride = 1 if index == 0 else 2
-            blocks = [BasicBlock(in_planes if b == 0 else planes, planes, stride if b == 0 else 1)
-                      for b in range(blocks_per_stage)]
-            stages.append(nn.Sequential(*blocks))
+            stages.append(nn.Sequential(*(BasicBlock(in_planes if b == 0 else planes, planes, stride if b == 0 else 1)
+                                          for b in range(count))))
             in_planes = planes
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(self.num_features, num_classes)
@@ -105,3 +116,9 @@ for _depth in (20, 32, 44, 56, 110):
     _preset(f"resnet{_depth}", _depth, (16, 16, 32, 64))
 _preset("resnet8x4", 8, (32, 64, 128, 256))
 _preset("resnet32x4", 32, (32, 64, 128, 256))
+
+
+@register_model()
+def resnet18_cifar(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
+    """resnet18_cifar: CifarResNet(widths=(64, 64, 128, 256, 512), blocks=(2, 2, 2, 2)), 11.2M parameters."""
+    return CifarResNet(None, (64, 64, 128, 256, 512), num_classes, in_channels, blocks=(2, 2, 2, 2))

@@ -4,6 +4,7 @@ from lightning_kd.tasks.base import BaseTask
 from lightning_kd.tasks.born_again import BornAgain
 from lightning_kd.tasks.classifier import Classifier
 from lightning_kd.tasks.distillation import DistillationTask
+from lightning_kd.tasks.teacher_free import TeacherFreeKD
 from lightning_kd.tasks.vanilla_kd import VanillaKD
 
-__all__ = ["BaseTask", "BornAgain", "Classifier", "DistillationTask", "VanillaKD"]
+__all__ = ["BaseTask", "BornAgain", "Classifier", "DistillationTask", "TeacherFreeKD", "VanillaKD"]

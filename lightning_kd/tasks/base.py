@@ -16,7 +16,7 @@ import inspect
 import re
 import warnings
 from abc import ABCMeta, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import PurePath
@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from lightning_kd.checkpoints import CHECKPOINT_KEY, network_record
 from lightning_kd.compat import IgnoredByDDP, attached_trainer
 from lightning_kd.data.base import Batch
+from lightning_kd.losses import LabelSmoothing
 from lightning_kd.metrics import accuracy, evaluation_metrics
 from lightning_kd.optim import SGD, ScheduleSpec, build_optimization
 
@@ -66,6 +67,33 @@ def _plain(value: Any) -> tuple[bool, Any]:
         ok = all(isinstance(k, str) and ok for k, (ok, _) in entries.items())
         return ok, {k: v for k, (_, v) in entries.items()}
     return False, None
+
+
+_SMOOTHING_ARGUMENTS = {"label_smoothing": "eps", "smoothing_convention": "convention"}
+"""A task's label-smoothing arguments, and the :class:`~lightning_kd.losses.LabelSmoothing` fields they set."""
+
+
+def label_smoothing_from(arguments: Mapping[str, Any]) -> LabelSmoothing:
+    """The label smoothing that a task's ``label_smoothing`` and ``smoothing_convention`` arguments ask for.
+
+    Example:
+        >>> label_smoothing_from({"label_smoothing": 0.1, "smoothing_convention": "others"}).tag
+        'ls0.1-others'
+        >>> label_smoothing_from({}).eps
+        0.0
+    """
+    given = {field: arguments[name] for name, field in _SMOOTHING_ARGUMENTS.items() if name in arguments}
+    return LabelSmoothing(**given)
+
+
+def join_variants(*parts: str | None) -> str | None:
+    """Join the non-empty parts of a run's variant with ``-``; ``None`` when all are empty.
+
+    Example:
+        >>> join_variants("T4-alpha0.9", "ls0.1"), join_variants(None, "")
+        ('T4-alpha0.9-ls0.1', None)
+    """
+    return "-".join(part for part in parts if part) or None
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -188,13 +216,20 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         return [f"{path}.{key}" for path, module in self.named_modules() if id(module) in teachers
                 for key in module.state_dict()]
 
+    def label_smoothing(self) -> LabelSmoothing:
+        """How the task's label term smooths the labels: its ``label_smoothing`` (``eps``) and
+        ``smoothing_convention`` arguments; none for a task without them."""
+        return label_smoothing_from(self.hparams)
+
     @classmethod
     def run_variant(cls, arguments: dict[str, Any]) -> str | None:
         """What tells this method's runs apart, from its init arguments (``"ban+l"``, ``"T4-alpha0.9"``).
 
-        The CLI names W&B runs ``<method>-<variant>-seed<seed>``; ``None``: no variant.
+        The CLI names W&B runs ``<method>-<variant>-seed<seed>``; ``None``: no variant. This base
+        gives the label smoothing (``"ls0.1"``); a method joins its own part before it
+        (:func:`join_variants`).
         """
-        return None
+        return label_smoothing_from(arguments).tag or None
 
     def progress_items(self) -> dict[str, str]:
         """The method's own position for the progress display (e.g. ``{"generation": "1/3"}``); none by default."""

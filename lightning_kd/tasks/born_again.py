@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_kd.checkpoints import build_network
 from lightning_kd.data.base import Batch
-from lightning_kd.losses import BornAgainLoss, BornAgainLossName
+from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, BornAgainLoss, BornAgainLossName, SmoothingConvention
 from lightning_kd.models.base import reinitialize
 from lightning_kd.optim import SGD, ScheduleSpec
+from lightning_kd.tasks.base import join_variants
 from lightning_kd.tasks.distillation import DistillationTask
 
 GENERATION_KEY = "born_again"
@@ -66,6 +66,9 @@ class BornAgain(DistillationTask):
         loss: ``"ban"``, ``"ban+l"``, ``"cwtm"``, ``"dkpp"`` or ``"kd"``.
         alpha: For ``loss="kd"`` only: weight of the distillation term (Hinton's convention; default 0.9).
         temperature: For ``loss="kd"`` only: softmax temperature (default 4); the paper's losses use ``T = 1``.
+        label_smoothing: Smoothing ``eps`` of the label term, in ``[0, 1)``: generation 0's cross-entropy
+            and the label term of ``"ban+l"``, ``"cwtm"`` and ``"kd"`` (``"ban"`` and ``"dkpp"`` have none).
+        smoothing_convention: ``"uniform"`` or ``"others"`` (see :class:`~lightning_kd.tasks.Classifier`).
         optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`; rebuilt for every generation.
         lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`; restarts every generation and
             spans that generation's epochs.
@@ -95,13 +98,16 @@ class BornAgain(DistillationTask):
         loss: BornAgainLossName = "ban",
         alpha: float | None = None,
         temperature: float | None = None,
+        label_smoothing: float = 0.0,
+        smoothing_convention: SmoothingConvention = DEFAULT_SMOOTHING_CONVENTION,
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
     ) -> None:
         super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler)  # type: ignore[arg-type]
 
     def configure_losses(self) -> None:
-        self.criterion = BornAgainLoss(self.hparams["loss"], self.hparams["alpha"], self.hparams["temperature"])
+        self.criterion = BornAgainLoss(self.hparams["loss"], self.hparams["alpha"], self.hparams["temperature"],
+                                       self.label_smoothing())
 
     def configure_models(  # type: ignore[override]
         self,
@@ -206,7 +212,7 @@ class BornAgain(DistillationTask):
     def training_losses(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
         logits = self.student(batch["input"])
         if self.teacher is None:  # generation 0 learns from labels
-            return {"loss": F.cross_entropy(logits, batch["target"])}, logits
+            return {"loss": self.criterion.label_smoothing(logits, batch["target"])}, logits
         (teacher,) = self.teacher_outputs(batch)
         return self.criterion(logits, teacher.logits, batch["target"]), logits
 
@@ -216,11 +222,10 @@ class BornAgain(DistillationTask):
     @classmethod
     def run_variant(cls, arguments: dict[str, Any]) -> str | None:
         loss = arguments.get("loss", "ban")
-        if loss != "kd":
-            return str(loss)
         alpha, temperature = arguments.get("alpha"), arguments.get("temperature")
-        return "kd" + (f"-T{temperature:g}" if temperature is not None else "") + (
+        own = str(loss) if loss != "kd" else "kd" + (f"-T{temperature:g}" if temperature is not None else "") + (
             f"-alpha{alpha:g}" if alpha is not None else "")
+        return join_variants(own, super().run_variant(arguments))
 
     def progress_items(self) -> dict[str, str]:
         last = max(self.generation_epochs, default=self.generation)

@@ -9,8 +9,15 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_kd.data.base import Batch
-from lightning_kd.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, HintonKDLoss
+from lightning_kd.losses import (
+    DEFAULT_ALPHA,
+    DEFAULT_SMOOTHING_CONVENTION,
+    DEFAULT_TEMPERATURE,
+    HintonKDLoss,
+    SmoothingConvention,
+)
 from lightning_kd.optim import SGD, ScheduleSpec
+from lightning_kd.tasks.base import join_variants
 from lightning_kd.tasks.distillation import DistillationTask
 
 
@@ -27,6 +34,8 @@ class VanillaKD(DistillationTask):
         teacher_ckpt: Path of the teacher's weights.
         alpha: Weight of the distillation term, in ``[0, 1]``.
         temperature: Softmax temperature, ``> 0``.
+        label_smoothing: Smoothing ``eps`` of the label term, in ``[0, 1)``.
+        smoothing_convention: ``"uniform"`` or ``"others"`` (see :class:`~lightning_kd.tasks.Classifier`).
         optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`.
         lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`.
 
@@ -44,6 +53,8 @@ class VanillaKD(DistillationTask):
         teacher_ckpt: str | Path | None = None,
         alpha: float = DEFAULT_ALPHA,
         temperature: float = DEFAULT_TEMPERATURE,
+        label_smoothing: float = 0.0,
+        smoothing_convention: SmoothingConvention = DEFAULT_SMOOTHING_CONVENTION,
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
     ) -> None:
@@ -51,10 +62,11 @@ class VanillaKD(DistillationTask):
 
     @classmethod
     def run_variant(cls, arguments: dict[str, Any]) -> str | None:
-        return f"T{arguments.get('temperature', DEFAULT_TEMPERATURE):g}-alpha{arguments.get('alpha', DEFAULT_ALPHA):g}"
+        own = f"T{arguments.get('temperature', DEFAULT_TEMPERATURE):g}-alpha{arguments.get('alpha', DEFAULT_ALPHA):g}"
+        return join_variants(own, super().run_variant(arguments))
 
     def configure_losses(self) -> None:
-        self.criterion = HintonKDLoss(alpha=self.hparams["alpha"], temperature=self.hparams["temperature"])
+        self.criterion = HintonKDLoss(self.hparams["alpha"], self.hparams["temperature"], self.label_smoothing())
 
     def training_losses(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
         (teacher,) = self.teacher_outputs(batch)
