@@ -24,15 +24,15 @@ from lightning_kd.cli import KDLightningCLI
 REPO = Path(__file__).resolve().parents[1]
 # row: (config, extra arguments, checkpoint written); in order, so that every teacher exists before use
 RUNS: dict[str, tuple[str, list[str], str]] = {
-    "small, labels only": ("mnist5k_small", [], "small"),
-    "large, labels only": ("mnist5k_teacher", [], "teacher"),
+    "student (MLP), labels only": ("mnist5k_student", [], "student"),
+    "teacher (CNN), labels only": ("mnist5k_teacher", [], "teacher"),
     "LSR (uniform)": ("mnist5k_lsr", ["--model.init_args.smoothing_convention", "uniform"], "lsr"),
     "LSR (others)": ("mnist5k_lsr", ["--model.init_args.smoothing_convention", "others"], "lsr"),
     "Tf-KD self": ("mnist5k_tfkd_self", [], "tfkd_self"),
     "Tf-KD reg (paper)": ("mnist5k_tfkd_reg", [], "tfkd_reg"),
     "Tf-KD reg (reference)": ("mnist5k_tfkd_reg_reference", [], "tfkd_reg_reference"),
-    "KD from large": ("mnist5k_kd", [], "kd"),
-    "Re-KD: large from small": ("mnist5k_rekd", [], "rekd"),
+    "KD from the CNN": ("mnist5k_kd", [], "kd"),
+    "Re-KD: the CNN from the MLP": ("mnist5k_rekd", [], "rekd"),
     "De-KD (teacher after epoch 2)": ("mnist5k_dekd", [], "dekd"),
     "De-KD (teacher after epoch 1)": (
         "mnist5k_dekd", ["--model.init_args.teacher_ckpt", "checkpoints/mnist5k/teacher_after_epoch_1.ckpt"], "dekd"),
@@ -41,9 +41,13 @@ QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
          "--trainer.enable_model_summary", "false"]
 
 
+def _path(config: str) -> str:
+    return str(REPO / "configs" / f"{config}.yaml")
+
+
 def test_accuracy(config: str, checkpoint: str) -> dict[str, float]:
     """Test accuracy of ``checkpoint`` (and of its teacher, for a distillation run)."""
-    cli = KDLightningCLI(args=["test", "--config", config, "--ckpt_path", checkpoint, *QUIET])
+    cli = KDLightningCLI(args=["test", "--config", _path(config), "--ckpt_path", checkpoint, *QUIET])
     metrics = cli.trainer.callback_metrics
     wandb.finish()
     return {key: float(metrics[key]) for key in ("test/acc", "test/teacher_acc") if key in metrics}
@@ -54,12 +58,12 @@ def run_seed(seed: int) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as folder:
         os.chdir(folder)
         for row, (config, extra, name) in RUNS.items():
-            KDLightningCLI(args=["fit", "--config", config, "--seed_everything", str(seed), *extra, *QUIET])
+            KDLightningCLI(args=["fit", "--config", _path(config), "--seed_everything", str(seed), *extra, *QUIET])
             wandb.finish()
             results[row] = test_accuracy(config, f"checkpoints/mnist5k/{name}.ckpt")
             print(f"seed {seed} | {row}: {results[row]}", flush=True)
         for epoch in (1, 2):  # the De-KD teachers themselves
-            results[f"large after epoch {epoch}"] = test_accuracy(
+            results[f"CNN after epoch {epoch}"] = test_accuracy(
                 "mnist5k_teacher", f"checkpoints/mnist5k/teacher_after_epoch_{epoch}.ckpt")
         os.chdir(REPO)
     return results

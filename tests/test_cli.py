@@ -20,12 +20,21 @@ from tests.conftest import CONFIGS, write_tiny_cifar
 TEACHER_CONFIG = {
     "digits_kd.yaml": "digits_teacher.yaml",
     "cifar100_resnet32x4_resnet8x4_kd.yaml": "cifar100_resnet32x4_teacher.yaml",
+    "mnist5k_tfkd_self.yaml": "mnist5k_student.yaml",
+    "mnist5k_rekd.yaml": "mnist5k_student.yaml",
+    "mnist5k_kd.yaml": "mnist5k_teacher.yaml",
+    "mnist5k_dekd.yaml": "mnist5k_teacher.yaml",
 }
 # configs that differ from another only in the loss: a small network keeps them quick on CPU (DenseNet-112-33
 # takes seconds per step here); cifar100_densenet112_ban.yaml runs the full-size network
 SMALL_NETWORK = {
     name: ["--model.init_args.student.init_args.depth", "10", "--model.init_args.student.init_args.growth_rate", "4"]
     for name in ("cifar100_densenet112_ban_l.yaml", "cifar100_densenet112_cwtm.yaml", "cifar100_densenet112_dkpp.yaml")
+} | {  # cifar100_resnet18_baseline.yaml runs the full-size ResNet-18
+    name: [f"--model.init_args.{role}.init_args.widths", "[8, 8, 16, 16, 32]"]
+    for name, role in (("cifar100_resnet18_lsr.yaml", "net"), ("cifar100_resnet18_tfkd_reg.yaml", "student"),
+                       ("cifar100_resnet18_tfkd_reg_reference.yaml", "student"),
+                       ("cifar100_resnet18_tfkd_self.yaml", "student"))
 }
 TINY_BATCHES = ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--trainer.precision", "32",
                 "--trainer.enable_progress_bar", "false"]
@@ -46,11 +55,20 @@ def _generations(settings: dict) -> dict | None:
     return None
 
 
+def _kept_epochs(settings: dict) -> list[int]:
+    """The epochs an EpochCheckpoints callback of the config keeps (none without one)."""
+    return [epoch for callback in settings["trainer"].get("callbacks", [])
+            if callback["class_path"] == "lightning_kd.callbacks.EpochCheckpoints"
+            for epoch in callback["init_args"]["epochs"]]
+
+
 def _prepare(config: Path, root: Path) -> tuple[Path, list[str]]:
-    """The config and extra args that make it run here: tiny CIFAR in the real format, one epoch per generation."""
+    """The config and extra args that make it run here: tiny CIFAR in the real format, one epoch per generation
+    (or as many as an EpochCheckpoints callback keeps)."""
     settings = yaml.safe_load(config.read_text())
     generations = _generations(settings)
-    args = [*(TINY if generations is None else TINY_BATCHES), *SMALL_NETWORK.get(config.name, [])]
+    tiny = [*TINY_BATCHES, "--trainer.max_epochs", str(max([1, *_kept_epochs(settings)]))]
+    args = [*(tiny if generations is None else TINY_BATCHES), *SMALL_NETWORK.get(config.name, [])]
     if generations is not None:  # the callback owns the epoch budget: shrink it there, not via max_epochs
         generations["epochs"] = 1
         config = root / f"tiny-{config.name}"
@@ -83,6 +101,8 @@ def test_every_shipped_config_fits(config: Path, in_tmp: Path, skip_cifar_checks
             assert (checkpoint_dir / f"generation_{generation}.ckpt").is_file()
         table = json.loads((checkpoint_dir / "generations.json").read_text())
         assert len(table["generations"]) == generations["generations"] + 1
+    for epoch in _kept_epochs(settings):  # what EpochCheckpoints promised
+        assert any(checkpoint_dir.glob(f"*{epoch}.ckpt"))
 
 
 def test_born_again_run_killed_and_resumed_through_the_cli_ends_as_an_uninterrupted_one(

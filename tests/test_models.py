@@ -30,7 +30,7 @@ def test_presets_return_logits_and_features(name: str) -> None:
 
 @pytest.mark.parametrize(("name", "params_m"), [("resnet20", 0.27), ("resnet56", 0.86), ("resnet110", 1.73),
                                                 ("resnet8x4", 1.23), ("resnet32x4", 7.43), ("wrn_40_2", 2.25),
-                                                ("densenet_bc_100_12", 0.80)])
+                                                ("densenet_bc_100_12", 0.80), ("resnet18_cifar", 11.22)])
 def test_parameter_counts_match_the_literature(name: str, params_m: float) -> None:
     # CIFAR-100 heads; counts as reported by the CRD benchmark and the architectures' papers
     net = create_model(name, num_classes=100)
@@ -78,6 +78,8 @@ def test_plain_modules_give_their_heads_input_as_penultimate_features() -> None:
     ("build", "match"),
     [
         (lambda: CifarResNet(depth=21), "6n \\+ 2"),
+        (lambda: CifarResNet(depth=20, widths=(8, 8, 8, 8, 8), blocks=(2, 2, 2, 2)), "make depth 18, not 20"),
+        (lambda: CifarResNet(widths=(8, 8, 8), blocks=(2, 2, 2)), "one count >= 1 per stage \\(2 stages\\)"),
         (lambda: WideResNet(depth=27), "6n \\+ 4"),
         (lambda: DenseNet(depth=11), "6n \\+ 4"),
         (lambda: create_model("resnet_nope"), "unknown model 'resnet_nope'"),
@@ -89,6 +91,17 @@ def test_plain_modules_give_their_heads_input_as_penultimate_features() -> None:
 def test_bad_architecture_arguments_are_refused(build, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         build()
+
+
+def test_resnet18_cifar_has_the_papers_layout() -> None:
+    # four stages of two basic blocks, 64/128/256/512 channels, a 3x3 stem and no max-pooling
+    net = create_model("resnet18_cifar", num_classes=100)
+    assert [len(stage) for stage in net.stages] == [2, 2, 2, 2]
+    assert [stage[-1].conv2.out_channels for stage in net.stages] == [64, 128, 256, 512]
+    assert net.stem[0].kernel_size == (3, 3) and not any(isinstance(m, torch.nn.MaxPool2d) for m in net.modules())
+    features = forward_with_taps(net, torch.randn(2, 3, 32, 32), "stages").features
+    assert [tuple(f.shape[2:]) for f in features.values()] == [(32, 32), (16, 16), (8, 8), (4, 4)]
+    assert CifarResNet(depth=18, widths=(8, 8, 8, 8, 8), blocks=(2, 2, 2, 2)).num_features == 8
 
 
 def test_cifar_networks_shapes() -> None:

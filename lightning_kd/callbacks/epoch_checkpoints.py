@@ -82,7 +82,8 @@ class EpochCheckpoints(Callback):
                    if key.startswith("val/") and value.numel() == 1}
         self._record = {"epoch": epoch, "val": metrics}
         try:
-            trainer.save_checkpoint(path, weights_only=True)  # every rank calls it; rank zero writes
+            # a full checkpoint: Lightning calls the callbacks' on_save_checkpoint (the record) for those only
+            trainer.save_checkpoint(path)  # every rank calls it; rank zero writes
         finally:
             del self._record
         self.written[epoch] = str(path)
