@@ -13,8 +13,8 @@ import torch
 import yaml
 from pytorch_lightning import Callback, seed_everything
 
-from lightning_kd import BornAgain, VanillaKD
-from lightning_kd.callbacks import Generations
+from lightning_kd import BornAgain, TeacherFreeKD, VanillaKD
+from lightning_kd.callbacks import EpochCheckpoints, Generations
 from lightning_kd.checkpoints import load_network
 from lightning_kd.cli import main
 from lightning_kd.data import DigitsDataModule
@@ -63,6 +63,34 @@ def test_ddp_spawn_two_processes_agree(tmp_path: Path) -> None:
     assert not rank0["teacher_training"] and not rank1["teacher_training"]
     assert rank0["trainable"] and all(name.startswith("student.") for name in rank0["trainable"])
     assert set(rank0["ddp_ignored"]) == {f"teachers.teacher.{k}" for k in teacher.state_dict()}
+
+
+class StudentFingerprint(Callback):
+    """Each rank writes the sum of every student parameter, and the losses it logged."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        report = {"student": [float(p.double().sum()) for p in pl_module.student.parameters()],
+                  "logged": sorted(k for k in trainer.callback_metrics if k.startswith("train/"))}
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
+
+
+def test_teacher_free_kd_and_epoch_checkpoints_under_ddp(tmp_path: Path) -> None:
+    seed_everything(0)
+    task = TeacherFreeKD(MLP(hidden_sizes=(16,), num_classes=10), alpha=0.5, label_smoothing=0.1,
+                         smoothing_convention="others")
+    keeper = EpochCheckpoints(epochs=1, dirpath=tmp_path / "kept")
+    trainer = cpu_trainer(devices=2, strategy="ddp_spawn", max_epochs=2, default_root_dir=tmp_path,
+                          callbacks=[StudentFingerprint(tmp_path), keeper])
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["student"] == rank1["student"]
+    assert {"train/ce_loss", "train/reg_loss"} <= set(rank0["logged"])
+    kept = torch.load(tmp_path / "kept/after_epoch_1.ckpt", weights_only=True)  # written once, whole
+    assert kept[EpochCheckpoints.RECORD_KEY]["epoch"] == 1 and list(tmp_path.glob("kept/*")) == [
+        tmp_path / "kept/after_epoch_1.ckpt"]
 
 
 def test_cli_ddp_strategy_in_a_subprocess(tmp_path: Path, monkeypatch) -> None:

@@ -133,7 +133,7 @@ def born_again_loss(
     :func:`~lightning_kd.losses.hinton_kd_loss` with ``alpha`` and ``temperature`` (parts ``ce``,
     ``kd``), which turns a sequence of generations into vanilla KD from a teacher trained in the same
     run. ``alpha`` and ``temperature`` are used by ``"kd"`` only; the paper's losses use ``T = 1``.
-``label_smoothing`` smooths the label term of ``"ban+l"``, ``"cwtm"`` and ``"kd"``.
+    ``label_smoothing`` smooths the label term of ``"ban+l"``, ``"cwtm"`` and ``"kd"``.
 
     Example:
         >>> import torch
