@@ -1,7 +1,24 @@
 """lightning-kd: knowledge-distillation methods as PyTorch Lightning modules."""
 
-from lightning_kd.tasks import BaseTask, BornAgain, Classifier, DistillationTask, TeacherFreeKD, VanillaKD
+from lightning_kd.tasks import (
+    BaseTask,
+    BornAgain,
+    Classifier,
+    DistillationTask,
+    MultiTeacherKD,
+    TeacherFreeKD,
+    VanillaKD,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["BaseTask", "BornAgain", "Classifier", "DistillationTask", "TeacherFreeKD", "VanillaKD", "__version__"]
+__all__ = [
+    "BaseTask",
+    "BornAgain",
+    "Classifier",
+    "DistillationTask",
+    "MultiTeacherKD",
+    "TeacherFreeKD",
+    "VanillaKD",
+    "__version__",
+]

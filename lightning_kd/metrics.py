@@ -27,6 +27,16 @@ def teacher_metric_names(stage: str, role: str) -> tuple[str, str]:
     return f"{stage}/{role}_acc", agreement
 
 
+def teachers_ensemble_metric_name(stage: str) -> str:
+    """Logged name of the accuracy of the teachers' ensemble (their averaged softmax), with several teachers.
+
+    Example:
+        >>> teachers_ensemble_metric_name("val")
+        'val/teachers_ensemble_acc'
+    """
+    return f"{stage}/teachers_ensemble_acc"
+
+
 def evaluation_metrics(num_classes: int, prefix: str) -> MetricCollection:
     """``{prefix}acc``, ``{prefix}acc_top5`` (when there are more than 5 classes) and ``{prefix}ece``.
 

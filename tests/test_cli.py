@@ -18,12 +18,15 @@ from tests.conftest import CONFIGS, write_tiny_cifar
 
 # each distillation config names the config that trains its teacher
 TEACHER_CONFIG = {
-    "digits_kd.yaml": "digits_teacher.yaml",
-    "cifar100_resnet32x4_resnet8x4_kd.yaml": "cifar100_resnet32x4_teacher.yaml",
-    "mnist5k_tfkd_self.yaml": "mnist5k_student.yaml",
-    "mnist5k_rekd.yaml": "mnist5k_student.yaml",
-    "mnist5k_kd.yaml": "mnist5k_teacher.yaml",
-    "mnist5k_dekd.yaml": "mnist5k_teacher.yaml",
+    "digits_kd.yaml": ["digits_teacher.yaml"],
+    "cifar100_resnet32x4_resnet8x4_kd.yaml": ["cifar100_resnet32x4_teacher.yaml"],
+    "cifar100_multi_teacher.yaml": ["cifar100_resnet32x4_teacher.yaml", "cifar100_wrn_40_2_teacher.yaml",
+                                    "cifar100_resnet18_baseline.yaml"],
+    "mnist5k_tfkd_self.yaml": ["mnist5k_student.yaml"],
+    "mnist5k_rekd.yaml": ["mnist5k_student.yaml"],
+    "mnist5k_kd.yaml": ["mnist5k_teacher.yaml"],
+    "mnist5k_dekd.yaml": ["mnist5k_teacher.yaml"],
+    "mnist5k_multi_teacher.yaml": ["mnist5k_teacher.yaml", "mnist5k_teacher_resnet.yaml", "mnist5k_student.yaml"],
 }
 # configs that differ from another only in the loss: a small network keeps them quick on CPU (DenseNet-112-33
 # takes seconds per step here); cifar100_densenet112_ban.yaml runs the full-size network
@@ -87,11 +90,13 @@ def _run(config: Path, root: Path, *extra: str) -> None:
 @pytest.mark.parametrize("config", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_fits(config: Path, in_tmp: Path, skip_cifar_checksums: None) -> None:
     settings = yaml.safe_load(config.read_text())
-    if settings["model"]["init_args"].get("teacher_ckpt"):
-        teacher_config = CONFIGS / TEACHER_CONFIG[config.name]
-        _run(teacher_config, in_tmp)
-        assert (in_tmp / settings["model"]["init_args"]["teacher_ckpt"]).is_file()
-        wandb.finish()
+    teacher_ckpt = settings["model"]["init_args"].get("teacher_ckpt")
+    if teacher_ckpt:
+        for teacher_config in TEACHER_CONFIG[config.name]:
+            _run(CONFIGS / teacher_config, in_tmp)
+            wandb.finish()
+        for path in teacher_ckpt if isinstance(teacher_ckpt, list) else [teacher_ckpt]:
+            assert (in_tmp / path).is_file()
     _run(config, in_tmp)
     checkpoint_dir = in_tmp / settings["trainer"]["callbacks"][0]["init_args"]["dirpath"]
     assert any(checkpoint_dir.glob("*.ckpt"))

@@ -15,7 +15,7 @@ import torch
 from pytorch_lightning import Callback, seed_everything
 from torch import nn
 
-from lightning_kd import BornAgain, Classifier, TeacherFreeKD, VanillaKD
+from lightning_kd import BornAgain, Classifier, MultiTeacherKD, TeacherFreeKD, VanillaKD
 from lightning_kd.catalog import task_classes
 from lightning_kd.checkpoints import CHECKPOINT_KEY, load_network
 from lightning_kd.data import DigitsDataModule
@@ -31,6 +31,9 @@ BUILDERS: dict[type[BaseTask], Callable[[], dict[str, Any]]] = {
                         "teacher": SmallCNN(widths=(8, 16), num_classes=10)},
     BornAgain: lambda: {"student": MLP(hidden_sizes=(16,), num_classes=10),
                         "teacher": SmallCNN(widths=(8, 16), num_classes=10), "loss": "ban+l"},
+    MultiTeacherKD: lambda: {"student": MLP(hidden_sizes=(16,), num_classes=10), "weighting": "ae-kd",
+                             "teacher": [SmallCNN(widths=(8, 16), num_classes=10),
+                                         MLP(hidden_sizes=(8,), num_classes=10)]},
     TeacherFreeKD: lambda: {"student": MLP(hidden_sizes=(16,), num_classes=10), "mode": "reference",
                             "multiplier": 10.0, "label_smoothing": 0.1, "smoothing_convention": "others"},
 }

@@ -13,7 +13,7 @@ import torch
 import yaml
 from pytorch_lightning import Callback, seed_everything
 
-from lightning_kd import BornAgain, TeacherFreeKD, VanillaKD
+from lightning_kd import BornAgain, MultiTeacherKD, TeacherFreeKD, VanillaKD
 from lightning_kd.callbacks import EpochCheckpoints, Generations
 from lightning_kd.checkpoints import load_network
 from lightning_kd.cli import main
@@ -36,7 +36,8 @@ class RankReport(Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         report = {
-            "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
+            "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()
+                        if k.startswith("val/") or k.startswith("train/weight")},
             "student": [float(p.double().sum()) for p in pl_module.student.parameters()],
             "teacher": [float(t.double().sum()) for t in pl_module.teacher.state_dict().values()],
             "teacher_training": pl_module.teacher.training,
@@ -91,6 +92,25 @@ def test_teacher_free_kd_and_epoch_checkpoints_under_ddp(tmp_path: Path) -> None
     kept = torch.load(tmp_path / "kept/after_epoch_1.ckpt", weights_only=True)  # written once, whole
     assert kept[EpochCheckpoints.RECORD_KEY]["epoch"] == 1 and list(tmp_path.glob("kept/*")) == [
         tmp_path / "kept/after_epoch_1.ckpt"]
+
+
+@pytest.mark.parametrize("weighting", ["ca-mkd", "ae-kd"])
+def test_multi_teacher_kd_keeps_every_teacher_out_of_ddp_and_ranks_equal(tmp_path: Path, weighting: str) -> None:
+    seed_everything(0)
+    teachers = [SmallCNN(widths=(8, 16), num_classes=10), MLP(hidden_sizes=(8,), num_classes=10)]
+    before = [[float(t.double().sum()) for t in teacher.state_dict().values()] for teacher in teachers]
+    task = MultiTeacherKD(MLP(hidden_sizes=(16,), num_classes=10), teachers, weighting=weighting)
+    trainer = cpu_trainer(devices=2, strategy="ddp_spawn", max_epochs=1, callbacks=[RankReport(tmp_path)])
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["world_size"] == 2 and rank0["metrics"] == rank1["metrics"]
+    assert {"train/weight_teacher", "train/weight_teacher_2", "val/teachers_ensemble_acc"} <= set(rank0["metrics"])
+    assert rank0["student"] == rank1["student"]
+    assert rank0["teacher"] == rank1["teacher"] == before[0]
+    assert set(rank0["ddp_ignored"]) == {f"teachers.{role}.{key}" for role, teacher in
+                                         zip(("teacher", "teacher_2"), teachers, strict=True)
+                                         for key in teacher.state_dict()}
+    assert all(name.startswith("student.") for name in rank0["trainable"])
 
 
 def test_cli_ddp_strategy_in_a_subprocess(tmp_path: Path, monkeypatch) -> None:

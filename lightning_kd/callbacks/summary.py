@@ -7,8 +7,8 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from lightning_kd.callbacks.reporting import percent, print_table, update_wandb_summary
-from lightning_kd.metrics import teacher_metric_names
+from lightning_kd.callbacks.reporting import log_wandb_table, percent, print_table, update_wandb_summary
+from lightning_kd.metrics import teacher_metric_names, teachers_ensemble_metric_name
 from lightning_kd.models import count_parameters
 
 # (column header, metric of the handed-on network); teachers fill only accuracy and agreement
@@ -21,10 +21,13 @@ class RunSummary(Callback):
     One row per role (``student``, ``teacher``, ``teacher_2``, ...; a
     :class:`~lightning_kd.tasks.Classifier`'s ``net``): its parameters and the last logged ``val/``
     (or ``test/``) accuracy; top-5 accuracy and ECE for the trained network; for each teacher, the
-    trained network's top-1 agreement with it. Printed on rank zero in percent after fit (after test,
-    Lightning's own table has the numbers) and, with a
-    :class:`~pytorch_lightning.loggers.WandbLogger`, stored in the run summary as
-    ``summary/<stage>/<metric>`` (fractions, the metric's logged name) and ``summary/<role>_params``.
+    trained network's top-1 agreement with it; with several teachers, a row for their ensemble; and
+    the task's own columns (:meth:`~lightning_kd.tasks.base.BaseTask.summary_columns`, e.g. each
+    teacher's mean weight). Printed on rank zero in percent after fit (after test, Lightning's own
+    table has the numbers) and, with a :class:`~pytorch_lightning.loggers.WandbLogger`, stored in the
+    run summary as ``summary/<stage>/<metric>`` (fractions, the metric's logged name),
+    ``summary/<role>_params`` and ``summary/<role>/<column>``, and logged as the table
+    ``summary/<stage>/networks``.
 
     Args:
         print_table: Print the table to the console.
@@ -45,8 +48,13 @@ class RunSummary(Callback):
         networks_of = getattr(pl_module, "networks", None)
         networks = networks_of() if callable(networks_of) else {"model": pl_module}
         handed_on = getattr(pl_module, "handed_on", "model")
+        columns_of = getattr(pl_module, "summary_columns", None)
+        extra: dict[str, dict[str, float]] = columns_of() if callable(columns_of) else {}
+        extra_names = list(dict.fromkeys(name for values in extra.values() for name in values))
         summary: dict[str, Any] = {f"summary/{role}_params": count_parameters(net) for role, net in networks.items()}
-        rows = []
+        summary.update({f"summary/{role}/{name}": value for role, values in extra.items()
+                        for name, value in values.items()})
+        rows: list[list[Any]] = []  # fractions; None where a cell does not apply
         for role, network in networks.items():
             if role == handed_on:
                 values = {column: logged.get(f"{stage}/{key}") for column, key in _COLUMNS}
@@ -58,12 +66,28 @@ class RunSummary(Callback):
                 agreement = logged.get(agreement_name)
                 names = [acc_name, agreement_name]
             summary.update({f"summary/{name}": logged[name] for name in names if name in logged})
-            rows.append([role, f"{count_parameters(network):,}",
-                         *(percent(values.get(column)) for column, _ in _COLUMNS), percent(agreement)])
+            rows.append([role, count_parameters(network), *(values.get(column) for column, _ in _COLUMNS), agreement,
+                         *(extra.get(role, {}).get(name) for name in extra_names)])
+        ensemble = teachers_ensemble_metric_name(stage)
+        if ensemble in logged:
+            summary[f"summary/{ensemble}"] = logged[ensemble]
+            rows.append(["ensemble", None, logged[ensemble], *([None] * (len(_COLUMNS) + len(extra_names)))])
         self.summary.update(summary)
         update_wandb_summary(trainer, summary)
+        header = ["network", "parameters", *(column for column, _ in _COLUMNS), f"agreement with {handed_on}",
+                  *extra_names]
+        log_wandb_table(trainer, f"summary/{stage}/networks", header, rows)
         if self.print_table and stage == "val":  # after test, Lightning prints the metrics itself
-            header = ["network", "parameters", *(column for column, _ in _COLUMNS), f"agreement with {handed_on}"]
-            if len(rows) == 1:  # nothing to agree with
-                header, rows = header[:-1], [row[:-1] for row in rows]
-            print_table("lightning-kd summary: validation (last epoch), in %", header, rows)
+            shown = [[row[0], "" if row[1] is None else f"{row[1]:,}",
+                      *(percent(value) if index < len(_COLUMNS) + 1 else _plain(value)
+                        for index, value in enumerate(row[2:]))] for row in rows]
+            agreement_column = 2 + len(_COLUMNS)
+            if all(row[agreement_column] == "" for row in shown):  # nothing to agree with
+                header = header[:agreement_column] + header[agreement_column + 1:]
+                shown = [row[:agreement_column] + row[agreement_column + 1:] for row in shown]
+            print_table("lightning-kd summary: validation (last epoch), in %", header, shown)
+
+
+def _plain(value: float | None) -> str:
+    """A task's own column: a weight or other fraction, three decimals; blank when missing."""
+    return "" if value is None else f"{value:.3f}"

@@ -231,6 +231,10 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         """
         return label_smoothing_from(arguments).tag or None
 
+    def summary_columns(self) -> dict[str, dict[str, float]]:
+        """Extra columns of the run summary, by role (e.g. ``{"teacher": {"mean weight": 0.4}}``); none by default."""
+        return {}
+
     def progress_items(self) -> dict[str, str]:
         """The method's own position for the progress display (e.g. ``{"generation": "1/3"}``); none by default."""
         return {}

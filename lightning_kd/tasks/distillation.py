@@ -10,7 +10,12 @@ from torch import Tensor, nn
 
 from lightning_kd.checkpoints import CHECKPOINT_KEY
 from lightning_kd.data.base import Batch
-from lightning_kd.metrics import accuracy, teacher_metric_names
+from lightning_kd.metrics import (
+    accuracy,
+    ensemble_probabilities,
+    teacher_metric_names,
+    teachers_ensemble_metric_name,
+)
 from lightning_kd.models.taps import LayerSpec, NetworkOutput
 from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.base import BaseTask
@@ -36,7 +41,8 @@ class DistillationTask(BaseTask):
 
     Besides the student's metrics it logs, for each teacher, every validation and test epoch,
     its accuracy (``{val,test}/teacher_acc``, ``teacher_2_acc``, ...) and the student's top-1 agreement
-    with it (``{val,test}/agreement``, ``agreement_teacher_2``, ...).
+    with it (``{val,test}/agreement``, ``agreement_teacher_2``, ...); with several teachers, the
+    accuracy of their ensemble (averaged softmax), ``{val,test}/teachers_ensemble_acc``.
 
     Args:
         student: The network to train.
@@ -120,19 +126,26 @@ class DistillationTask(BaseTask):
             })
             for stage in STAGES
         })
+        if len(self.teachers) > 1:
+            self.teachers_ensemble_metrics = nn.ModuleDict({stage: accuracy(num_classes) for stage in STAGES})
 
     def evaluation_step(self, batch: Batch, stage: str) -> Tensor:
         logits = super().evaluation_step(batch, stage)
         if not self.teachers:
             return logits
         batch_size = len(batch["target"])
-        for role, output in zip(self.teachers, self.teacher_outputs(batch), strict=True):
+        outputs = self.teacher_outputs(batch)
+        for role, output in zip(self.teachers, outputs, strict=True):
             metrics = self.teacher_metrics[stage][role]
             acc_name, agreement_name = teacher_metric_names(stage, role)
             metrics["acc"](output.logits, batch["target"])
             metrics["agreement"](logits, output.logits.argmax(dim=1))
             self.log(acc_name, metrics["acc"], batch_size=batch_size)
             self.log(agreement_name, metrics["agreement"], batch_size=batch_size)
+        ensemble = getattr(self, "teachers_ensemble_metrics", None)
+        if ensemble is not None and len(outputs) > 1:
+            ensemble[stage](ensemble_probabilities([o.logits.softmax(dim=1) for o in outputs]), batch["target"])
+            self.log(teachers_ensemble_metric_name(stage), ensemble[stage], batch_size=batch_size)
         return logits
 
     # -- checkpoints ------------------------------------------------------------------------------

@@ -1,0 +1,97 @@
+"""Multi-teacher KD on MNIST-5k with 1,000 training images, over seeds: each weighting against single teachers.
+
+Runs the shipped ``mnist5k_*`` configs through the CLI exactly as a user would (each seed in its own
+folder; the same 30-epoch budget for every row): the three teachers (a CNN, a small ResNet, an MLP),
+vanilla KD from each teacher alone, and ``mnist5k_multi_teacher`` with each weighting. Tests the last
+epoch's weights on the 3,000-image test split; the teachers' ensemble accuracy (their averaged softmax)
+is the reference line. Prints mean and spread; writes ``benchmarks/results/multi_teacher_seeds.json``.
+
+    python benchmarks/multi_teacher_seeds.py --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import wandb
+from seed_records import spread, write_record
+
+from lightning_kd.cli import KDLightningCLI
+
+REPO = Path(__file__).resolve().parents[1]
+TEACHERS = {"CNN": "teacher", "ResNet": "teacher_resnet", "MLP": "student"}
+WEIGHTINGS = ["fixed", "ebkd", "ca-mkd", "ae-kd"]
+QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+         "--trainer.enable_model_summary", "false"]
+METRICS = ("test/acc", "test/teachers_ensemble_acc")
+
+
+def _path(config: str) -> str:
+    return str(REPO / "configs" / f"{config}.yaml")
+
+
+def fit_and_test(config: str, seed: int, checkpoint: str, *extra: str) -> dict[str, float]:
+    """Fit ``config`` at ``seed``, then test the last epoch's weights it wrote to ``checkpoint``."""
+    KDLightningCLI(args=["fit", "--config", _path(config), "--seed_everything", str(seed), *extra, *QUIET])
+    wandb.finish()
+    cli = KDLightningCLI(args=["test", "--config", _path(config), "--ckpt_path", checkpoint, *QUIET])
+    wandb.finish()
+    return {key: float(cli.trainer.callback_metrics[key]) for key in METRICS if key in cli.trainer.callback_metrics}
+
+
+def run_seed(seed: int) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        os.chdir(folder)
+        configs = {"CNN": "mnist5k_teacher", "ResNet": "mnist5k_teacher_resnet", "MLP": "mnist5k_student"}
+        for name, config in configs.items():
+            results[f"teacher: {name}"] = fit_and_test(config, seed, f"checkpoints/mnist5k/{TEACHERS[name]}.ckpt")
+            print(f"seed {seed} | teacher {name}: {results[f'teacher: {name}']}", flush=True)
+        for name, checkpoint in TEACHERS.items():
+            row = f"KD from the {name} alone"
+            results[row] = fit_and_test("mnist5k_kd", seed, "checkpoints/mnist5k/kd.ckpt",
+                                        "--model.init_args.teacher_ckpt", f"checkpoints/mnist5k/{checkpoint}.ckpt")
+            print(f"seed {seed} | {row}: {results[row]}", flush=True)
+        for weighting in WEIGHTINGS:
+            row = f"three teachers, {weighting}"
+            results[row] = fit_and_test("mnist5k_multi_teacher", seed, "checkpoints/mnist5k/multi_teacher.ckpt",
+                                        "--model.init_args.weighting", weighting)
+            print(f"seed {seed} | {row}: {results[row]}", flush=True)
+        os.chdir(REPO)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "multi_teacher_seeds.json")
+    args = parser.parse_args()
+    started = time.time()
+    per_seed = {seed: run_seed(seed) for seed in args.seeds}
+    rows = list(per_seed[args.seeds[0]])
+    summary = {row: {key: spread([per_seed[s][row][key] for s in args.seeds]) for key in per_seed[args.seeds[0]][row]}
+               for row in rows}
+    print(f"\ntest top-1 accuracy (%), mean ± std over seeds {args.seeds}")
+    for row in rows:
+        stats = summary[row]["test/acc"]
+        ensemble = summary[row].get("test/teachers_ensemble_acc")
+        shown = f"   (teachers' ensemble {100 * ensemble['mean']:.2f} ± {100 * ensemble['std']:.2f})" \
+            if ensemble else ""
+        print(f"  {row:<32} {100 * stats['mean']:6.2f} ± {100 * stats['std']:.2f}{shown}")
+    write_record(
+        args.output,
+        command="python benchmarks/multi_teacher_seeds.py --seeds " + " ".join(map(str, args.seeds)),
+        metric="test top-1 accuracy of each run's last-epoch weights (MNIST-5k test split, 3,000 images; "
+               "1,000 training images)",
+        started=started,
+        per_seed=per_seed,
+        summary=summary,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Multi-teacher KD: one student distilled from K frozen teachers, weighted per batch or per sample."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torchmetrics
+from pytorch_lightning.cli import OptimizerCallable
+from torch import Tensor, nn
+
+from lightning_kd.data.base import Batch
+from lightning_kd.losses import (
+    DEFAULT_ALPHA,
+    DEFAULT_SMOOTHING_CONVENTION,
+    DEFAULT_TEMPERATURE,
+    SmoothingConvention,
+)
+from lightning_kd.losses.multi_teacher import MultiTeacherKDLoss, MultiTeacherReduction, MultiTeacherWeighting
+from lightning_kd.optim import SGD, ScheduleSpec
+from lightning_kd.tasks.base import join_variants
+from lightning_kd.tasks.distillation import DistillationTask
+from lightning_kd.teachers import CheckpointSpec, TeacherSpec
+
+
+class MultiTeacherKD(DistillationTask):
+    """``(1 - alpha) * CE(zs, y) + alpha * T^2 * D``, ``D`` the KD term against K weighted teachers.
+
+    ``weighting`` names how the teachers are weighted: ``"fixed"`` (``teacher_weights``, normalised;
+    equal by default), ``"ebkd"`` (per sample, by each teacher's entropy), ``"ca-mkd"`` (per sample, by
+    each teacher's cross-entropy on the label) or ``"ae-kd"`` (per batch, the min-norm point of the
+    per-teacher KD gradients). ``reduction`` is ``"targets"`` (distil against the weighted average
+    target) or ``"terms"`` (weighted average of per-teacher KD terms): the same gradient, values
+    that differ by the teachers' disagreement (see :mod:`lightning_kd.losses.multi_teacher`).
+
+    Teachers are given as for every distillation task (networks, checkpoints or both, as lists), of any
+    architectures; each is frozen, in eval mode and out of DDP. Besides the student's metrics and each
+    teacher's accuracy and agreement (:class:`~lightning_kd.tasks.DistillationTask`), it logs each
+    teacher's mean weight per epoch (``train/weight_<role>``); the run summary shows each teacher's mean
+    weight over the whole fit and the teachers' ensemble accuracy (``val/teachers_ensemble_acc``).
+
+    Args:
+        student: The network to train.
+        teacher: The teacher networks (a list; optional for checkpoints written by a CLI run).
+        teacher_ckpt: One checkpoint path per teacher (``null`` for a teacher given only as a network).
+        weighting: ``"fixed"``, ``"ebkd"``, ``"ca-mkd"`` or ``"ae-kd"``.
+        reduction: ``"targets"`` or ``"terms"``.
+        teacher_weights: ``weighting="fixed"`` only: one weight per teacher, ``>= 0`` (normalised).
+        alpha: Weight of the distillation term, in ``[0, 1]`` (Hinton's convention).
+        temperature: Softmax temperature, ``> 0``.
+        label_smoothing: Smoothing ``eps`` of the label term, in ``[0, 1)``.
+        smoothing_convention: ``"uniform"`` or ``"others"`` (see :class:`~lightning_kd.tasks.Classifier`).
+        optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`.
+        lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`.
+
+    Example:
+        >>> from lightning_kd.models import MLP, SmallCNN
+        >>> task = MultiTeacherKD(MLP(num_classes=10), [SmallCNN(num_classes=10), MLP(num_classes=10)],
+        ...                       weighting="ca-mkd")
+        >>> list(task.teacher_networks())
+        ['teacher', 'teacher_2']
+    """
+
+    max_teachers = None
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: TeacherSpec = None,
+        teacher_ckpt: CheckpointSpec = None,
+        weighting: MultiTeacherWeighting = "fixed",
+        reduction: MultiTeacherReduction = "targets",
+        teacher_weights: list[float] | None = None,
+        alpha: float = DEFAULT_ALPHA,
+        temperature: float = DEFAULT_TEMPERATURE,
+        label_smoothing: float = 0.0,
+        smoothing_convention: SmoothingConvention = DEFAULT_SMOOTHING_CONVENTION,
+        optimizer: OptimizerCallable = SGD,
+        lr_scheduler: ScheduleSpec = "cosine",
+    ) -> None:
+        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler)
+
+    def configure_losses(self) -> None:
+        hparams = self.hparams
+        self.criterion = MultiTeacherKDLoss(hparams["weighting"], hparams["reduction"], hparams["alpha"],
+                                            hparams["temperature"], hparams["teacher_weights"], self.label_smoothing())
+
+    def configure_models(  # type: ignore[override]
+        self, student: nn.Module | None, teacher: TeacherSpec, teacher_ckpt: CheckpointSpec
+    ) -> None:
+        super().configure_models(student, teacher, teacher_ckpt)
+        weights = self.hparams["teacher_weights"]
+        if weights is not None and len(weights) != len(self.teachers):
+            raise ValueError(f"teacher_weights has {len(weights)} entries for {len(self.teachers)} teachers; "
+                             "give one per teacher")
+        # each teacher's weight averaged over every training sample of the fit (synced under DDP)
+        self.weight_means = nn.ModuleDict({role: torchmetrics.MeanMetric() for role in self.teachers})
+
+    def training_losses(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
+        outputs = self.teacher_outputs(batch)
+        teacher_logits = torch.stack([output.logits for output in outputs])
+        logits = self.student(batch["input"])
+        weights = self.criterion.weights(logits, teacher_logits, batch["target"])
+        for k, role in enumerate(self.teachers):
+            self.weight_means[role].update(weights[:, k])
+            self.log(f"train/weight_{role}", weights[:, k].mean(), on_step=False, on_epoch=True,
+                     batch_size=len(weights), sync_dist=True)
+        return self.criterion(logits, teacher_logits, batch["target"], weights), logits
+
+    def summary_columns(self) -> dict[str, dict[str, float]]:
+        if not self.weight_means or not self.weight_means[next(iter(self.teachers))].update_called:
+            return {}
+        return {role: {"mean weight": float(metric.compute())} for role, metric in self.weight_means.items()}
+
+    @classmethod
+    def run_variant(cls, arguments: dict[str, Any]) -> str | None:
+        temperature, alpha = arguments.get("temperature", DEFAULT_TEMPERATURE), arguments.get("alpha", DEFAULT_ALPHA)
+        weighting, reduction = arguments.get("weighting", "fixed"), arguments.get("reduction", "targets")
+        own = f"{weighting}-{reduction}-T{temperature:g}-alpha{alpha:g}"
+        return join_variants(own, super().run_variant(arguments))

@@ -1,0 +1,217 @@
+"""Multi-teacher KD: every weighting and both reductions against their formulas, one teacher = vanilla KD."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.optimize import minimize
+
+from lightning_kd import MultiTeacherKD
+from lightning_kd.callbacks import RunSummary
+from lightning_kd.data import DigitsDataModule
+from lightning_kd.losses import (
+    MULTI_TEACHER_REDUCTIONS,
+    MULTI_TEACHER_WEIGHTINGS,
+    confidence_weights,
+    entropy_weights,
+    fixed_weights,
+    hinton_kd_loss,
+    min_norm_weights,
+    multi_teacher_kd_loss,
+    multi_teacher_weights,
+    per_teacher_kd_gradients,
+)
+from lightning_kd.models import MLP, SmallCNN
+from tests.helpers import cpu_trainer
+
+K, B, C = 3, 5, 4
+
+
+def _inputs(seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    student = (2 * torch.randn(B, C, generator=generator)).requires_grad_()
+    teachers = [3 * torch.randn(B, C, generator=generator) for _ in range(K)]
+    return student, teachers, torch.randint(0, C, (B,), generator=generator)
+
+
+def _softmax(row: list[float]) -> list[float]:
+    top = max(row)
+    exps = [math.exp(v - top) for v in row]
+    return [e / sum(exps) for e in exps]
+
+
+def test_fixed_weights_are_normalised_and_equal_by_default() -> None:
+    assert torch.allclose(fixed_weights(3, 2), torch.full((2, 3), 1 / 3))
+    assert torch.allclose(fixed_weights(2, 1, [2.0, 6.0]), torch.tensor([[0.25, 0.75]]))
+    for bad in ([1.0], [-1.0, 2.0], [0.0, 0.0], [float("nan"), 1.0]):
+        with pytest.raises(ValueError, match="teacher_weights"):
+            fixed_weights(2, 1, bad)
+
+
+def test_entropy_weights_match_the_formula() -> None:
+    _, teachers, _ = _inputs()
+    got = entropy_weights(teachers)
+    for i in range(B):
+        entropies = []
+        for k in range(K):
+            p = _softmax(teachers[k][i].tolist())
+            entropies.append(-sum(v * math.log(v) for v in p))
+        expected = [(1 - h / sum(entropies)) / (K - 1) for h in entropies]
+        assert got[i].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_confidence_weights_match_the_formula() -> None:
+    _, teachers, y = _inputs()
+    got = confidence_weights(teachers, y)
+    for i in range(B):
+        losses = [-math.log(_softmax(teachers[k][i].tolist())[int(y[i])]) for k in range(K)]
+        shares = _softmax(losses)
+        expected = [(1 - s) / (K - 1) for s in shares]
+        assert got[i].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_ae_kd_gradients_are_the_kd_terms_gradients_on_the_logits() -> None:
+    student, teachers, _ = _inputs()
+    temperature = 3.0
+    got = per_teacher_kd_gradients(student, teachers, temperature)
+    q = F.softmax(student.detach() / temperature, dim=1)
+    for k in range(K):  # d/dz [T^2 KL(p || softmax(z/T))], averaged over the batch: T (q - p) / B
+        expected = temperature * (q - F.softmax(teachers[k] / temperature, dim=1)) / B
+        assert torch.allclose(got[k], expected, atol=1e-6)
+    assert student.grad is None  # nothing back-propagated into the logits' producer
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_min_norm_weights_solve_the_quadratic_programme(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(4, 6))
+    gram = vectors @ vectors.T
+    got = min_norm_weights(torch.tensor(gram)).numpy()
+    reference = minimize(lambda w: w @ gram @ w, np.full(4, 0.25), method="SLSQP", bounds=[(0, 1)] * 4,
+                         constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}], options={"ftol": 1e-14})
+    assert got.sum() == pytest.approx(1) and (got >= 0).all()
+    assert got @ gram @ got <= reference.fun + 1e-9
+    assert np.allclose(got, reference.x, atol=1e-4)
+
+
+def test_min_norm_weights_of_two_teachers_have_the_closed_form() -> None:
+    # w = clip((g2 - g1) . g2 / |g1 - g2|^2, 0, 1) on g1
+    g1, g2 = torch.tensor([1.0, 0.0]), torch.tensor([0.5, 2.0])
+    gram = torch.stack([g1, g2]) @ torch.stack([g1, g2]).T
+    expected = float(((g2 - g1) @ g2) / ((g1 - g2) @ (g1 - g2)))
+    assert min_norm_weights(gram)[0].item() == pytest.approx(min(max(expected, 0), 1))
+
+
+@pytest.mark.parametrize("weighting", MULTI_TEACHER_WEIGHTINGS)
+def test_weights_sum_to_one_over_teachers_and_are_constants(weighting: str) -> None:
+    student, teachers, y = _inputs()
+    weights = multi_teacher_weights(weighting, student, teachers, y, temperature=2.0)
+    assert weights.shape == (B, K) and (weights >= 0).all()
+    assert torch.allclose(weights.sum(dim=1), torch.ones(B))
+    assert not weights.requires_grad
+    # the loss's gradient is that of the same loss with the weights frozen as plain numbers
+    loss = multi_teacher_kd_loss(student, teachers, y, weights, alpha=0.7, temperature=2.0)["loss"]
+    frozen = multi_teacher_kd_loss(student, teachers, y, weights.clone(), alpha=0.7, temperature=2.0)["loss"]
+    assert torch.allclose(torch.autograd.grad(loss, student)[0], torch.autograd.grad(frozen, student)[0])
+
+
+def _naive_kd(student: torch.Tensor, teachers: list[torch.Tensor], weights: torch.Tensor, reduction: str,
+              temperature: float) -> torch.Tensor:
+    """T^2 * mean_i of KL(sum_k w p_k || q) or sum_k w KL(p_k || q), one sample at a time."""
+    total = student.new_zeros(())
+    for i in range(B):
+        log_q = torch.log_softmax(student[i] / temperature, dim=0)
+        ps = [_softmax((teachers[k][i] / temperature).tolist()) for k in range(K)]
+        if reduction == "targets":
+            mixed = [sum(float(weights[i, k]) * ps[k][c] for k in range(K)) for c in range(C)]
+            total = total + sum(m * (math.log(m) - log_q[c]) for c, m in enumerate(mixed))
+        else:
+            for k in range(K):
+                total = total + float(weights[i, k]) * sum(p * (math.log(p) - log_q[c]) for c, p in enumerate(ps[k]))
+    return temperature**2 * total / B
+
+
+@pytest.mark.parametrize("reduction", MULTI_TEACHER_REDUCTIONS)
+def test_both_reductions_match_their_formula(reduction: str) -> None:
+    student, teachers, y = _inputs()
+    weights = confidence_weights(teachers, y)
+    got = multi_teacher_kd_loss(student, teachers, y, weights, reduction, alpha=0.6, temperature=2.5)
+    expected_kd = _naive_kd(student, teachers, weights, reduction, 2.5)
+    assert torch.allclose(got["kd"], expected_kd, atol=1e-5)
+    expected = 0.4 * F.cross_entropy(student, y) + 0.6 * expected_kd
+    assert torch.allclose(got["loss"], expected, atol=1e-5)
+    assert torch.allclose(torch.autograd.grad(got["loss"], student)[0],
+                          torch.autograd.grad(expected, student)[0], atol=1e-6)
+
+
+def test_the_reductions_differ_by_the_teachers_disagreement_and_share_their_gradient() -> None:
+    student, teachers, y = _inputs()
+    weights, temperature = entropy_weights(teachers), 2.0
+    targets = multi_teacher_kd_loss(student, teachers, y, weights, "targets", alpha=1.0, temperature=temperature)
+    terms = multi_teacher_kd_loss(student, teachers, y, weights, "terms", alpha=1.0, temperature=temperature)
+    p = F.softmax(torch.stack(teachers) / temperature, dim=2)  # (K, B, C)
+    mixed = (weights.T.unsqueeze(2) * p).sum(0)
+    entropy = lambda d: -(d * d.log()).sum(-1)  # noqa: E731
+    gap = (entropy(mixed) - (weights.T * entropy(p)).sum(0)).mean() * temperature**2
+    assert gap > 0.01
+    assert torch.allclose(terms["kd"] - targets["kd"], gap, atol=1e-5)
+    assert torch.allclose(torch.autograd.grad(terms["loss"], student)[0],
+                          torch.autograd.grad(targets["loss"], student)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("weighting", MULTI_TEACHER_WEIGHTINGS)
+@pytest.mark.parametrize("reduction", MULTI_TEACHER_REDUCTIONS)
+def test_with_one_teacher_every_weighting_is_vanilla_kd(weighting: str, reduction: str) -> None:
+    student, teachers, y = _inputs()
+    weights = multi_teacher_weights(weighting, student, teachers[:1], y, temperature=4.0)
+    assert torch.equal(weights, torch.ones(B, 1))
+    got = multi_teacher_kd_loss(student, teachers[:1], y, weights, reduction, alpha=0.9, temperature=4.0)
+    expected = hinton_kd_loss(student, teachers[0], y, alpha=0.9, temperature=4.0)
+    assert torch.allclose(got["loss"], expected["loss"], atol=1e-6)
+    assert torch.allclose(torch.autograd.grad(got["loss"], student)[0],
+                          torch.autograd.grad(expected["loss"], student)[0], atol=1e-7)
+
+
+def _task(weighting: str = "fixed", classes: tuple[int, int] = (10, 10), **kwargs) -> MultiTeacherKD:
+    teachers = [SmallCNN(widths=(8, 16), num_classes=classes[0]), MLP(hidden_sizes=(16,), num_classes=classes[1])]
+    return MultiTeacherKD(MLP(hidden_sizes=(16,), num_classes=10), teachers, weighting=weighting, **kwargs)
+
+
+def test_a_teacher_with_another_class_count_is_refused_by_role() -> None:
+    with pytest.raises(ValueError, match=r"the teacher_2 network \(MLP\) predicts \(5,\) outputs per sample but the "
+                                         "data has 10 classes"):
+        cpu_trainer(max_epochs=1).fit(_task(classes=(10, 5)), DigitsDataModule(batch_size=64))
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"weighting": "mean"}, "unknown multi-teacher weighting 'mean'; choose one of fixed, ebkd, ca-mkd, ae-kd"),
+    ({"reduction": "sum"}, "unknown multi-teacher reduction 'sum'; choose one of targets, terms"),
+    ({"teacher_weights": [1.0, 2.0, 3.0]}, "teacher_weights has 3 entries for 2 teachers"),
+    ({"weighting": "ebkd", "teacher_weights": [1.0, 2.0]}, "teacher_weights apply to weighting='fixed' only"),
+    ({"teacher_weights": [-1.0, 2.0]}, "teacher_weights must be finite, >= 0 and not all 0"),
+    ({"alpha": -0.5}, r"alpha must be in \[0, 1\]"),
+])
+def test_bad_arguments_are_refused_before_training(arguments: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _task(**arguments)
+
+
+@pytest.mark.parametrize("weighting", ["fixed", "ae-kd"])
+def test_training_logs_weights_teachers_and_their_ensemble(weighting: str) -> None:
+    torch.manual_seed(0)
+    summary = RunSummary(print_table=False)
+    task = _task(weighting, **({"teacher_weights": [3.0, 1.0]} if weighting == "fixed" else {}))
+    trainer = cpu_trainer(max_epochs=1, limit_train_batches=5, callbacks=[summary])
+    trainer.fit(task, DigitsDataModule(batch_size=64))
+    metrics = trainer.callback_metrics
+    assert {"train/weight_teacher", "train/weight_teacher_2", "val/teacher_acc", "val/teacher_2_acc",
+            "val/agreement", "val/agreement_teacher_2", "val/teachers_ensemble_acc"} <= set(metrics)
+    means = {role: summary.summary[f"summary/{role}/mean weight"] for role in ("teacher", "teacher_2")}
+    assert sum(means.values()) == pytest.approx(1, abs=1e-5)
+    if weighting == "fixed":
+        assert means == pytest.approx({"teacher": 0.75, "teacher_2": 0.25})
+    assert "summary/val/teachers_ensemble_acc" in summary.summary
