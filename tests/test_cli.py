@@ -39,6 +39,11 @@ SMALL_NETWORK = {
                        ("cifar100_resnet18_tfkd_reg_reference.yaml", "student"),
                        ("cifar100_resnet18_tfkd_self.yaml", "student"))
 }
+# configs whose networks are shrunk in the file itself (list entries cannot be set from the command line)
+SHRUNK_IN_FILE = {
+    "cifar100_dml_wrn28_10_resnet32.yaml": lambda settings: settings["model"]["init_args"]["peers"][0][
+        "init_args"].update(depth=10, widen_factor=1),
+}
 TINY_BATCHES = ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--trainer.precision", "32",
                 "--trainer.enable_progress_bar", "false"]
 TINY = ["--trainer.max_epochs", "1", *TINY_BATCHES]
@@ -74,6 +79,9 @@ def _prepare(config: Path, root: Path) -> tuple[Path, list[str]]:
     args = [*(tiny if generations is None else TINY_BATCHES), *SMALL_NETWORK.get(config.name, [])]
     if generations is not None:  # the callback owns the epoch budget: shrink it there, not via max_epochs
         generations["epochs"] = 1
+    if config.name in SHRUNK_IN_FILE:
+        SHRUNK_IN_FILE[config.name](settings)
+    if generations is not None or config.name in SHRUNK_IN_FILE:
         config = root / f"tiny-{config.name}"
         config.write_text(yaml.safe_dump(settings))
     if "CIFAR100" in settings["data"]["class_path"]:
@@ -200,6 +208,7 @@ def test_wandb_run_holds_config_and_summary(in_tmp: Path) -> None:
     for key in ("summary/val/acc", "summary/val/teacher_acc", "summary/val/agreement"):
         assert 0 <= summary[key] <= 1
     assert summary["summary/val/acc"] == pytest.approx(float(cli.trainer.callback_metrics["val/acc"]))
+    assert summary["summary/val/networks"]["_type"] == "table-file"  # one row per network, logged at the end
 
 
 @pytest.mark.parametrize(

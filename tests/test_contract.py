@@ -15,7 +15,7 @@ import torch
 from pytorch_lightning import Callback, seed_everything
 from torch import nn
 
-from lightning_kd import BornAgain, Classifier, MultiTeacherKD, TeacherFreeKD, VanillaKD
+from lightning_kd import BornAgain, Classifier, DeepMutualLearning, MultiTeacherKD, TeacherFreeKD, VanillaKD
 from lightning_kd.catalog import task_classes
 from lightning_kd.checkpoints import CHECKPOINT_KEY, load_network
 from lightning_kd.data import DigitsDataModule
@@ -31,6 +31,8 @@ BUILDERS: dict[type[BaseTask], Callable[[], dict[str, Any]]] = {
                         "teacher": SmallCNN(widths=(8, 16), num_classes=10)},
     BornAgain: lambda: {"student": MLP(hidden_sizes=(16,), num_classes=10),
                         "teacher": SmallCNN(widths=(8, 16), num_classes=10), "loss": "ban+l"},
+    DeepMutualLearning: lambda: {"peers": [MLP(hidden_sizes=(16,), num_classes=10),
+                                           SmallCNN(widths=(8, 16), num_classes=10)], "scheme": "alternating"},
     MultiTeacherKD: lambda: {"student": MLP(hidden_sizes=(16,), num_classes=10), "weighting": "ae-kd",
                              "teacher": [SmallCNN(widths=(8, 16), num_classes=10),
                                          MLP(hidden_sizes=(8,), num_classes=10)]},
@@ -87,7 +89,8 @@ class ContractWatch(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._check_teachers(pl_module)
-        optimized = [p for group in trainer.optimizers[0].param_groups for p in group["params"]]
+        # every optimizer together (one per peer for mutual learning)
+        optimized = [p for optimizer in trainer.optimizers for group in optimizer.param_groups for p in group["params"]]
         teacher_params = {id(p) for t in pl_module.teacher_networks().values() for p in t.parameters()}
         trainable = {id(p) for p in pl_module.parameters() if p.requires_grad}
         assert {id(p) for p in optimized} == trainable, "the optimizer must hold exactly the trainable parameters"

@@ -13,7 +13,7 @@ import torch
 import yaml
 from pytorch_lightning import Callback, seed_everything
 
-from lightning_kd import BornAgain, MultiTeacherKD, TeacherFreeKD, VanillaKD
+from lightning_kd import BornAgain, DeepMutualLearning, MultiTeacherKD, TeacherFreeKD, VanillaKD
 from lightning_kd.callbacks import EpochCheckpoints, Generations
 from lightning_kd.checkpoints import load_network
 from lightning_kd.cli import main
@@ -111,6 +111,30 @@ def test_multi_teacher_kd_keeps_every_teacher_out_of_ddp_and_ranks_equal(tmp_pat
                                          zip(("teacher", "teacher_2"), teachers, strict=True)
                                          for key in teacher.state_dict()}
     assert all(name.startswith("student.") for name in rank0["trainable"])
+
+
+class PeerReport(Callback):
+    """Each rank writes every peer's parameter sums and its synced validation metrics."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        report = {"peers": [[float(p.double().sum()) for p in peer.parameters()] for peer in pl_module.peers],
+                  "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}}
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
+
+
+@pytest.mark.parametrize("scheme", ["simultaneous", "alternating"])
+def test_deep_mutual_learning_under_ddp_trains_and_ranks_agree(tmp_path: Path, scheme: str) -> None:
+    seed_everything(0)
+    peers = [SmallCNN(widths=(8, 16), num_classes=10), MLP(hidden_sizes=(16,), num_classes=10)]
+    task = DeepMutualLearning(peers, scheme=scheme)
+    trainer = cpu_trainer(devices=2, strategy="ddp_spawn", max_epochs=2, callbacks=[PeerReport(tmp_path)])
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))  # no unused-parameter error either way
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["peers"] == rank1["peers"]  # every peer's gradients averaged over the processes
+    assert rank0["metrics"] == rank1["metrics"] and rank0["metrics"]["val/peers_ensemble_acc"] > 0.5
 
 
 def test_cli_ddp_strategy_in_a_subprocess(tmp_path: Path, monkeypatch) -> None:

@@ -22,8 +22,8 @@ class RunSummary(Callback):
     :class:`~lightning_kd.tasks.Classifier`'s ``net``): its parameters and the last logged ``val/``
     (or ``test/``) accuracy; top-5 accuracy and ECE for the trained network; for each teacher, the
     trained network's top-1 agreement with it; with several teachers, a row for their ensemble; and
-    the task's own columns (:meth:`~lightning_kd.tasks.base.BaseTask.summary_columns`, e.g. each
-    teacher's mean weight). Printed on rank zero in percent after fit (after test, Lightning's own
+    the task's own columns (:meth:`~lightning_kd.tasks.base.BaseTask.summary_columns`, fractions shown
+    in percent, e.g. each teacher's mean weight). Printed on rank zero in percent after fit (after test, Lightning's own
     table has the numbers) and, with a :class:`~pytorch_lightning.loggers.WandbLogger`, stored in the
     run summary as ``summary/<stage>/<metric>`` (fractions, the metric's logged name),
     ``summary/<role>_params`` and ``summary/<role>/<column>``, and logged as the table
@@ -79,15 +79,9 @@ class RunSummary(Callback):
         log_wandb_table(trainer, f"summary/{stage}/networks", header, rows)
         if self.print_table and stage == "val":  # after test, Lightning prints the metrics itself
             shown = [[row[0], "" if row[1] is None else f"{row[1]:,}",
-                      *(percent(value) if index < len(_COLUMNS) + 1 else _plain(value)
-                        for index, value in enumerate(row[2:]))] for row in rows]
+                      *(percent(value) for value in row[2:])] for row in rows]
             agreement_column = 2 + len(_COLUMNS)
             if all(row[agreement_column] == "" for row in shown):  # nothing to agree with
                 header = header[:agreement_column] + header[agreement_column + 1:]
                 shown = [row[:agreement_column] + row[agreement_column + 1:] for row in shown]
             print_table("lightning-kd summary: validation (last epoch), in %", header, shown)
-
-
-def _plain(value: float | None) -> str:
-    """A task's own column: a weight or other fraction, three decimals; blank when missing."""
-    return "" if value is None else f"{value:.3f}"

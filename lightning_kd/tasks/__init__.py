@@ -5,7 +5,17 @@ from lightning_kd.tasks.born_again import BornAgain
 from lightning_kd.tasks.classifier import Classifier
 from lightning_kd.tasks.distillation import DistillationTask
 from lightning_kd.tasks.multi_teacher import MultiTeacherKD
+from lightning_kd.tasks.mutual import DeepMutualLearning
 from lightning_kd.tasks.teacher_free import TeacherFreeKD
 from lightning_kd.tasks.vanilla_kd import VanillaKD
 
-__all__ = ["BaseTask", "BornAgain", "Classifier", "DistillationTask", "MultiTeacherKD", "TeacherFreeKD", "VanillaKD"]
+__all__ = [
+    "BaseTask",
+    "BornAgain",
+    "Classifier",
+    "DeepMutualLearning",
+    "DistillationTask",
+    "MultiTeacherKD",
+    "TeacherFreeKD",
+    "VanillaKD",
+]
