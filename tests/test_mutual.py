@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from pathlib import Path
 
@@ -174,3 +175,53 @@ def test_metrics_per_peer_the_best_peer_handed_on_and_the_ensemble_exported(tmp_
         expected = (task.peers[0].eval()(x).softmax(1) + task.peers[1].eval()(x).softmax(1)) / 2
         assert torch.allclose(ensemble(x).softmax(1), expected, atol=1e-6)
     torch.save(ensemble.state_dict(), tmp_path / "ensemble.pt")  # a plain network's weights
+
+
+# -- the batched path -------------------------------------------------------------------------------------
+def _identical_peers(count: int = 3) -> list[torch.nn.Module]:
+    torch.manual_seed(1)
+    return [SmallCNN(widths=(4, 8), num_classes=10) for _ in range(count)]
+
+
+def test_the_batched_forward_gives_the_loops_outputs_gradients_and_batchnorm_statistics() -> None:
+    from lightning_kd.models.stacked import StackedForward
+
+    batched, looped = _identical_peers(), _identical_peers()
+    x = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    out_batched = StackedForward(batched)(x)
+    out_looped = torch.stack([peer(x) for peer in looped])
+    assert torch.allclose(out_batched, out_looped, atol=1e-6)
+    weights = torch.randn_like(out_looped)
+    (out_batched * weights).sum().backward()
+    (out_looped * weights).sum().backward()
+    for a, b in zip(batched, looped, strict=True):
+        for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+            assert torch.allclose(p.grad, q.grad, atol=1e-5), name
+        for (name, buffer), other in zip(a.named_buffers(), b.buffers(), strict=True):
+            same = torch.allclose(buffer, other) if buffer.is_floating_point() else torch.equal(buffer, other)
+            assert same, name
+    assert any(not torch.equal(a.body[1].running_mean, b.body[1].running_mean) for a, b in itertools.pairwise(batched))
+
+
+def test_batched_training_matches_the_loop_and_checkpoints_load_per_peer(tmp_path: Path) -> None:
+    looped = DeepMutualLearning(_identical_peers(), lr_scheduler="none")
+    batched = DeepMutualLearning(_identical_peers(), lr_scheduler="none", batched=True)
+    assert looped.state_dict().keys() == batched.state_dict().keys()  # per peer, as without batching
+    trainers = []
+    for task in (looped, batched):
+        trainer = cpu_trainer(max_epochs=1, limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=tmp_path)
+        trainer.fit(task, train_dataloaders=DataLoader(_Batches(32), batch_size=16))
+        trainers.append(trainer)
+    for a, b in zip(looped.state_dict().values(), batched.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5)
+    trainers[1].save_checkpoint(tmp_path / "batched.ckpt")
+    network = load_network(tmp_path / "batched.ckpt", SmallCNN(widths=(4, 8), num_classes=10))
+    assert all(torch.equal(a, b) for a, b in zip(network.state_dict().values(),
+                                                  batched.peers[0].state_dict().values(), strict=True))
+
+
+def test_the_batched_path_refuses_what_it_cannot_run() -> None:
+    with pytest.raises(ValueError, match=r"identical networks only: network 2 \(MLP\) differs from network 1"):
+        DeepMutualLearning([SmallCNN(num_classes=10), MLP(num_classes=10)], batched=True)
+    with pytest.raises(ValueError, match="only the 'simultaneous' scheme"):
+        DeepMutualLearning(_identical_peers(2), scheme="alternating", batched=True)

@@ -10,6 +10,7 @@ Example:
 
 from lightning_kd.models.base import ClassifierNetwork, count_parameters, reinitialize
 from lightning_kd.models.densenet import DenseNet
+from lightning_kd.models.ensemble import SoftmaxEnsemble
 from lightning_kd.models.registry import create_model, list_models, register_model
 from lightning_kd.models.resnet_cifar import CifarResNet
 from lightning_kd.models.simple import MLP, SmallCNN
@@ -25,6 +26,7 @@ __all__ = [
     "DenseNet",
     "NetworkOutput",
     "SmallCNN",
+    "SoftmaxEnsemble",
     "TimmNetwork",
     "TorchvisionNetwork",
     "WideResNet",
