@@ -213,3 +213,19 @@ def test_non_finite_outputs_are_reported_not_scored(tmp_path: Path) -> None:
     with pytest.raises(FloatingPointError, match="Broken gives NaN or infinite outputs on the val split"):
         trainer.fit(task, datamodule=DigitsDataModule())
     assert not (tmp_path / "generations.json").exists()
+
+
+def test_a_value_that_does_not_parse_is_reported_in_a_few_lines(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "lightning_kd", "fit", "--config", "digits_kd", "--model.init_args.temperature",
+               "abc"]
+    result = subprocess.run(command, cwd=tmp_path, env={**os.environ, "WANDB_MODE": "offline"}, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) <= 4, result.stderr  # not jsonargparse's 50-line usage and union dump
+    assert lines[-1] == ('error: Parser key "model" (lightning_kd.VanillaKD): Parser key "temperature": '
+                         "Expected a <class 'float'>. Got value: abc")

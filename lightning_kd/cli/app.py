@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from jsonargparse import Namespace
@@ -42,11 +43,49 @@ def _section(config: Any, subcommand: str | None) -> Any:
 
 
 class KDArgumentParser(LightningArgumentParser):
-    """The CLI's parser: help in plain text, network arguments listing this package's networks only."""
+    """The CLI's parser: help in plain text, network arguments listing this package's networks only.
+
+    A value that does not parse is reported in a few lines: a one-line usage (``--help`` has the
+    rest) and the error itself, with jsonargparse's union-of-subclasses wrapping reduced to the
+    class whose argument failed.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", PlainHelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def print_usage(self, file: Any = None) -> None:
+        # the full usage of a LightningCLI subcommand runs to some 50 lines before the error
+        print(f"usage: {self.prog} [options]  (--help lists them)", file=file or sys.stdout)
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        super().error(condense_parse_error(message), ex)
+
+
+def condense_parse_error(message: str) -> str:
+    """jsonargparse's error for a bad value inside a ``class_path`` config, without the union wrapping.
+
+    Example:
+        >>> print(condense_parse_error('''Parser key "model":
+        ...   Does not validate against any of the Union subtypes
+        ...   Subtypes: [BaseTask, NoneType]
+        ...   Errors:
+        ...     - Problem with given class_path 'lightning_kd.VanillaKD':
+        ...         Parser key "temperature":
+        ...           Expected a float. Got value: abc
+        ...     - Expected a NoneType
+        ...   Given value type: NestedArg'''))
+        Parser key "model" (lightning_kd.VanillaKD): Parser key "temperature": Expected a float. Got value: abc
+    """
+    if "Does not validate against any of the Union subtypes" not in message:
+        return message
+    found = re.search(r"Problem with given class_path '([^']+)':\n(.*?)(?=\n\s*- |\n\s*Given value|\Z)", message,
+                      re.DOTALL)
+    if found is None:
+        return message
+    head = message.splitlines()[0].rstrip(":")
+    detail = " ".join(line.strip() for line in found.group(2).splitlines() if line.strip())
+    return f"{head} ({found.group(1)}): {detail}"
 
 
 class KDLightningCLI(LightningCLI):
