@@ -17,30 +17,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import wandb
-from seed_records import spread, write_record
+from seed_records import REPO, fit_and_test, print_rows, summarise_rows, write_record
 
-from lightning_kd.cli import KDLightningCLI
-
-REPO = Path(__file__).resolve().parents[1]
 TEACHERS = {"CNN": "teacher", "ResNet": "teacher_resnet", "MLP": "student"}
 WEIGHTINGS = ["fixed", "ebkd", "ca-mkd", "ae-kd"]
-QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-         "--trainer.enable_model_summary", "false"]
 METRICS = ("test/acc", "test/teachers_ensemble_acc")
 
 
-def _path(config: str) -> str:
-    return str(REPO / "configs" / f"{config}.yaml")
-
-
-def fit_and_test(config: str, seed: int, checkpoint: str, *extra: str) -> dict[str, float]:
-    """Fit ``config`` at ``seed``, then test the last epoch's weights it wrote to ``checkpoint``."""
-    KDLightningCLI(args=["fit", "--config", _path(config), "--seed_everything", str(seed), *extra, *QUIET])
-    wandb.finish()
-    cli = KDLightningCLI(args=["test", "--config", _path(config), "--ckpt_path", checkpoint, *QUIET])
-    wandb.finish()
-    return {key: float(cli.trainer.callback_metrics[key]) for key in METRICS if key in cli.trainer.callback_metrics}
+def _fit_and_test(config: str, seed: int, checkpoint: str, *extra: str) -> dict[str, float]:
+    metrics = fit_and_test(config, seed, checkpoint, *extra)
+    return {key: metrics[key] for key in METRICS if key in metrics}
 
 
 def run_seed(seed: int) -> dict[str, dict[str, float]]:
@@ -49,16 +35,16 @@ def run_seed(seed: int) -> dict[str, dict[str, float]]:
         os.chdir(folder)
         configs = {"CNN": "mnist5k_teacher", "ResNet": "mnist5k_teacher_resnet", "MLP": "mnist5k_student"}
         for name, config in configs.items():
-            results[f"teacher: {name}"] = fit_and_test(config, seed, f"checkpoints/mnist5k/{TEACHERS[name]}.ckpt")
+            results[f"teacher: {name}"] = _fit_and_test(config, seed, f"checkpoints/mnist5k/{TEACHERS[name]}.ckpt")
             print(f"seed {seed} | teacher {name}: {results[f'teacher: {name}']}", flush=True)
         for name, checkpoint in TEACHERS.items():
             row = f"KD from the {name} alone"
-            results[row] = fit_and_test("mnist5k_kd", seed, "checkpoints/mnist5k/kd.ckpt",
+            results[row] = _fit_and_test("mnist5k_kd", seed, "checkpoints/mnist5k/kd.ckpt",
                                         "--model.init_args.teacher_ckpt", f"checkpoints/mnist5k/{checkpoint}.ckpt")
             print(f"seed {seed} | {row}: {results[row]}", flush=True)
         for weighting in WEIGHTINGS:
             row = f"three teachers, {weighting}"
-            results[row] = fit_and_test("mnist5k_multi_teacher", seed, "checkpoints/mnist5k/multi_teacher.ckpt",
+            results[row] = _fit_and_test("mnist5k_multi_teacher", seed, "checkpoints/mnist5k/multi_teacher.ckpt",
                                         "--model.init_args.weighting", weighting)
             print(f"seed {seed} | {row}: {results[row]}", flush=True)
         os.chdir(REPO)
@@ -72,16 +58,8 @@ def main() -> None:
     args = parser.parse_args()
     started = time.time()
     per_seed = {seed: run_seed(seed) for seed in args.seeds}
-    rows = list(per_seed[args.seeds[0]])
-    summary = {row: {key: spread([per_seed[s][row][key] for s in args.seeds]) for key in per_seed[args.seeds[0]][row]}
-               for row in rows}
-    print(f"\ntest top-1 accuracy (%), mean ± std over seeds {args.seeds}")
-    for row in rows:
-        stats = summary[row]["test/acc"]
-        ensemble = summary[row].get("test/teachers_ensemble_acc")
-        shown = f"   (teachers' ensemble {100 * ensemble['mean']:.2f} ± {100 * ensemble['std']:.2f})" \
-            if ensemble else ""
-        print(f"  {row:<32} {100 * stats['mean']:6.2f} ± {100 * stats['std']:.2f}{shown}")
+    summary = summarise_rows(per_seed)
+    print_rows(summary, args.seeds, {"test/teachers_ensemble_acc": "teachers' ensemble"})
     write_record(
         args.output,
         command="python benchmarks/multi_teacher_seeds.py --seeds " + " ".join(map(str, args.seeds)),

@@ -16,40 +16,21 @@ import tempfile
 import time
 from pathlib import Path
 
-import wandb
-from seed_records import spread, write_record
-
-from lightning_kd.cli import KDLightningCLI
-
-REPO = Path(__file__).resolve().parents[1]
-QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-         "--trainer.enable_model_summary", "false"]
+from seed_records import REPO, fit_and_test, print_rows, summarise_rows, write_record
 
 
-def _path(config: str) -> str:
-    return str(REPO / "configs" / f"{config}.yaml")
-
-
-def fit_and_test(config: str, seed: int, checkpoint: str, *extra: str) -> dict[str, float]:
-    KDLightningCLI(args=["fit", "--config", _path(config), "--seed_everything", str(seed), *extra, *QUIET])
-    wandb.finish()
-    cli = KDLightningCLI(args=["test", "--config", _path(config), "--ckpt_path", checkpoint, *QUIET])
-    wandb.finish()
-    return {key: float(value) for key, value in cli.trainer.callback_metrics.items() if key.endswith("acc")}
-
-
-def run_seed(seed: int) -> dict[str, float]:
-    results: dict[str, float] = {}
+def run_seed(seed: int) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as folder:
         os.chdir(folder)
         alone = fit_and_test("mnist5k_student", seed, "checkpoints/mnist5k/student.ckpt")
-        results["MLP trained alone"] = alone["test/acc"]
+        results["MLP trained alone"] = {"test/acc": alone["test/acc"]}
         for scheme in ("simultaneous", "alternating"):
             metrics = fit_and_test("mnist5k_dml", seed, "checkpoints/mnist5k/dml.ckpt", "--model.init_args.scheme",
                                    scheme)
-            results[f"DML {scheme}: peer 1"] = metrics["test/peer_1/acc"]
-            results[f"DML {scheme}: peer 2"] = metrics["test/peer_2/acc"]
-            results[f"DML {scheme}: ensemble of the peers"] = metrics["test/peers_ensemble_acc"]
+            results[f"DML {scheme}: peer 1"] = {"test/acc": metrics["test/peer_1/acc"]}
+            results[f"DML {scheme}: peer 2"] = {"test/acc": metrics["test/peer_2/acc"]}
+            results[f"DML {scheme}: ensemble of the peers"] = {"test/acc": metrics["test/peers_ensemble_acc"]}
         print(f"seed {seed}: {results}", flush=True)
         os.chdir(REPO)
     return results
@@ -62,10 +43,8 @@ def main() -> None:
     args = parser.parse_args()
     started = time.time()
     per_seed = {seed: run_seed(seed) for seed in args.seeds}
-    summary = {row: spread([per_seed[s][row] for s in args.seeds]) for row in per_seed[args.seeds[0]]}
-    print(f"\ntest top-1 accuracy (%), mean ± std over seeds {args.seeds}")
-    for row, stats in summary.items():
-        print(f"  {row:<40} {100 * stats['mean']:6.2f} ± {100 * stats['std']:.2f}")
+    summary = summarise_rows(per_seed)
+    print_rows(summary, args.seeds)
     write_record(
         args.output,
         command="python benchmarks/mutual_seeds.py --seeds " + " ".join(map(str, args.seeds)),

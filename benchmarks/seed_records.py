@@ -34,3 +34,53 @@ def write_record(output: Path, command: str, metric: str, started: float, **resu
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nwrote {output}")
+
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+         "--trainer.enable_model_summary", "false"]
+"""What every benchmark run adds to the command line: no W&B run, no progress bar, no model summary."""
+
+
+def config_path(name: str) -> str:
+    """The shipped config ``name`` (``configs/<name>.yaml``)."""
+    return str(REPO / "configs" / f"{name}.yaml")
+
+
+def test_metrics(config: str, checkpoint: str) -> dict[str, float]:
+    """Every ``test/`` metric (fractions) of ``checkpoint``, tested with the shipped ``config``."""
+    import wandb
+
+    from lightning_kd.cli import KDLightningCLI
+
+    cli = KDLightningCLI(args=["test", "--config", config_path(config), "--ckpt_path", checkpoint, *QUIET])
+    wandb.finish()
+    return {key: float(value) for key, value in cli.trainer.callback_metrics.items() if key.startswith("test/")}
+
+
+def fit_and_test(config: str, seed: int, checkpoint: str, *extra: str) -> dict[str, float]:
+    """Fit the shipped ``config`` at ``seed`` as a user would, then :func:`test_metrics` of ``checkpoint``."""
+    import wandb
+
+    from lightning_kd.cli import KDLightningCLI
+
+    KDLightningCLI(args=["fit", "--config", config_path(config), "--seed_everything", str(seed), *extra, *QUIET])
+    wandb.finish()
+    return test_metrics(config, checkpoint)
+
+
+def summarise_rows(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
+    """``{row: {metric: spread over seeds}}`` from ``{seed: {row: {metric: value}}}``."""
+    seeds = sorted(per_seed)
+    return {row: {key: spread([per_seed[s][row][key] for s in seeds]) for key in per_seed[seeds[0]][row]}
+            for row in per_seed[seeds[0]]}
+
+
+def print_rows(summary: dict[str, dict[str, Any]], seeds: list[int], extra: dict[str, str] | None = None) -> None:
+    """Print ``test/acc`` per row in %, mean ± std, with the ``extra`` metrics (metric: label) beside it."""
+    print(f"\ntest top-1 accuracy (%), mean ± std over seeds {seeds}")
+    for row, metrics in summary.items():
+        shown = "".join(f"   ({label} {100 * metrics[key]['mean']:.2f} ± {100 * metrics[key]['std']:.2f})"
+                        for key, label in (extra or {}).items() if key in metrics)
+        stats = metrics["test/acc"]
+        print(f"  {row:<40} {100 * stats['mean']:6.2f} ± {100 * stats['std']:.2f}{shown}")

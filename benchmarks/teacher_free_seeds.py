@@ -16,12 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import wandb
-from seed_records import spread, write_record
+from seed_records import REPO, fit_and_test, print_rows, summarise_rows, test_metrics, write_record
 
-from lightning_kd.cli import KDLightningCLI
-
-REPO = Path(__file__).resolve().parents[1]
 # row: (config, extra arguments, checkpoint written); in order, so that every teacher exists before use
 RUNS: dict[str, tuple[str, list[str], str]] = {
     "student (MLP), labels only": ("mnist5k_student", [], "student"),
@@ -37,20 +33,7 @@ RUNS: dict[str, tuple[str, list[str], str]] = {
     "De-KD (teacher after epoch 1)": (
         "mnist5k_dekd", ["--model.init_args.teacher_ckpt", "checkpoints/mnist5k/teacher_after_epoch_1.ckpt"], "dekd"),
 }
-QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-         "--trainer.enable_model_summary", "false"]
-
-
-def _path(config: str) -> str:
-    return str(REPO / "configs" / f"{config}.yaml")
-
-
-def test_accuracy(config: str, checkpoint: str) -> dict[str, float]:
-    """Test accuracy of ``checkpoint`` (and of its teacher, for a distillation run)."""
-    cli = KDLightningCLI(args=["test", "--config", _path(config), "--ckpt_path", checkpoint, *QUIET])
-    metrics = cli.trainer.callback_metrics
-    wandb.finish()
-    return {key: float(metrics[key]) for key in ("test/acc", "test/teacher_acc") if key in metrics}
+METRICS = ("test/acc", "test/teacher_acc")
 
 
 def run_seed(seed: int) -> dict[str, dict[str, float]]:
@@ -58,13 +41,12 @@ def run_seed(seed: int) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as folder:
         os.chdir(folder)
         for row, (config, extra, name) in RUNS.items():
-            KDLightningCLI(args=["fit", "--config", _path(config), "--seed_everything", str(seed), *extra, *QUIET])
-            wandb.finish()
-            results[row] = test_accuracy(config, f"checkpoints/mnist5k/{name}.ckpt")
+            metrics = fit_and_test(config, seed, f"checkpoints/mnist5k/{name}.ckpt", *extra)
+            results[row] = {key: metrics[key] for key in METRICS if key in metrics}
             print(f"seed {seed} | {row}: {results[row]}", flush=True)
-        for epoch in (1, 2):  # the De-KD teachers themselves
-            results[f"CNN after epoch {epoch}"] = test_accuracy(
-                "mnist5k_teacher", f"checkpoints/mnist5k/teacher_after_epoch_{epoch}.ckpt")
+        for epoch in (1, 2):  # the De-KD teachers themselves (written by the mnist5k_teacher run above)
+            metrics = test_metrics("mnist5k_teacher", f"checkpoints/mnist5k/teacher_after_epoch_{epoch}.ckpt")
+            results[f"CNN after epoch {epoch}"] = {"test/acc": metrics["test/acc"]}
         os.chdir(REPO)
     return results
 
@@ -76,15 +58,8 @@ def main() -> None:
     args = parser.parse_args()
     started = time.time()
     per_seed = {seed: run_seed(seed) for seed in args.seeds}
-    rows = list(per_seed[args.seeds[0]])
-    summary = {row: {key: spread([per_seed[s][row][key] for s in args.seeds]) for key in per_seed[args.seeds[0]][row]}
-               for row in rows}
-    print(f"\ntest top-1 accuracy (%), mean ± std over seeds {args.seeds}")
-    for row in rows:
-        stats = summary[row]["test/acc"]
-        teacher = summary[row].get("test/teacher_acc")
-        shown = f"   (teacher {100 * teacher['mean']:.2f} ± {100 * teacher['std']:.2f})" if teacher else ""
-        print(f"  {row:<32} {100 * stats['mean']:6.2f} ± {100 * stats['std']:.2f}{shown}")
+    summary = summarise_rows(per_seed)
+    print_rows(summary, args.seeds, {"test/teacher_acc": "teacher"})
     write_record(
         args.output,
         command="python benchmarks/teacher_free_seeds.py --seeds " + " ".join(map(str, args.seeds)),

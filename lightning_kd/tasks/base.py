@@ -308,6 +308,11 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         losses, logits = self.training_losses(batch)
         self._stop_if_not_finite(losses)
+        self.log_training(batch, losses, logits)
+        return losses["loss"]
+
+    def log_training(self, batch: Batch, losses: dict[str, Tensor], logits: Tensor) -> None:
+        """Log ``train/loss``, each part as ``train/<part>_loss`` and the handed-on network's ``train/acc``."""
         batch_size = len(batch["target"])
         for name, value in losses.items():
             key = "train/loss" if name == "loss" else f"train/{name}_loss"
@@ -315,7 +320,6 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
                      sync_dist=True)
         self.train_metrics(logits.detach(), batch["target"])
         self.log("train/acc", self.train_metrics, on_step=False, on_epoch=True, batch_size=batch_size)
-        return losses["loss"]
 
     def _stop_if_not_finite(self, losses: dict[str, Tensor]) -> None:
         """Stop at the first step whose loss (or a part of it) is NaN or infinite, on every DDP process.

@@ -194,7 +194,7 @@ class DeepMutualLearning(BaseTask):
                 optimizer.step()
         else:
             losses, logits = self._alternating_step(batch)
-        self._log_training(batch, losses, logits)
+        self.log_training(batch, losses, logits)
         return losses["loss"].detach()
 
     def _alternating_step(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
@@ -234,15 +234,6 @@ class DeepMutualLearning(BaseTask):
             flat = trainer.strategy.reduce(torch.cat([g.flatten() for g in gradients]), reduce_op="mean")
             for gradient, averaged in zip(gradients, flat.split([g.numel() for g in gradients]), strict=True):
                 gradient.copy_(averaged.view_as(gradient))
-
-    def _log_training(self, batch: Batch, losses: dict[str, Tensor], logits: Tensor) -> None:
-        batch_size = len(batch["target"])
-        for name, value in losses.items():
-            key = "train/loss" if name == "loss" else f"train/{name}_loss"
-            self.log(key, value, on_step=True, on_epoch=True, prog_bar=name == "loss", batch_size=batch_size,
-                     sync_dist=True)
-        self.train_metrics(logits.detach(), batch["target"])
-        self.log("train/acc", self.train_metrics, on_step=False, on_epoch=True, batch_size=batch_size)
 
     def _handed_on_index(self) -> int:
         return int(self.handed_on.removeprefix("peer_")) - 1
