@@ -79,8 +79,8 @@ class DeepMutualLearning(BaseTask):
             ``"best"``: the best peer on the latest validation.
         shared_optimizer: One optimizer (and schedule) over every peer instead of one per peer.
         batched: Run identical peers as one vectorised model in training (``vmap``; see
-            :mod:`lightning_kd.models.stacked`); the simultaneous scheme only. Opt-in: on CPU the loop
-            is as fast or faster (``benchmarks/dml_batched.py``).
+            :mod:`lightning_kd.models.stacked`); the simultaneous scheme only. Opt-in: on CPU it is
+            1.2 to 2 times slower than the loop (``benchmarks/dml_batched.py``).
         label_smoothing: Smoothing ``eps`` of each peer's label term, in ``[0, 1)``.
         smoothing_convention: ``"uniform"`` or ``"others"`` (see :class:`~lightning_kd.tasks.Classifier`).
         optimizer: Optimizer class (see :class:`~lightning_kd.tasks.base.BaseTask`), one instance per peer.
