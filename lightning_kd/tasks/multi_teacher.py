@@ -37,7 +37,8 @@ class MultiTeacherKD(DistillationTask):
     architectures; each is frozen, in eval mode and out of DDP. Besides the student's metrics and each
     teacher's accuracy and agreement (:class:`~lightning_kd.tasks.DistillationTask`), it logs each
     teacher's mean weight per epoch (``train/weight_<role>``); the run summary shows each teacher's mean
-    weight over the whole fit and the teachers' ensemble accuracy (``val/teachers_ensemble_acc``).
+    weight over the fit (a resumed fit: since the resume) and the teachers' ensemble accuracy
+    (``val/teachers_ensemble_acc``).
 
     Args:
         student: The network to train.
