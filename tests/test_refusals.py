@@ -146,6 +146,21 @@ def test_resuming_with_another_teacher_checkpoint_is_refused(in_tmp: Path) -> No
     main(resume)  # unchanged, it resumes
 
 
+def test_resuming_with_another_teacher_network_is_refused(in_tmp: Path) -> None:
+    main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), *QUIET, "--trainer.max_epochs", "1"])
+    teacher = ["--model.init_args.teacher", "lightning_kd.models.SmallCNN",
+               "--model.init_args.teacher.init_args.widths", "[32, 64]"]
+    main(["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *QUIET, "--trainer.max_epochs", "1", *teacher])
+    resume = ["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *QUIET, "--trainer.max_epochs", "2",
+              "--ckpt_path", "checkpoints/digits/kd-student.ckpt"]
+    other = ["--model.init_args.teacher", "lightning_kd.models.SmallCNN",
+             "--model.init_args.teacher.init_args.widths", "[16, 32]"]
+    with pytest.raises(ValueError, match=r"changes the model: teacher: .*'widths': \[32, 64\].* in the checkpoint, "
+                                         r".*'widths': \[16, 32\].* asked"):
+        main([*resume, *other])
+    main([*resume, *teacher])  # the same teacher network resumes
+
+
 def _fail_second_save(monkeypatch: pytest.MonkeyPatch, fault) -> None:
     from pytorch_lightning.plugins.io import TorchCheckpointIO
 

@@ -142,11 +142,31 @@ def refuse_changed_resume(requested: Namespace, resumed: Namespace) -> None:
         given = read_checkpoint(ckpt_path).get(CHECKPOINT_KEY, {}).get("teacher_ckpt")
         if given is not None and given != asked_teacher:
             changed.append(f"teacher_ckpt: {given!r} in the checkpoint, {asked_teacher!r} asked")
+    # the teachers' networks: the run rebuilds them from the checkpoint's record, whatever this command asks
+    asked_networks = _network_settings(model_args.get("teacher"))
+    resumed_args = resumed.get("model", Namespace()).get("init_args") or Namespace()
+    stored_networks = _network_settings(resumed_args.get("teacher"))
+    if asked_networks is not None and stored_networks is not None and asked_networks != stored_networks:
+        changed.append(f"teacher: {stored_networks!r} in the checkpoint, {asked_networks!r} asked")
     if changed:
         raise ValueError(
             f"resuming {resumed.get('ckpt_path')} continues that run, but this command changes the model: "
             + "; ".join(changed) + ". Drop the changes to resume, or start a new run (without --ckpt_path)"
         )
+
+
+def _network_settings(value: Any) -> Any:
+    """A network config (or a list of them) as plain ``{"class_path", "init_args"}`` dicts; ``None`` if not one."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    if isinstance(value, (list, tuple)):
+        items = [_network_settings(item) for item in value]
+        return None if any(item is None for item in items) else items
+    if isinstance(value, dict) and "class_path" in value:
+        init_args = value.get("init_args") or {}
+        return {"class_path": value["class_path"],
+                "init_args": init_args.as_dict() if isinstance(init_args, Namespace) else dict(init_args)}
+    return None
 
 
 def _model_settings(config: Namespace) -> dict[str, Any]:
