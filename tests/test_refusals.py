@@ -117,7 +117,7 @@ def _killed_ban_run(in_tmp: Path) -> list[str]:
 
 def test_resuming_with_another_loss_is_refused_naming_the_change(in_tmp: Path) -> None:
     resume = _killed_ban_run(in_tmp)
-    with pytest.raises(ValueError, match=r"changes the model: loss: 'ban' in the checkpoint, 'ban\+l' asked"):
+    with pytest.raises(ValueError, match=r"changes its settings: loss: 'ban' in the checkpoint, 'ban\+l' asked"):
         main(["fit", *resume, "--model.init_args.loss", "ban+l"])
 
 
@@ -155,10 +155,17 @@ def test_resuming_with_another_teacher_network_is_refused(in_tmp: Path) -> None:
               "--ckpt_path", "checkpoints/digits/kd-student.ckpt"]
     other = ["--model.init_args.teacher", "lightning_kd.models.SmallCNN",
              "--model.init_args.teacher.init_args.widths", "[16, 32]"]
-    with pytest.raises(ValueError, match=r"changes the model: teacher: .*'widths': \[32, 64\].* in the checkpoint, "
+    with pytest.raises(ValueError, match=r"changes its settings: teacher: .*'widths': \[32, 64\].* in the checkpoint, "
                                          r".*'widths': \[16, 32\].* asked"):
         main([*resume, *other])
     main([*resume, *teacher])  # the same teacher network resumes
+
+
+def test_resuming_with_other_data_settings_is_refused(in_tmp: Path) -> None:
+    resume = _killed_ban_run(in_tmp)
+    with pytest.raises(ValueError, match=r"changes its settings: data.batch_size: 64 in the checkpoint, 32 asked"):
+        main(["fit", *resume, "--data.init_args.batch_size", "32"])
+    main(["fit", *resume, "--data.init_args.eval_batch_size", "256"])  # how data is loaded may change: it resumes
 
 
 def _fail_second_save(monkeypatch: pytest.MonkeyPatch, fault) -> None:

@@ -26,10 +26,17 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from lightning_kd import __version__
 from lightning_kd.callbacks import Generations, OutputLock, PredictionWriter, RunSummary
 from lightning_kd.callbacks.progress import EpochLines, KDProgressBar
+from lightning_kd.callbacks.run_record import RunRecord
 from lightning_kd.catalog import shipped_configs, summary_line, task_classes
 from lightning_kd.checkpoint_io import VerifiedCheckpointIO
 from lightning_kd.cli.arguments import append_later_callbacks, resolve_config_names
-from lightning_kd.cli.config import complete_config, fill_from_data, network_configs, refuse_changed_resume
+from lightning_kd.cli.config import (
+    complete_config,
+    data_record,
+    fill_from_data,
+    network_configs,
+    refuse_changed_resume,
+)
 from lightning_kd.cli.save_config import LoggerSaveConfigCallback
 from lightning_kd.compat import PlainHelpFormatter
 from lightning_kd.console import quiet_known_noise
@@ -166,6 +173,8 @@ class KDLightningCLI(LightningCLI):
             kwargs.setdefault("plugins", [VerifiedCheckpointIO()])
         if self.subcommand == "fit" and not any(isinstance(c, OutputLock) for c in callbacks):
             callbacks.append(OutputLock())  # one live run per checkpoint folder
+        if self.subcommand == "fit":  # the data settings, in every checkpoint: a resume is checked against them
+            callbacks.append(RunRecord({"data": data_record(_section(self.config, self.subcommand))}))
         if self.subcommand == "predict" and not any(isinstance(c, PredictionWriter) for c in callbacks):
             callbacks.append(PredictionWriter())  # predict writes its predictions to a file
         wants_bar = trainer_config.get("enable_progress_bar") is not False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 from pathlib import Path
 from typing import Any
 
@@ -148,11 +149,42 @@ def refuse_changed_resume(requested: Namespace, resumed: Namespace) -> None:
     stored_networks = _network_settings(resumed_args.get("teacher"))
     if asked_networks is not None and stored_networks is not None and asked_networks != stored_networks:
         changed.append(f"teacher: {stored_networks!r} in the checkpoint, {asked_networks!r} asked")
+    changed += _changed_data(requested, resumed.get("ckpt_path"))
     if changed:
         raise ValueError(
-            f"resuming {resumed.get('ckpt_path')} continues that run, but this command changes the model: "
+            f"resuming {resumed.get('ckpt_path')} continues that run, but this command changes its settings: "
             + "; ".join(changed) + ". Drop the changes to resume, or start a new run (without --ckpt_path)"
         )
+
+
+# data settings that a resumed run may change: where the files are and how they are loaded
+_DATA_SETTINGS_FREE_ON_RESUME = ("root", "download", "num_workers", "eval_batch_size")
+
+
+def data_record(config: Namespace) -> dict[str, Any]:
+    """The data module's ``class_path`` and settings in a fit's config, as the checkpoints record them."""
+    data = config.get("data")
+    if data is None:
+        return {}
+    init_args = data.get("init_args") or Namespace()
+    settings = init_args.as_dict() if isinstance(init_args, Namespace) else dict(init_args)
+    return {"class_path": data.get("class_path"), **settings}
+
+
+def _changed_data(requested: Namespace, ckpt_path: str | None) -> list[str]:
+    """How this command's data settings differ from those the checkpoint's run recorded (none if unrecorded)."""
+    if not ckpt_path or not Path(ckpt_path).is_file():
+        return []
+    from lightning_kd.callbacks.run_record import RunRecord
+
+    states = read_checkpoint(ckpt_path).get("callbacks", {})
+    stored = next((state.get("data") for key, state in states.items() if key == RunRecord.__qualname__), None)
+    if not stored:
+        return []
+    asked = json.loads(json.dumps(data_record(requested), default=str))
+    return [f"data.{key}: {stored.get(key)!r} in the checkpoint, {asked.get(key)!r} asked"
+            for key in sorted(set(asked) | set(stored))
+            if key not in _DATA_SETTINGS_FREE_ON_RESUME and asked.get(key) != stored.get(key)]
 
 
 def _network_settings(value: Any) -> Any:
