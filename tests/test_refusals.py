@@ -168,6 +168,17 @@ def test_resuming_with_other_data_settings_is_refused(in_tmp: Path) -> None:
     main(["fit", *resume, "--data.init_args.eval_batch_size", "256"])  # how data is loaded may change: it resumes
 
 
+def test_a_config_with_its_own_run_record_keeps_it_and_the_data_settings(in_tmp: Path) -> None:
+    import torch
+
+    main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), *QUIET, "--trainer.max_epochs", "1",
+          "--trainer.callbacks+=lightning_kd.callbacks.run_record.RunRecord",
+          "--trainer.callbacks.settings", '{"note": "mine"}'])
+    checkpoint = torch.load(in_tmp / "checkpoints/digits/teacher.ckpt", weights_only=True)
+    (record,) = [state for key, state in checkpoint["callbacks"].items() if key.startswith("RunRecord")]
+    assert record["note"] == "mine" and record["data"]["batch_size"] == 64
+
+
 def _fail_second_save(monkeypatch: pytest.MonkeyPatch, fault) -> None:
     from pytorch_lightning.plugins.io import TorchCheckpointIO
 

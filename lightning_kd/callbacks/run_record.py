@@ -23,6 +23,17 @@ class RunRecord(Callback):
         # through JSON: only plain values reach the checkpoint (paths as strings), so it loads weights_only
         self.settings = json.loads(json.dumps(settings, default=str))
 
+    def record(self, key: str, value: Any) -> None:
+        """Keep ``value`` (plain JSON data) under ``key`` too, replacing what was there.
+
+        Example:
+            >>> record = RunRecord({"note": "mine"})
+            >>> record.record("data", {"batch_size": 64})
+            >>> record.state_dict()
+            {'note': 'mine', 'data': {'batch_size': 64}}
+        """
+        self.settings[key] = json.loads(json.dumps(value, default=str))
+
     def state_dict(self) -> dict[str, Any]:
         return dict(self.settings)
 

@@ -174,7 +174,12 @@ class KDLightningCLI(LightningCLI):
         if self.subcommand == "fit" and not any(isinstance(c, OutputLock) for c in callbacks):
             callbacks.append(OutputLock())  # one live run per checkpoint folder
         if self.subcommand == "fit":  # the data settings, in every checkpoint: a resume is checked against them
-            callbacks.append(RunRecord({"data": data_record(_section(self.config, self.subcommand))}))
+            data = data_record(_section(self.config, self.subcommand))
+            record = next((c for c in callbacks if isinstance(c, RunRecord)), None)
+            if record is None:
+                callbacks.append(RunRecord({"data": data}))
+            else:  # one per trainer (Lightning refuses two): the config's own record keeps the data settings too
+                record.record("data", data)
         if self.subcommand == "predict" and not any(isinstance(c, PredictionWriter) for c in callbacks):
             callbacks.append(PredictionWriter())  # predict writes its predictions to a file
         wants_bar = trainer_config.get("enable_progress_bar") is not False
