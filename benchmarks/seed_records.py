@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import statistics
+import tempfile
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -47,25 +50,36 @@ def config_path(name: str) -> str:
     return str(REPO / "configs" / f"{name}.yaml")
 
 
-def test_metrics(config: str, checkpoint: str) -> dict[str, float]:
-    """Every ``test/`` metric (fractions) of ``checkpoint``, tested with the shipped ``config``."""
+def test_run(config: str, checkpoint: str) -> Any:
+    """Test ``checkpoint`` with the shipped ``config`` through the CLI; return the CLI (its trainer and model)."""
     import wandb
 
     from lightning_kd.cli import KDLightningCLI
 
     cli = KDLightningCLI(args=["test", "--config", config_path(config), "--ckpt_path", checkpoint, *QUIET])
     wandb.finish()
+    return cli
+
+
+def test_metrics(config: str, checkpoint: str) -> dict[str, float]:
+    """Every ``test/`` metric (fractions) of ``checkpoint``, tested with the shipped ``config``."""
+    cli = test_run(config, checkpoint)
     return {key: float(value) for key, value in cli.trainer.callback_metrics.items() if key.startswith("test/")}
 
 
-def fit_and_test(config: str, seed: int, checkpoint: str, *extra: str) -> dict[str, float]:
-    """Fit the shipped ``config`` at ``seed`` as a user would, then :func:`test_metrics` of ``checkpoint``."""
+def fit(config: str, seed: int, *extra: str) -> None:
+    """Fit the shipped ``config`` at ``seed`` through the CLI, as a user would (``extra``: more arguments)."""
     import wandb
 
     from lightning_kd.cli import KDLightningCLI
 
     KDLightningCLI(args=["fit", "--config", config_path(config), "--seed_everything", str(seed), *extra, *QUIET])
     wandb.finish()
+
+
+def fit_and_test(config: str, seed: int, checkpoint: str, *extra: str) -> dict[str, float]:
+    """:func:`fit` the shipped ``config`` at ``seed``, then :func:`test_metrics` of ``checkpoint``."""
+    fit(config, seed, *extra)
     return test_metrics(config, checkpoint)
 
 
@@ -84,3 +98,42 @@ def print_rows(summary: dict[str, dict[str, Any]], seeds: list[int], extra: dict
                         for key, label in (extra or {}).items() if key in metrics)
         stats = metrics["test/acc"]
         print(f"  {row:<40} {100 * stats['mean']:6.2f} ± {100 * stats['std']:.2f}{shown}")
+
+
+SeedRows = dict[str, dict[str, float]]
+"""One seed's results: ``{row: {metric: value}}``."""
+
+MNIST5K_METRIC = ("test top-1 accuracy of each run's last-epoch weights (MNIST-5k test split, 3,000 images; "
+                  "1,000 training images)")
+
+
+def run_seeds(script: str, run_seed: Callable[[int], SeedRows], metric: str = MNIST5K_METRIC,
+              shown: dict[str, str] | None = None, seeds: list[int] | None = None) -> None:
+    """The ``main`` of a seed benchmark: parse ``--seeds``/``--output``, run each seed in a fresh folder,
+    print mean ± std per row and write ``benchmarks/results/<script>.json``.
+
+    Args:
+        script: The benchmark's file name without ``.py`` (names its command and its JSON record).
+        run_seed: One seed's rows, run in the current (fresh, temporary) folder.
+        metric: What the numbers are, for the record.
+        shown: Metrics printed beside ``test/acc`` (metric: label).
+        seeds: Default seeds (0, 1, 2).
+    """
+    parser = argparse.ArgumentParser(description=f"benchmarks/{script}.py: see its docstring")
+    parser.add_argument("--seeds", type=int, nargs="+", default=seeds or [0, 1, 2])
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / f"{script}.json")
+    args = parser.parse_args()
+    started = time.time()
+    per_seed = {}
+    for seed in args.seeds:
+        with tempfile.TemporaryDirectory() as folder:  # each seed's checkpoints apart from the others'
+            os.chdir(folder)
+            try:
+                per_seed[seed] = run_seed(seed)
+            finally:
+                os.chdir(REPO)
+        print(f"seed {seed}: {per_seed[seed]}", flush=True)
+    summary = summarise_rows(per_seed)
+    print_rows(summary, args.seeds, shown)
+    write_record(args.output, command=f"python benchmarks/{script}.py --seeds " + " ".join(map(str, args.seeds)),
+                 metric=metric, started=started, per_seed=per_seed, summary=summary)

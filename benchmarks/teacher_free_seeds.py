@@ -10,13 +10,7 @@ of each run on the 3,000-image test split, prints mean and spread, and writes
 
 from __future__ import annotations
 
-import argparse
-import os
-import tempfile
-import time
-from pathlib import Path
-
-from seed_records import REPO, fit_and_test, print_rows, summarise_rows, test_metrics, write_record
+from seed_records import fit_and_test, run_seeds, test_metrics
 
 # row: (config, extra arguments, checkpoint written); in order, so that every teacher exists before use
 RUNS: dict[str, tuple[str, list[str], str]] = {
@@ -38,38 +32,15 @@ METRICS = ("test/acc", "test/teacher_acc")
 
 def run_seed(seed: int) -> dict[str, dict[str, float]]:
     results = {}
-    with tempfile.TemporaryDirectory() as folder:
-        os.chdir(folder)
-        for row, (config, extra, name) in RUNS.items():
-            metrics = fit_and_test(config, seed, f"checkpoints/mnist5k/{name}.ckpt", *extra)
-            results[row] = {key: metrics[key] for key in METRICS if key in metrics}
-            print(f"seed {seed} | {row}: {results[row]}", flush=True)
-        for epoch in (1, 2):  # the De-KD teachers themselves (written by the mnist5k_teacher run above)
-            metrics = test_metrics("mnist5k_teacher", f"checkpoints/mnist5k/teacher_after_epoch_{epoch}.ckpt")
-            results[f"CNN after epoch {epoch}"] = {"test/acc": metrics["test/acc"]}
-        os.chdir(REPO)
+    for row, (config, extra, name) in RUNS.items():
+        metrics = fit_and_test(config, seed, f"checkpoints/mnist5k/{name}.ckpt", *extra)
+        results[row] = {key: metrics[key] for key in METRICS if key in metrics}
+        print(f"seed {seed} | {row}: {results[row]}", flush=True)
+    for epoch in (1, 2):  # the De-KD teachers themselves (written by the mnist5k_teacher run above)
+        metrics = test_metrics("mnist5k_teacher", f"checkpoints/mnist5k/teacher_after_epoch_{epoch}.ckpt")
+        results[f"CNN after epoch {epoch}"] = {"test/acc": metrics["test/acc"]}
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "teacher_free_seeds.json")
-    args = parser.parse_args()
-    started = time.time()
-    per_seed = {seed: run_seed(seed) for seed in args.seeds}
-    summary = summarise_rows(per_seed)
-    print_rows(summary, args.seeds, {"test/teacher_acc": "teacher"})
-    write_record(
-        args.output,
-        command="python benchmarks/teacher_free_seeds.py --seeds " + " ".join(map(str, args.seeds)),
-        metric="test top-1 accuracy of each run's last-epoch weights (MNIST-5k test split, 3,000 images; "
-               "1,000 training images)",
-        started=started,
-        per_seed=per_seed,
-        summary=summary,
-    )
-
-
 if __name__ == "__main__":
-    main()
+    run_seeds("teacher_free_seeds", run_seed, shown={"test/teacher_acc": "teacher"})

@@ -7,6 +7,7 @@ from lightning_kd.tasks import (
     DeepMutualLearning,
     DistillationTask,
     MultiTeacherKD,
+    SelfDistillation,
     TeacherFreeKD,
     VanillaKD,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "DeepMutualLearning",
     "DistillationTask",
     "MultiTeacherKD",
+    "SelfDistillation",
     "TeacherFreeKD",
     "VanillaKD",
     "__version__",

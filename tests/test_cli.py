@@ -37,7 +37,8 @@ SMALL_NETWORK = {
     name: [f"--model.init_args.{role}.init_args.widths", "[8, 8, 16, 16, 32]"]
     for name, role in (("cifar100_resnet18_lsr.yaml", "net"), ("cifar100_resnet18_tfkd_reg.yaml", "student"),
                        ("cifar100_resnet18_tfkd_reg_reference.yaml", "student"),
-                       ("cifar100_resnet18_tfkd_self.yaml", "student"))
+                       ("cifar100_resnet18_tfkd_self.yaml", "student"), ("cifar100_resnet18_byot.yaml",
+                                                                        "net.init_args.backbone"))
 }
 # configs whose networks are shrunk in the file itself (list entries cannot be set from the command line)
 SHRUNK_IN_FILE = {

@@ -15,11 +15,19 @@ import torch
 from pytorch_lightning import Callback, seed_everything
 from torch import nn
 
-from lightning_kd import BornAgain, Classifier, DeepMutualLearning, MultiTeacherKD, TeacherFreeKD, VanillaKD
+from lightning_kd import (
+    BornAgain,
+    Classifier,
+    DeepMutualLearning,
+    MultiTeacherKD,
+    SelfDistillation,
+    TeacherFreeKD,
+    VanillaKD,
+)
 from lightning_kd.catalog import task_classes
 from lightning_kd.checkpoints import CHECKPOINT_KEY, load_network
 from lightning_kd.data import DigitsDataModule
-from lightning_kd.models import MLP, SmallCNN
+from lightning_kd.models import MLP, MultiExitNetwork, SmallCNN
 from lightning_kd.tasks.base import BaseTask
 from lightning_kd.tasks.distillation import DistillationTask
 from tests.helpers import cpu_trainer
@@ -36,6 +44,8 @@ BUILDERS: dict[type[BaseTask], Callable[[], dict[str, Any]]] = {
     MultiTeacherKD: lambda: {"student": MLP(hidden_sizes=(16,), num_classes=10), "weighting": "ae-kd",
                              "teacher": [SmallCNN(widths=(8, 16), num_classes=10),
                                          MLP(hidden_sizes=(8,), num_classes=10)]},
+    SelfDistillation: lambda: {"net": MultiExitNetwork(SmallCNN(widths=(8, 16), num_classes=10), input_shape=(1, 8, 8)),
+                               "preset": "journal_code"},
     TeacherFreeKD: lambda: {"student": MLP(hidden_sizes=(16,), num_classes=10), "mode": "reference",
                             "multiplier": 10.0, "label_smoothing": 0.1, "smoothing_convention": "others"},
 }

@@ -77,6 +77,19 @@ def log_wandb_table(trainer: pl.Trainer, key: str, columns: Sequence[str], data:
 
 
 @rank_zero_only
+def log_wandb_line_plot(trainer: pl.Trainer, key: str, columns: Sequence[str], data: list[list[Any]], x: str, y: str,
+                        title: str) -> None:
+    """Log a line plot of column ``y`` against column ``x`` of a table to each W&B run."""
+    runs = wandb_runs(trainer)
+    if not runs:
+        return
+    import wandb
+
+    for run in runs:
+        run.log({key: wandb.plot.line(wandb.Table(columns=list(columns), data=data), x, y, title=title)})
+
+
+@rank_zero_only
 def print_table(title: str, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
     """Print a table (first column left-aligned, the others right-aligned) on rank zero."""
     table = Table(title=title)

@@ -43,12 +43,18 @@ def _data_facts(data_config: Namespace | None) -> dict[str, Any]:
 
 
 def _fill_network_config(config: Namespace, facts: dict[str, Any]) -> None:
-    """Set the data's facts on a network config where the class takes them and the user kept the default."""
+    """Set the data's facts on a network config where the class takes them and the user kept the default.
+
+    Networks inside it (a wrapper's ``backbone``) get them too.
+    """
     network_class = import_object(config.class_path)
     if not (inspect.isclass(network_class) and issubclass(network_class, nn.Module)):
         return
     parameters = inspect.signature(network_class).parameters
     init_args = config.get("init_args") or Namespace()
+    for value in vars(init_args).values():
+        for inner in network_configs(value):
+            _fill_network_config(inner, facts)
     for name, value in facts.items():
         if name not in parameters:
             continue

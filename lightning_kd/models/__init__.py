@@ -10,7 +10,9 @@ Example:
 
 from lightning_kd.models.base import ClassifierNetwork, count_parameters, reinitialize
 from lightning_kd.models.densenet import DenseNet
+from lightning_kd.models.early_exit import EarlyExitNetwork, early_exit_sweep
 from lightning_kd.models.ensemble import SoftmaxEnsemble
+from lightning_kd.models.multi_exit import ExitCost, MultiExitNetwork, TruncatedNetwork
 from lightning_kd.models.registry import create_model, list_models, register_model
 from lightning_kd.models.resnet_cifar import CifarResNet
 from lightning_kd.models.simple import MLP, SmallCNN
@@ -21,17 +23,22 @@ from lightning_kd.models.wide_resnet import WideResNet
 
 __all__ = [
     "MLP",
+    "MultiExitNetwork",
     "CifarResNet",
     "ClassifierNetwork",
     "DenseNet",
+    "EarlyExitNetwork",
+    "ExitCost",
     "NetworkOutput",
     "SmallCNN",
     "SoftmaxEnsemble",
     "TimmNetwork",
     "TorchvisionNetwork",
+    "TruncatedNetwork",
     "WideResNet",
     "count_parameters",
     "create_model",
+    "early_exit_sweep",
     "forward_with_taps",
     "list_models",
     "register_model",

@@ -6,6 +6,7 @@ from lightning_kd.tasks.classifier import Classifier
 from lightning_kd.tasks.distillation import DistillationTask
 from lightning_kd.tasks.multi_teacher import MultiTeacherKD
 from lightning_kd.tasks.mutual import DeepMutualLearning
+from lightning_kd.tasks.self_distillation import SelfDistillation
 from lightning_kd.tasks.teacher_free import TeacherFreeKD
 from lightning_kd.tasks.vanilla_kd import VanillaKD
 
@@ -16,6 +17,7 @@ __all__ = [
     "DeepMutualLearning",
     "DistillationTask",
     "MultiTeacherKD",
+    "SelfDistillation",
     "TeacherFreeKD",
     "VanillaKD",
 ]

@@ -344,12 +344,16 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
     def evaluation_step(self, batch: Batch, stage: str) -> Tensor:
         """Log ``{stage}/loss`` and the ``{stage}/`` metrics of the handed-on network; return its logits."""
         logits = self(batch["input"])
+        self.log_evaluation(batch, logits, stage)
+        return logits
+
+    def log_evaluation(self, batch: Batch, logits: Tensor, stage: str) -> None:
+        """Log ``{stage}/loss`` and the ``{stage}/`` metrics (accuracy, top-5, ECE) of the handed-on network."""
         batch_size = len(batch["target"])
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(logits, batch["target"])
         self.log(f"{stage}/loss", F.cross_entropy(logits, batch["target"]), batch_size=batch_size, sync_dist=True)
         self.log_dict(metrics, batch_size=batch_size)
-        return logits
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self.evaluation_step(batch, "val")
