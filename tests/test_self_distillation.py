@@ -35,6 +35,7 @@ BACKBONES = {
     "mlp": (lambda: MLP(input_shape=(1, 8, 8), hidden_sizes=(32, 16, 12), num_classes=10), (1, 8, 8)),
     "resnet20": (lambda: create_model("resnet20", num_classes=10), (3, 32, 32)),
     "tv_resnet18": (lambda: create_model("tv_resnet18", num_classes=10, in_channels=3), (3, 32, 32)),
+    "timm_resnet18": (lambda: create_model("timm_resnet18", num_classes=10, in_channels=3), (3, 32, 32)),
 }
 
 
@@ -305,3 +306,26 @@ def test_under_ddp_it_trains_and_ranks_agree(tmp_path: Path, preset: str) -> Non
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["net"] == rank1["net"] and rank0["metrics"] == rank1["metrics"]
     assert rank0["metrics"]["val/exit_1/acc"] > 0.3  # chance: 0.1
+
+
+def test_wandb_gets_the_exits_table_the_plot_and_the_sweep_through_the_cli(in_tmp: Path) -> None:
+    import wandb
+
+    from lightning_kd.cli import KDLightningCLI
+    from tests.conftest import CONFIGS
+
+    tiny = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+            "--trainer.limit_test_batches", "2", "--trainer.enable_progress_bar", "false"]
+    config = str(CONFIGS / "mnist5k_byot.yaml")
+    try:
+        fit = KDLightningCLI(args=["fit", "--config", config, *tiny])
+        summary = dict(fit.trainer.logger.experiment.summary)
+        wandb.finish()
+        test = KDLightningCLI(args=["test", "--config", config, *tiny, "--ckpt_path", "checkpoints/mnist5k/byot.ckpt"])
+        test_summary = dict(test.trainer.logger.experiment.summary)
+    finally:
+        wandb.finish()
+    assert summary["exits/val"]["_type"] == "table-file" and summary["exits/val"]["nrows"] == 4  # 3 exits, ensemble
+    assert "exits/val/accuracy_vs_compute_table" in summary  # the plot's data, as W&B stores a custom chart
+    assert test_summary["early_exit/test"]["nrows"] == len(test.model.hparams.early_exit_thresholds)
+    assert "early_exit/test/accuracy_vs_compute_table" in test_summary
