@@ -43,4 +43,4 @@ def run_seed(seed: int) -> dict[str, dict[str, float]]:
 
 
 if __name__ == "__main__":
-    run_seeds("multi_teacher_seeds", run_seed, shown={"test/teachers_ensemble_acc": "teachers' ensemble"})
+    run_seeds("multi_teacher_seeds", run_seed, shown={"test/teachers_ensemble_acc": ("teachers' ensemble", 100)})

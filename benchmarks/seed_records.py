@@ -67,14 +67,17 @@ def test_metrics(config: str, checkpoint: str) -> dict[str, float]:
     return {key: float(value) for key, value in cli.trainer.callback_metrics.items() if key.startswith("test/")}
 
 
-def fit(config: str, seed: int, *extra: str) -> None:
-    """Fit the shipped ``config`` at ``seed`` through the CLI, as a user would (``extra``: more arguments)."""
+def fit(config: str, seed: int, *extra: str) -> Any:
+    """Fit the shipped ``config`` at ``seed`` through the CLI, as a user would (``extra``: more arguments);
+    return the CLI (its trainer and model)."""
     import wandb
 
     from lightning_kd.cli import KDLightningCLI
 
-    KDLightningCLI(args=["fit", "--config", config_path(config), "--seed_everything", str(seed), *extra, *QUIET])
+    cli = KDLightningCLI(args=["fit", "--config", config_path(config), "--seed_everything", str(seed), *extra,
+                               *QUIET])
     wandb.finish()
+    return cli
 
 
 def fit_and_test(config: str, seed: int, checkpoint: str, *extra: str) -> dict[str, float]:
@@ -90,12 +93,14 @@ def summarise_rows(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str
             for row in per_seed[seeds[0]]}
 
 
-def print_rows(summary: dict[str, dict[str, Any]], seeds: list[int], extra: dict[str, str] | None = None) -> None:
-    """Print ``test/acc`` per row in %, mean ± std, with the ``extra`` metrics (metric: label) beside it."""
+def print_rows(summary: dict[str, dict[str, Any]], seeds: list[int],
+               extra: dict[str, tuple[str, float]] | None = None) -> None:
+    """Print ``test/acc`` per row in %, mean ± std, with the ``extra`` metrics beside it (metric: (label, scale):
+    100 shows a fraction in %, 1 a number as it is)."""
     print(f"\ntest top-1 accuracy (%), mean ± std over seeds {seeds}")
     for row, metrics in summary.items():
-        shown = "".join(f"   ({label} {100 * metrics[key]['mean']:.2f} ± {100 * metrics[key]['std']:.2f})"
-                        for key, label in (extra or {}).items() if key in metrics)
+        shown = "".join(f"   ({label} {scale * metrics[key]['mean']:.2f} ± {scale * metrics[key]['std']:.2f})"
+                        for key, (label, scale) in (extra or {}).items() if key in metrics)
         stats = metrics["test/acc"]
         print(f"  {row:<40} {100 * stats['mean']:6.2f} ± {100 * stats['std']:.2f}{shown}")
 
@@ -108,7 +113,7 @@ MNIST5K_METRIC = ("test top-1 accuracy of each run's last-epoch weights (MNIST-5
 
 
 def run_seeds(script: str, run_seed: Callable[[int], SeedRows], metric: str = MNIST5K_METRIC,
-              shown: dict[str, str] | None = None, seeds: list[int] | None = None) -> None:
+              shown: dict[str, tuple[str, float]] | None = None, seeds: list[int] | None = None) -> None:
     """The ``main`` of a seed benchmark: parse ``--seeds``/``--output``, run each seed in a fresh folder,
     print mean ± std per row and write ``benchmarks/results/<script>.json``.
 
@@ -116,7 +121,7 @@ def run_seeds(script: str, run_seed: Callable[[int], SeedRows], metric: str = MN
         script: The benchmark's file name without ``.py`` (names its command and its JSON record).
         run_seed: One seed's rows, run in the current (fresh, temporary) folder.
         metric: What the numbers are, for the record.
-        shown: Metrics printed beside ``test/acc`` (metric: label).
+        shown: Metrics printed beside ``test/acc`` (metric: (label, scale), see :func:`print_rows`).
         seeds: Default seeds (0, 1, 2).
     """
     parser = argparse.ArgumentParser(description=f"benchmarks/{script}.py: see its docstring")

@@ -39,4 +39,4 @@ def run_seed(seed: int) -> dict[str, dict[str, float]]:
 
 
 if __name__ == "__main__":
-    run_seeds("self_distillation_seeds", run_seed, shown={"compute": "compute %"})
+    run_seeds("self_distillation_seeds", run_seed, shown={"compute": ("compute %", 100)})

@@ -25,6 +25,8 @@ TEACHER_CONFIG = {
     "mnist5k_tfkd_self.yaml": ["mnist5k_student.yaml"],
     "mnist5k_rekd.yaml": ["mnist5k_student.yaml"],
     "mnist5k_kd.yaml": ["mnist5k_teacher.yaml"],
+    "mnist5k_kd2m.yaml": ["mnist5k_teacher.yaml"],
+    "cifar100_resnet34_resnet18_kd2m.yaml": ["cifar100_resnet34_teacher.yaml"],
     "mnist5k_dekd.yaml": ["mnist5k_teacher.yaml"],
     "mnist5k_multi_teacher.yaml": ["mnist5k_teacher.yaml", "mnist5k_teacher_resnet.yaml", "mnist5k_student.yaml"],
 }
@@ -38,7 +40,8 @@ SMALL_NETWORK = {
     for name, role in (("cifar100_resnet18_lsr.yaml", "net"), ("cifar100_resnet18_tfkd_reg.yaml", "student"),
                        ("cifar100_resnet18_tfkd_reg_reference.yaml", "student"),
                        ("cifar100_resnet18_tfkd_self.yaml", "student"), ("cifar100_resnet18_byot.yaml",
-                                                                        "net.init_args.backbone"))
+                                                                        "net.init_args.backbone"),
+                       ("cifar100_resnet34_teacher.yaml", "net"), ("cifar100_resnet34_resnet18_kd2m.yaml", "student"))
 }
 # configs whose networks are shrunk in the file itself (list entries cannot be set from the command line)
 SHRUNK_IN_FILE = {

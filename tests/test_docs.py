@@ -19,4 +19,5 @@ def test_the_docs_build_without_warnings(tmp_path: Path) -> None:
         assert f"{cls.__module__}.{cls.__name__}" in api, cls
     methods = {page.stem for page in (REPO / "docs/methods").glob("*.rst")}
     # Classifier trains teachers: no method page
-    assert methods == {"vanilla_kd", "born_again", "teacher_free", "multi_teacher", "mutual", "self_distillation"}
+    assert methods == {"vanilla_kd", "born_again", "teacher_free", "multi_teacher", "mutual", "self_distillation",
+                       "distribution_matching"}

@@ -122,3 +122,9 @@ _preset("resnet32x4", 32, (32, 64, 128, 256))
 def resnet18_cifar(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
     """resnet18_cifar: CifarResNet(widths=(64, 64, 128, 256, 512), blocks=(2, 2, 2, 2)), 11.2M parameters."""
     return CifarResNet(None, (64, 64, 128, 256, 512), num_classes, in_channels, blocks=(2, 2, 2, 2))
+
+
+@register_model()
+def resnet34_cifar(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
+    """resnet34_cifar: CifarResNet(widths=(64, 64, 128, 256, 512), blocks=(3, 4, 6, 3)), 21.3M parameters."""
+    return CifarResNet(None, (64, 64, 128, 256, 512), num_classes, in_channels, blocks=(3, 4, 6, 3))

@@ -4,6 +4,7 @@ from lightning_kd.tasks.base import BaseTask
 from lightning_kd.tasks.born_again import BornAgain
 from lightning_kd.tasks.classifier import Classifier
 from lightning_kd.tasks.distillation import DistillationTask
+from lightning_kd.tasks.distribution_matching import DistributionMatchingKD
 from lightning_kd.tasks.multi_teacher import MultiTeacherKD
 from lightning_kd.tasks.mutual import DeepMutualLearning
 from lightning_kd.tasks.self_distillation import SelfDistillation
@@ -16,6 +17,7 @@ __all__ = [
     "Classifier",
     "DeepMutualLearning",
     "DistillationTask",
+    "DistributionMatchingKD",
     "MultiTeacherKD",
     "SelfDistillation",
     "TeacherFreeKD",

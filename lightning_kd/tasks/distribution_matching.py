@@ -1,0 +1,213 @@
+"""Distribution-matching KD (KD^2M, Montesuma 2025): the student's features matched to the teacher's, batch by batch.
+
+Each :class:`~lightning_kd.losses.distribution_matching.FeatureMatch` taps a student layer and a teacher
+layer (module paths, or ``"penultimate"``), pools feature maps to vectors, maps the student's through a
+learned projector when the widths differ, and adds ``lambda * D(student batch, teacher batch)`` to the
+loss. Projectors are built from one forward of a dummy batch of the data's shape when the fit sets up
+(or from a checkpoint's weights when one is loaded), and are trained with the student.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.cli import OptimizerCallable
+from torch import Tensor, nn
+
+from lightning_kd.compat import attached_trainer
+from lightning_kd.data.base import Batch
+from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, DEFAULT_TEMPERATURE, SmoothingConvention
+from lightning_kd.losses.distribution_matching import FeatureMatch, distribution_matching_loss
+from lightning_kd.losses.validation import check_alpha, check_temperature
+from lightning_kd.models.taps import NetworkOutput, forward_with_taps
+from lightning_kd.optim import SGD, ScheduleSpec
+from lightning_kd.tasks.base import join_variants
+from lightning_kd.tasks.distillation import DistillationTask
+
+DEFAULT_MATCHES: tuple[dict[str, Any], ...] = ({},)
+"""One match with every default: exact W2 between the penultimate features, lambda 1e-4."""
+
+
+def pool_features(features: Tensor, pooling: str) -> Tensor:
+    """``(B, C, H, W)`` maps or ``(B, N, C)`` tokens to ``(B, D)`` vectors: averaged, max-pooled or flattened.
+
+    Example:
+        >>> pool_features(torch.ones(2, 3, 4, 4), "avg").shape, pool_features(torch.ones(2, 3, 4, 4), "flatten").shape
+        (torch.Size([2, 3]), torch.Size([2, 48]))
+    """
+    if features.ndim == 2:
+        return features
+    if pooling == "flatten":
+        return features.flatten(1)
+    if features.ndim == 4:
+        pooled = F.adaptive_avg_pool2d(features, 1) if pooling == "avg" else F.adaptive_max_pool2d(features, 1)
+        return pooled.flatten(1)
+    if features.ndim == 3:  # tokens (B, N, C)
+        return features.mean(dim=1) if pooling == "avg" else features.amax(dim=1)
+    raise ValueError(f"cannot pool features of shape {tuple(features.shape)}")
+
+
+def _width(features: Tensor) -> int:
+    """Channels of a feature map, else the last dimension."""
+    return int(features.shape[1] if features.ndim == 4 else features.shape[-1])
+
+
+def _projector(student: Tensor, teacher: Tensor) -> nn.Module:
+    """A 1x1 convolution between feature maps' channels, else a linear map between widths."""
+    if student.ndim == 4:
+        return nn.Conv2d(_width(student), _width(teacher), 1, bias=False)
+    return nn.Linear(_width(student), _width(teacher))
+
+
+
+class DistributionMatchingKD(DistillationTask):
+    """``(1 - kd_alpha) CE + kd_alpha T^2 KL + sum_i lambda_i D_i(student features, teacher features)`` (KD^2M).
+
+    Logs ``train/ce_loss``, ``train/kd_loss`` (with ``kd_alpha > 0``) and each match's distance as
+    ``train/match_<i>/<distance>_loss`` (``..._per_class_loss`` when class-conditional), unweighted.
+
+    Args:
+        student: The network to train.
+        teacher: The teacher network (optional when ``teacher_ckpt`` comes from a CLI run).
+        teacher_ckpt: Path of the teacher's weights.
+        matches: The feature matches, each a mapping of
+            :class:`~lightning_kd.losses.distribution_matching.FeatureMatch` settings (``distance``,
+            ``weight``, ``student_layer``, ``teacher_layer``, ``pooling``, ``projector``,
+            ``class_conditional``, ``options``); default: one match with every default (exact W2
+            between the penultimate features, lambda 1e-4).
+        kd_alpha: Weight of an added logit KD term, in ``[0, 1]`` (default 0: the paper's loss).
+        temperature: The logit KD term's temperature.
+        label_smoothing: Smoothing ``eps`` of the label term, in ``[0, 1)``.
+        smoothing_convention: ``"uniform"`` or ``"others"`` (see :class:`~lightning_kd.tasks.Classifier`).
+        optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`.
+        lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`.
+
+    Example:
+        >>> from lightning_kd.models import MLP, SmallCNN
+        >>> task = DistributionMatchingKD(MLP(hidden_sizes=(16,)), SmallCNN((8, 16)),
+        ...                               matches=[{"distance": "mmd_rbf", "weight": 1.0}])
+        >>> task.matches[0].distance, task.matches[0].projector
+        ('mmd_rbf', 'auto')
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None = None,
+        teacher_ckpt: str | Path | None = None,
+        matches: Sequence[Mapping[str, Any]] = DEFAULT_MATCHES,
+        kd_alpha: float = 0.0,
+        temperature: float = DEFAULT_TEMPERATURE,
+        label_smoothing: float = 0.0,
+        smoothing_convention: SmoothingConvention = DEFAULT_SMOOTHING_CONVENTION,
+        optimizer: OptimizerCallable = SGD,
+        lr_scheduler: ScheduleSpec = "cosine",
+    ) -> None:
+        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler)
+
+    def configure_losses(self) -> None:
+        matches = self.hparams["matches"]
+        if isinstance(matches, Mapping) or not isinstance(matches, Sequence) or not matches:
+            raise ValueError("matches must be a non-empty list of feature matches (mappings of FeatureMatch settings)")
+        self.matches = [FeatureMatch.from_dict(match) for match in matches]
+        check_alpha(self.hparams["kd_alpha"])
+        check_temperature(self.hparams["temperature"])
+        self.smoothing = self.label_smoothing()
+        self.projectors = nn.ModuleList(nn.Identity() for _ in self.matches)
+        self._projectors_built = False
+
+    # -- projectors -------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self._projectors_built:
+            return
+        trainer = attached_trainer(self)
+        input_shape = getattr(getattr(trainer, "datamodule", None), "input_shape", None)
+        if input_shape is None:
+            raise ValueError("DistributionMatchingKD sizes its projectors from the data's input_shape: use a data "
+                             "module with `input_shape` (every lightning_kd data module has one)")
+        self.build_projectors(tuple(input_shape))
+
+    def build_projectors(self, input_shape: tuple[int, ...]) -> None:
+        """Size each match's projector from one eval-mode forward of zeros; refuse features that cannot match.
+
+        Raises:
+            ValueError: A layer is unknown (the message suggests the closest), or the widths differ where
+                the match has ``projector: none``, or the pooled shapes still differ.
+        """
+        parameter = next(self.student.parameters())
+        x = torch.zeros(2, *input_shape, device=parameter.device)
+        was_training = self.student.training
+        self.student.eval()
+        try:
+            with torch.no_grad():
+                dummy = {"input": x, "target": torch.zeros(2, dtype=torch.long, device=x.device)}
+                student, teacher = self._raw_features(*self._tapped(dummy))
+        finally:
+            self.student.train(was_training)
+        for index, (match, s, t) in enumerate(zip(self.matches, student, teacher, strict=True)):
+            widths_differ = _width(s) != _width(t)
+            wanted = match.projector == "linear" or (match.projector == "auto" and widths_differ
+                                                     and not match.compares_across_widths)
+            if wanted:
+                self.projectors[index] = _projector(s, t).to(parameter.device)
+            elif widths_differ and not match.compares_across_widths:
+                raise ValueError(
+                    f"match {index + 1} ({match.distance}): the student's {match.student_layer!r} has width "
+                    f"{_width(s)} and the teacher's {match.teacher_layer!r} width {_width(t)}; set projector: "
+                    "auto or linear to learn a map between them")
+            projected = pool_features(self.projectors[index](s), match.pooling)
+            target = pool_features(t, match.pooling)
+            if projected.shape[1:] != target.shape[1:] and not match.compares_across_widths:
+                raise ValueError(
+                    f"match {index + 1} ({match.distance}): pooled student features {tuple(projected.shape[1:])} "
+                    f"and teacher features {tuple(target.shape[1:])} differ (maps of different sizes?); use "
+                    "pooling: avg or max")
+        self._projectors_built = True
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        # the projectors' sizes, from their weights (built before the state dict is loaded into them)
+        state = checkpoint.get("state_dict", {})
+        for index in range(len(self.matches)):
+            weight = state.get(f"projectors.{index}.weight")
+            if weight is None:
+                continue
+            if weight.ndim == 4:
+                self.projectors[index] = nn.Conv2d(weight.shape[1], weight.shape[0], 1, bias=False)
+            else:
+                self.projectors[index] = nn.Linear(weight.shape[1], weight.shape[0])
+        self._projectors_built = True
+
+    # -- training ---------------------------------------------------------------------------------
+    def _tapped(self, batch: Batch) -> tuple[NetworkOutput, NetworkOutput]:
+        """The student's and the teacher's outputs, with every match's layer tapped."""
+        (teacher,) = self.teacher_outputs(batch, [match.teacher_layer for match in self.matches])
+        student = forward_with_taps(self.student, batch["input"], [match.student_layer for match in self.matches])
+        return student, teacher
+
+    def _raw_features(self, student: NetworkOutput, teacher: NetworkOutput) -> tuple[list[Tensor], list[Tensor]]:
+        return ([student.features[match.student_layer] for match in self.matches],
+                [teacher.features[match.teacher_layer] for match in self.matches])
+
+    def training_losses(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
+        student_out, teacher_out = self._tapped(batch)
+        student_raw, teacher_raw = self._raw_features(student_out, teacher_out)
+        student = [pool_features(projector(f), match.pooling)
+                   for match, projector, f in zip(self.matches, self.projectors, student_raw, strict=True)]
+        teacher = [pool_features(f, match.pooling) for match, f in zip(self.matches, teacher_raw, strict=True)]
+        losses = distribution_matching_loss(student_out.logits, batch["target"], student, teacher, self.matches,
+                                            teacher_out.logits, self.hparams["kd_alpha"], self.hparams["temperature"],
+                                            self.smoothing)
+        return losses, student_out.logits
+
+    @classmethod
+    def run_variant(cls, arguments: dict[str, Any]) -> str | None:
+        matches = arguments.get("matches") or DEFAULT_MATCHES
+        names = [FeatureMatch.from_dict(match).part_name(i).split("/")[1] for i, match in enumerate(matches)]
+        kd = f"kd{arguments['kd_alpha']:g}" if arguments.get("kd_alpha") else None
+        return join_variants("+".join(names), kd, super().run_variant(arguments))
