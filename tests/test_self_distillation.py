@@ -252,11 +252,11 @@ def test_the_early_exit_network_answers_what_the_sweep_scores() -> None:
 # -- the task -------------------------------------------------------------------------------------------
 def test_exits_and_adapters_are_optimised_and_adapters_frozen_without_a_hint() -> None:
     net = MultiExitNetwork(SmallCNN(widths=(8, 16, 32)), input_shape=(1, 8, 8))
-    optimised = {id(p) for group in SelfDistillation(net).configure_optimizers()["optimizer"].param_groups
+    optimised = {id(p) for group in SelfDistillation(net, lr_scheduler="none").configure_optimizers().param_groups
                  for p in group["params"]}
     assert {id(p) for p in net.parameters()} == optimised  # backbone, exits and adapters
-    task = SelfDistillation(copy.deepcopy(net), feature_weight=0.0)
-    optimised = {id(p) for group in task.configure_optimizers()["optimizer"].param_groups for p in group["params"]}
+    task = SelfDistillation(copy.deepcopy(net), feature_weight=0.0, lr_scheduler="none")
+    optimised = {id(p) for group in task.configure_optimizers().param_groups for p in group["params"]}
     assert {id(p) for p in task.net.adapters.parameters()}.isdisjoint(optimised)
     assert {id(p) for p in task.net.exits.parameters()} <= optimised
 
