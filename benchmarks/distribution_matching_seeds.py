@@ -5,8 +5,8 @@ for every row): the MLP student from labels only (``mnist5k_student``), Hinton's
 teacher (``mnist5k_kd``), and ``mnist5k_kd2m`` (the CNN's penultimate features, a learned projector) with
 each distance, then the class-conditional version (mean over the classes of the batch) of five of them.
 Tests the last epoch's weights on the 3,000-image test split (a run whose loss stops being finite is
-recorded as NaN) and times each fit: seconds per epoch of
-the training stage (training and validation passes; Lightning's ``Timer``), beside the accuracy.
+recorded as NaN) and times each fit: the median over epochs of the seconds spent in training steps
+(forward, losses, backward, optimizer step; ``seed_records.StepTimer``), beside the accuracy.
 
 Each distance's weight lambda is the power of ten nearest to ``CE_0 / (4 D_0)``, where ``CE_0`` (2.3) and
 ``D_0`` are the cross-entropy and the distance on the first training batch at seed 0 with the untrained
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 from seed_records import fit, run_seeds, test_metrics
 
@@ -40,7 +41,7 @@ WEIGHTS = {  # distance: (lambda, its D_0 on the first batch at seed 0)
     "gromov_wasserstein": (1e-4, 989.0),
 }
 CLASS_CONDITIONAL = ("mmd_linear", "mmd_rbf", "wasserstein_exact", "sliced_wasserstein", "gaussian_w2_diag")
-TIMER = ["--trainer.callbacks+=pytorch_lightning.callbacks.Timer"]
+TIMER = ["--trainer.callbacks+=seed_records.StepTimer"]
 
 
 def _timed(config: str, seed: int, checkpoint: str, *extra: str) -> dict[str, float]:
@@ -49,8 +50,8 @@ def _timed(config: str, seed: int, checkpoint: str, *extra: str) -> dict[str, fl
     except NonFiniteLossError as error:  # a distance whose weight is too large for it: recorded, not hidden
         print(f"diverged: {error}", flush=True)
         return {"test/acc": math.nan, "seconds per epoch": math.nan}
-    timer = next(c for c in cli.trainer.callbacks if type(c).__name__ == "Timer")
-    seconds = timer.time_elapsed("train") / cli.trainer.current_epoch
+    timer = next(c for c in cli.trainer.callbacks if type(c).__name__ == "StepTimer")
+    seconds = statistics.median(timer.epoch_seconds)
     return {"test/acc": test_metrics(config, checkpoint)["test/acc"], "seconds per epoch": seconds}
 
 

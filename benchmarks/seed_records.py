@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pytorch_lightning.callbacks import Callback
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -37,6 +38,24 @@ def write_record(output: Path, command: str, metric: str, started: float, **resu
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nwrote {output}")
+
+
+class StepTimer(Callback):
+    """Seconds spent in training steps (forward, losses, backward, optimizer step; not data loading or
+    validation), summed per epoch: ``epoch_seconds``. Add it with ``--trainer.callbacks+=seed_records.StepTimer``."""
+
+    def __init__(self) -> None:
+        self.epoch_seconds: list[float] = []
+        self._started = 0.0
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self.epoch_seconds.append(0.0)
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.epoch_seconds[-1] += time.perf_counter() - self._started
 
 
 REPO = Path(__file__).resolve().parents[1]

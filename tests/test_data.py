@@ -74,9 +74,11 @@ def test_cifar_reads_the_real_on_disk_format(tmp_path: Path, skip_cifar_checksum
     # validation is not augmented: the same sample twice is the same tensor
     first, again = dm.val_set[0]["input"], dm.val_set[0]["input"]
     assert torch.equal(first, again)
-    # training is augmented (crop + flip): over several draws the sample changes
-    draws = [dm.train_set[0]["input"] for _ in range(8)]
-    assert any(not torch.equal(draws[0], d) for d in draws[1:])
+    # training batches are augmented on the device (crop + flip), replayably: a view is always the same image
+    x, index = batch["input"], batch["index"]
+    views = [dm.augment(x, index, view) for view in range(4)]
+    assert torch.equal(views[1], dm.augment(x, index, 1)) and not torch.equal(views[0], x)
+    assert all(not torch.equal(views[0], other) for other in views[1:])
 
 
 def test_missing_cifar_gets_a_clear_error(tmp_path: Path) -> None:

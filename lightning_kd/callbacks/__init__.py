@@ -6,5 +6,14 @@ from lightning_kd.callbacks.generations import Generations
 from lightning_kd.callbacks.output_lock import OutputLock
 from lightning_kd.callbacks.predictions import PredictionWriter
 from lightning_kd.callbacks.summary import RunSummary
+from lightning_kd.callbacks.teacher_cache import TeacherOutputCache
 
-__all__ = ["CheckpointArtifacts", "EpochCheckpoints", "Generations", "OutputLock", "PredictionWriter", "RunSummary"]
+__all__ = [
+    "CheckpointArtifacts",
+    "EpochCheckpoints",
+    "Generations",
+    "OutputLock",
+    "PredictionWriter",
+    "RunSummary",
+    "TeacherOutputCache",
+]

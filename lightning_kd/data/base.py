@@ -10,9 +10,12 @@ from pytorch_lightning import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_kd.data.augmentation import ReplayableCropFlip
+
 Batch = dict[str, Tensor]
 """A batch: ``{"input": (B, C, H, W), "target": (B,), "index": (B,)}``; ``index`` is the sample's
-position in its split, stable across epochs (for per-sample teacher caches)."""
+position in its split, stable across epochs (for per-sample teacher caches); augmented training batches
+also carry ``"view"``, the view slot of each sample's augmentation (see :mod:`lightning_kd.data.augmentation`)."""
 
 
 class IndexedDataset(Dataset):
@@ -93,6 +96,12 @@ class ClassificationDataModule(LightningDataModule):
 
     num_classes: ClassVar[int]
     input_shape: ClassVar[tuple[int, int, int]]
+    augmentation: ReplayableCropFlip | None = None
+    """The training batches' random augmentation, replayable per (sample, view); applied on the device."""
+    opaque_augmentation: str | None = None
+    """Random training transforms that cannot be replayed (named), if the module has any."""
+    augmentation_views: int | None = None
+    """How many views of each training sample the augmentation cycles through (``None``: a new one each epoch)."""
 
     def __init__(
         self,
@@ -124,6 +133,31 @@ class ClassificationDataModule(LightningDataModule):
         data sets state them as class attributes; a module over the user's files reads them there.
         """
         return {"num_classes": cls.num_classes, "input_shape": tuple(cls.input_shape)}
+
+    def view_of_epoch(self, epoch: int) -> int:
+        """The view slot the training batches of ``epoch`` use: ``epoch % augmentation_views`` (or ``epoch``).
+
+        Example:
+            >>> module = ClassificationDataModule()
+            >>> module.augmentation_views = 4
+            >>> [module.view_of_epoch(epoch) for epoch in range(6)]
+            [0, 1, 2, 3, 0, 1]
+        """
+        return epoch if self.augmentation_views is None else epoch % self.augmentation_views
+
+    def augment(self, inputs: Tensor, index: Tensor, view: int) -> Tensor:
+        """Training inputs (un-augmented, on any device) of the samples ``index`` as their view ``view``."""
+        return inputs if self.augmentation is None else self.augmentation(inputs, index, view)
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        # the replayable augmentation of training batches, on the device; batch["view"] names the view
+        trainer = self.trainer
+        is_training_batch = isinstance(batch, dict) and "index" in batch  # not the model summary's example input
+        if self.augmentation is not None and trainer is not None and trainer.training and is_training_batch:
+            view = self.view_of_epoch(trainer.current_epoch)
+            batch["input"] = self.augment(batch["input"], batch["index"], view)
+            batch["view"] = torch.full_like(batch["index"], view)
+        return batch
 
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         if dataset is None:

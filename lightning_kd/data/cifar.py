@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+import torch
 from torchvision import datasets, transforms
 
+from lightning_kd.data.augmentation import ReplayableCropFlip, check_views
 from lightning_kd.data.base import ClassificationDataModule, IndexedDataset, split_indices
 
 
@@ -14,7 +16,10 @@ class CIFAR10DataModule(ClassificationDataModule):
     """CIFAR-10: 50,000 training and 10,000 test 32x32 RGB images.
 
     Training images get the standard augmentation (random 32x32 crop of the 4-pixel zero-padded
-    image, horizontal flip); all images are normalised with the training set's per-channel mean/std.
+    image, horizontal flip), replayable: each sample's crop and flip follow from ``(augmentation_seed,
+    sample, view)`` (:class:`~lightning_kd.data.augmentation.ReplayableCropFlip`, applied to whole batches
+    on the device), so a teacher-output cache can hold the teacher's answer for every view. All images are
+    normalised with the training set's per-channel mean/std.
     A seeded ``val_fraction`` of the official training set is held out for validation; the official
     test set is the test split.
 
@@ -27,6 +32,10 @@ class CIFAR10DataModule(ClassificationDataModule):
         val_fraction: Fraction of the official training set held out for validation.
         seed: Seed of the train/val split.
         augment: Apply the random crop and flip to training images.
+        augmentation_views: Views per training sample the augmentation cycles through (epoch ``e`` shows
+            view ``e % augmentation_views``); ``None`` (default): a new view every epoch.
+        augmentation_seed: Seed of the views (default: torch's seed when the data is set up, which
+            ``seed_everything`` sets).
     """
 
     num_classes = 10
@@ -45,14 +54,17 @@ class CIFAR10DataModule(ClassificationDataModule):
         val_fraction: float = 0.1,
         seed: int = 0,
         augment: bool = True,
+        augmentation_views: int | None = None,
+        augmentation_seed: int | None = None,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, val_fraction, seed)
         self.root = Path(root)
         self.download = download
-        self.augment = augment
+        self.use_augmentation = augment
+        self.augmentation_views = check_views(augmentation_views)
+        self.augmentation_seed = augmentation_seed
         normalize = [transforms.ToTensor(), transforms.Normalize(self.mean, self.std)]
-        augmentation = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if augment else []
-        self.train_transform = transforms.Compose(augmentation + normalize)
+        self.train_transform = transforms.Compose(normalize)  # the crop and flip run on batches (replayable)
         self.eval_transform = transforms.Compose(normalize)
 
     def _dataset(self, train: bool) -> datasets.CIFAR10:
@@ -80,6 +92,10 @@ class CIFAR10DataModule(ClassificationDataModule):
         self.train_set = IndexedDataset(train_full, train_idx, self.train_transform)
         self.val_set = IndexedDataset(train_full, val_idx, self.eval_transform)
         self.test_set = IndexedDataset(self._dataset(train=False), transform=self.eval_transform)
+        if self.use_augmentation:  # black padding, as torchvision pads a PIL image, in the normalised space
+            black = tuple(-m / s for m, s in zip(self.mean, self.std, strict=True))
+            seed = torch.initial_seed() if self.augmentation_seed is None else self.augmentation_seed
+            self.augmentation = ReplayableCropFlip(padding=4, seed=seed, fill=black)
 
 
 class CIFAR100DataModule(CIFAR10DataModule):

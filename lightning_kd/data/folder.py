@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from torchvision import datasets, transforms
 
+from lightning_kd.data.augmentation import ReplayableCropFlip, check_views
 from lightning_kd.data.base import ClassificationDataModule, IndexedDataset, split_indices
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -26,8 +28,10 @@ class ImageFolderDataModule(ClassificationDataModule):
     std unless ``mean``/``std`` are given. Two transform styles:
 
     * ``"small"`` (CIFAR-style, for images of a few dozen pixels): resize to ``image_size``; training
-      adds a random crop of the image padded by ``image_size // 8`` and a horizontal flip;
-    * ``"imagenet"``: training takes a ``RandomResizedCrop(image_size)`` and a horizontal flip;
+      adds a random crop of the image padded by ``image_size // 8`` and a horizontal flip, replayable per
+      (sample, view) as CIFAR's (:class:`~lightning_kd.data.augmentation.ReplayableCropFlip`);
+    * ``"imagenet"``: training takes a ``RandomResizedCrop(image_size)`` and a horizontal flip (torchvision's:
+      not replayable, so a teacher-output cache refuses it unless told to reuse un-augmented targets);
       evaluation resizes the short side to ``image_size * 8 / 7`` (256 for 224) and takes the centre crop.
 
     Args:
@@ -43,6 +47,9 @@ class ImageFolderDataModule(ClassificationDataModule):
         val_fraction: Fraction held out for validation when there is no ``val`` folder.
         test_fraction: Fraction held out for testing when there is no ``test`` folder.
         seed: Seed of the splits.
+        augmentation_views: ``"small"`` style: views per training sample the augmentation cycles through
+            (see :class:`~lightning_kd.data.CIFAR10DataModule`); ``None``: a new view every epoch.
+        augmentation_seed: ``"small"`` style: seed of the views (default: torch's seed at setup).
 
     Example:
         >>> import tempfile
@@ -74,8 +81,15 @@ class ImageFolderDataModule(ClassificationDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         seed: int = 0,
+        augmentation_views: int | None = None,
+        augmentation_seed: int | None = None,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, val_fraction, seed)
+        self.transform_style = transform_style
+        self.augmentation_views = check_views(augmentation_views)
+        self.augmentation_seed = augmentation_seed
+        if transform_style == "imagenet":
+            self.opaque_augmentation = "torchvision's RandomResizedCrop and RandomHorizontalFlip"
         facts = self.data_facts(root=root, image_size=image_size, channels=channels)
         self.root = Path(root)
         self.num_classes = facts["num_classes"]  # type: ignore[misc]
@@ -129,6 +143,11 @@ class ImageFolderDataModule(ClassificationDataModule):
             val, transform=self.eval_transform)
         self.test_set = IndexedDataset(train, test_idx, self.eval_transform) if test is None else IndexedDataset(
             test, transform=self.eval_transform)
+        if self.transform_style == "small":  # black padding in the normalised space, as a PIL image is padded
+            normalize = self.train_transform.transforms[-1]
+            black = tuple(-m / s for m, s in zip(normalize.mean, normalize.std, strict=True))
+            seed = torch.initial_seed() if self.augmentation_seed is None else self.augmentation_seed
+            self.augmentation = ReplayableCropFlip(padding=self.input_shape[1] // 8, seed=seed, fill=black)
 
 
 def _transforms(style: str, size: int, channels: int, mean: tuple[float, ...] | None,
@@ -143,10 +162,9 @@ def _transforms(style: str, size: int, channels: int, mean: tuple[float, ...] | 
         raise ValueError(f"mean and std need {channels} values, got {list(mean)} and {list(std)}")
     colour = [transforms.Grayscale()] if channels == 1 else []
     finish = [transforms.ToTensor(), transforms.Normalize(mean, std)]
-    if style == "small":
+    if style == "small":  # the crop and flip run on batches, replayable (ReplayableCropFlip)
         resize = [transforms.Resize((size, size))]
-        train = [*resize, transforms.RandomCrop(size, padding=size // 8), transforms.RandomHorizontalFlip()]
-        evaluation = resize
+        train = evaluation = resize
     else:
         train = [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip()]
         evaluation = [transforms.Resize(round(size * 8 / 7)), transforms.CenterCrop(size)]

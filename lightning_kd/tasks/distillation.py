@@ -9,6 +9,7 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_kd.checkpoints import CHECKPOINT_KEY
+from lightning_kd.compat import attached_trainer
 from lightning_kd.data.base import Batch
 from lightning_kd.metrics import (
     accuracy,
@@ -74,6 +75,10 @@ class DistillationTask(BaseTask):
             raise ValueError(f"{type(self).__name__} needs a student network (`student`)")
         self.student = student
         self.teachers = Teachers.load(teacher, teacher_ckpt)
+        self.teacher_version = 0
+        """Counts the teacher replacements (:meth:`set_teacher`): a teacher-output cache filled for an older
+        version fills again before it serves."""
+        self._teacher_cache: Any = None
         if self.teacher_required and not self.teachers:
             raise ValueError(
                 f"{type(self).__name__} needs a teacher: give `teacher` (a network), `teacher_ckpt`, or both"
@@ -98,6 +103,16 @@ class DistillationTask(BaseTask):
     def set_teacher(self, network: nn.Module, role: str = "teacher") -> None:
         """Put ``network`` in as the teacher of ``role``, frozen (Born-Again promotes its students this way)."""
         self.teachers[role] = network
+        self.teacher_version += 1
+
+    def use_teacher_cache(self, cache: Any) -> None:
+        """Serve training batches' teacher outputs from ``cache`` (a
+        :class:`~lightning_kd.callbacks.TeacherOutputCache`, which calls this), or stop with ``None``."""
+        self._teacher_cache = cache
+
+    def cached_teacher_layers(self) -> LayerSpec:
+        """The teacher layers a teacher-output cache must hold for this method (none: logits only)."""
+        return ()
 
     def teacher_outputs(self, batch: Batch, layers: LayerSpec | Mapping[str, LayerSpec] = ()) -> list[NetworkOutput]:
         """The teachers' outputs for ``batch``, one :class:`~lightning_kd.models.taps.NetworkOutput` per teacher.
@@ -105,13 +120,17 @@ class DistillationTask(BaseTask):
         Logits, and the tapped ``layers`` (for every teacher, or by role), computed under
         ``torch.no_grad()`` and detached: constants for the loss that can still be saved for the
         student's backward. Every method gets teacher outputs here and only here, so that a cache
-        keyed by ``batch["index"]`` can stand in for the teachers' forward.
+        keyed by ``batch["index"]`` can stand in for the teachers' forward: with a
+        :class:`~lightning_kd.callbacks.TeacherOutputCache`, training batches are served from it.
 
         Raises:
             RuntimeError: The task has no teacher yet.
         """
         if not self.teachers:
             raise RuntimeError(f"{type(self).__name__} has no teacher yet")
+        cache = self._teacher_cache
+        if cache is not None and cache.serves(attached_trainer(self), batch):
+            return cache.outputs(self, batch, layers)
         return self.teachers.outputs(batch["input"], layers)
 
     # -- evaluation -------------------------------------------------------------------------------

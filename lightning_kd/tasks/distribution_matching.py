@@ -183,6 +183,9 @@ class DistributionMatchingKD(DistillationTask):
                 self.projectors[index] = nn.Linear(weight.shape[1], weight.shape[0])
         self._projectors_built = True
 
+    def cached_teacher_layers(self) -> list[str]:
+        return [match.teacher_layer for match in self.matches]
+
     # -- training ---------------------------------------------------------------------------------
     def _tapped(self, batch: Batch) -> tuple[NetworkOutput, NetworkOutput]:
         """The student's and the teacher's outputs, with every match's layer tapped."""

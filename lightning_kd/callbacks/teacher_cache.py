@@ -1,0 +1,291 @@
+"""A per-sample cache of the frozen teachers' outputs, so that distillation costs what training costs.
+
+A frozen teacher's answer for a given input never changes, yet online distillation computes it again
+every epoch. :class:`TeacherOutputCache` computes it once per sample and view, in a pre-pass before
+training (eval mode, large batches, no gradient), keeps it in memory or in memory-mapped files on disk,
+and serves it to every method through :meth:`~lightning_kd.tasks.DistillationTask.teacher_outputs`, by
+``batch["index"]`` and ``batch["view"]``: no method changes.
+
+It never serves a stale target:
+
+* With random augmentation a target is valid only for the same augmented view. The data modules'
+  augmentation is replayable (:mod:`lightning_kd.data.augmentation`): view ``v`` of sample ``i`` is the
+  same image whenever asked for, and epoch ``e`` shows view ``e % augmentation_views``. The cache holds
+  every view of every sample. A data module whose training transforms cannot be replayed (named by its
+  ``opaque_augmentation``) is refused, unless ``reuse_unaugmented_targets: true`` accepts targets computed
+  on un-augmented images (said in the log and recorded as ``cache/unaugmented_targets``).
+* Only training batches are served (validation and test number their samples in their own splits), and
+  a teacher replaced during the fit (a Born-Again promotion) makes the cache fill again before it serves.
+
+Precision (``precision``), with its error:
+
+* ``"fp32"``: the teachers' outputs exactly.
+* ``"fp16"``: logits and features in half precision: relative error at most ``2**-11`` (about 5e-4).
+* ``"topk"``: the ``top_k`` largest logits exactly, and the log-sum-exp of all: the softmax at ``T = 1`` is
+  exact on the top ``k`` classes, and the remaining mass is spread evenly over the others (at other
+  temperatures the top-``k`` ratios stay exact; the tail is flattened). Features are kept in fp32.
+
+Under DDP every process fills a share of the batches and the shares are combined (in memory: summed
+over the processes; on disk: written to the same files, which must be on storage the processes share).
+The fill time and the cache's size are printed and logged (``cache/fill_seconds``, ``cache/megabytes``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_info
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from lightning_kd.callbacks.reporting import log_metrics
+from lightning_kd.data.base import Batch, IndexedDataset
+from lightning_kd.losses.validation import check_choice
+from lightning_kd.models.taps import LayerSpec, NetworkOutput
+
+CachePrecision = Literal["fp32", "fp16", "topk"]
+CACHE_PRECISIONS: tuple[str, ...] = get_args(CachePrecision)
+CacheStorage = Literal["memory", "disk"]
+CACHE_STORAGES: tuple[str, ...] = get_args(CacheStorage)
+
+
+class TeacherOutputCache(Callback):
+    """Serve the frozen teachers' outputs from a per-sample (and per-view) cache filled before training.
+
+    Args:
+        precision: ``"fp32"`` (default), ``"fp16"`` or ``"topk"`` (see the module for each one's error).
+        top_k: Logits kept per sample with ``precision: topk``.
+        storage: ``"memory"`` (default) or ``"disk"`` (memory-mapped ``.npy`` files in ``dirpath``).
+        dirpath: Folder of the ``"disk"`` files (default: ``teacher_cache`` in the trainer's root folder).
+        batch_size: Batch size of the pre-pass.
+        reuse_unaugmented_targets: Accept a training pipeline whose augmentation cannot be replayed, with
+            targets computed on the un-augmented training images (an approximation, said in the log).
+    """
+
+    def __init__(self, precision: CachePrecision = "fp32", top_k: int = 10, storage: CacheStorage = "memory",
+                 dirpath: str | Path | None = None, batch_size: int = 512,
+                 reuse_unaugmented_targets: bool = False) -> None:
+        check_choice("cache precision", precision, CACHE_PRECISIONS)
+        check_choice("cache storage", storage, CACHE_STORAGES)
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.precision, self.top_k, self.storage = precision, top_k, storage
+        self.dirpath = Path(dirpath) if dirpath is not None else None
+        self.batch_size = batch_size
+        self.reuse_unaugmented_targets = reuse_unaugmented_targets
+        self.entries: dict[str, dict[str, Tensor]] = {}
+        self.views = 1
+        self.layers: list[str] = []
+        self.filled_version: int | None = None
+        self.fills = 0
+        self._trainer: pl.Trainer | None = None
+
+    # -- the fit ----------------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        from lightning_kd.tasks.distillation import DistillationTask
+
+        if not isinstance(pl_module, DistillationTask):
+            raise ValueError(f"TeacherOutputCache serves teacher outputs, but {type(pl_module).__name__} has no "
+                             "teacher: use it with a distillation method")
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "train_set"):
+            raise ValueError("TeacherOutputCache needs a lightning_kd data module (its training set and augmentation)")
+        opaque = getattr(datamodule, "opaque_augmentation", None)
+        if opaque and not self.reuse_unaugmented_targets:
+            raise ValueError(
+                f"the training data is augmented by {opaque}, which cannot be replayed, so a cached teacher target "
+                "would not match the augmented image the student sees; use a replayable augmentation (e.g. "
+                "transform_style: small), or set reuse_unaugmented_targets: true to accept targets of the "
+                "un-augmented images")
+        if getattr(datamodule, "augmentation", None) is not None and datamodule.augmentation_views is None:
+            raise ValueError(
+                "the training data shows a new augmented view of each sample every epoch, so no cached target would "
+                "ever be used twice; set the data module's augmentation_views (e.g. --data.init_args."
+                "augmentation_views 8) to cycle through that many views of each sample")
+        self._trainer = trainer
+        pl_module.use_teacher_cache(self)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and hasattr(pl_module, "use_teacher_cache"):
+            pl_module.use_teacher_cache(None)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if pl_module.teachers and self.filled_version != pl_module.teacher_version:
+            self.fill(trainer, pl_module)
+
+    # -- serving ----------------------------------------------------------------------------------
+    def serves(self, trainer: pl.Trainer | None, batch: Batch) -> bool:
+        """Whether ``batch`` is a training batch (of samples by index) of the fit this cache was set up for."""
+        return trainer is not None and trainer is self._trainer and trainer.training and "index" in batch
+
+    def outputs(self, pl_module: Any, batch: Batch, layers: LayerSpec | Mapping[str, LayerSpec]) -> list[NetworkOutput]:
+        """The teachers' outputs for a training batch, from the cache (filled again first if a teacher changed)."""
+        if self.filled_version != pl_module.teacher_version:
+            assert self._trainer is not None
+            self.fill(self._trainer, pl_module)
+        index = batch["index"].long().cpu()
+        view = batch["view"].long().cpu() if "view" in batch else torch.zeros_like(index)
+        if int(view.max()) >= self.views:
+            raise RuntimeError(f"batch view {int(view.max())} is not cached (the cache holds {self.views} views)")
+        device = batch["input"].device
+        results = []
+        for role in pl_module.teachers:
+            wanted = layers.get(role, ()) if isinstance(layers, Mapping) else layers
+            wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+            missing = [layer for layer in wanted if layer not in self.layers]
+            if missing:
+                raise ValueError(f"the teacher cache holds the layers {self.layers}, not {missing}: the task's "
+                                 "cached_teacher_layers() must name every layer its teacher_outputs asks for")
+            entry = self.entries[role]
+            logits = self._decode_logits(entry, index, view).to(device, non_blocking=True)
+            features = {layer: entry[f"feature:{layer}"][index, view].float().to(device, non_blocking=True)
+                        for layer in wanted}
+            results.append(NetworkOutput(logits, features))
+        return results
+
+    def _decode_logits(self, entry: dict[str, Tensor], index: Tensor, view: Tensor) -> Tensor:
+        if self.precision != "topk":
+            return entry["logits"][index, view].float()
+        return topk_logits(entry["values"][index, view], entry["indices"][index, view].long(),
+                           entry["logsumexp"][index, view], entry["num_classes"].item())
+
+    # -- filling ----------------------------------------------------------------------------------
+    def fill(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        """Compute every teacher's outputs for every training sample and view (this process's share, then combined)."""
+        started = time.perf_counter()
+        datamodule = trainer.datamodule
+        opaque = getattr(datamodule, "opaque_augmentation", None)
+        augmented = getattr(datamodule, "augmentation", None) is not None and not opaque
+        self.views = datamodule.augmentation_views if augmented else 1
+        self.layers = _as_list(pl_module.cached_teacher_layers())
+        dataset = datamodule.train_set
+        if opaque:  # reuse_unaugmented_targets: the training images through the evaluation transform
+            dataset = IndexedDataset(dataset.dataset, dataset.indices, datamodule.eval_transform)
+            rank_zero_info(f"teacher cache: targets from the un-augmented training images (the training data is "
+                           f"augmented by {opaque}, which cannot be replayed)")
+        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=datamodule.num_workers)
+        device = next(pl_module.student.parameters()).device
+        rank, world = trainer.global_rank, trainer.world_size
+        self.entries = {}
+        # the random state is left as it was (a loader draws a seed from it): training goes on as without a cache
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for number, batch in enumerate(loader):
+                if number % world != rank:  # each process fills its share of the batches
+                    continue
+                index = batch["index"]
+                inputs = batch["input"].to(device)
+                for view in range(self.views):
+                    x = datamodule.augment(inputs, index.to(device), view) if augmented else inputs
+                    outputs = pl_module.teachers.outputs(x, self.layers)
+                    for role, output in zip(pl_module.teachers, outputs, strict=True):
+                        self._store(trainer, role, len(dataset), output, index, view)
+        self._combine(trainer)
+        self.filled_version = pl_module.teacher_version
+        self.fills += 1
+        seconds = time.perf_counter() - started
+        megabytes = sum(t.numel() * t.element_size() for e in self.entries.values() for t in e.values()) / 2**20
+        rank_zero_info(f"teacher cache: {len(dataset):,} samples x {self.views} view(s) x {len(self.entries)} "
+                       f"teacher(s), {self.precision}, {self.storage}: {megabytes:,.1f} MB filled in {seconds:.1f} s")
+        log_metrics(trainer, {"cache/fill_seconds": seconds, "cache/megabytes": megabytes,
+                              "cache/unaugmented_targets": float(bool(opaque))})
+
+    def _store(self, trainer: pl.Trainer, role: str, samples: int, output: NetworkOutput, index: Tensor,
+               view: int) -> None:
+        if role not in self.entries:
+            self.entries[role] = self._allocate(trainer, role, samples, output)
+        entry = self.entries[role]
+        logits = output.logits.float().cpu()
+        if self.precision == "topk":
+            k = min(self.top_k, logits.shape[1])
+            values, indices = logits.topk(k, dim=1)
+            entry["values"][index, view] = values
+            entry["indices"][index, view] = indices.to(entry["indices"].dtype)
+            entry["logsumexp"][index, view] = logits.logsumexp(dim=1)
+        else:
+            entry["logits"][index, view] = logits.to(entry["logits"].dtype)
+        for layer in self.layers:
+            store = entry[f"feature:{layer}"]
+            store[index, view] = output.features[layer].cpu().to(store.dtype)
+
+    def _allocate(self, trainer: pl.Trainer, role: str, samples: int, output: NetworkOutput) -> dict[str, Tensor]:
+        classes = output.logits.shape[1]
+        half = torch.float16 if self.precision == "fp16" else torch.float32
+        shapes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+        if self.precision == "topk":
+            k = min(self.top_k, classes)
+            shapes |= {"values": ((samples, self.views, k), torch.float32),
+                       "indices": ((samples, self.views, k), torch.int32),
+                       "logsumexp": ((samples, self.views), torch.float32)}
+        else:
+            shapes["logits"] = ((samples, self.views, classes), half)
+        for layer in self.layers:
+            feature = output.features[layer]
+            shapes[f"feature:{layer}"] = ((samples, self.views, *feature.shape[1:]), half)
+        entry = {name: self._tensor(trainer, role, name, shape, dtype) for name, (shape, dtype) in shapes.items()}
+        entry["num_classes"] = torch.tensor(classes)
+        return entry
+
+    def _tensor(self, trainer: pl.Trainer, role: str, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        if self.storage == "memory":
+            return torch.zeros(shape, dtype=dtype)
+        folder = self.dirpath or Path(trainer.default_root_dir) / "teacher_cache"
+        path = folder / f"{role}-{name.replace(':', '-').replace('/', '_')}.npy"
+        numpy_dtype = torch.empty((), dtype=dtype).numpy().dtype
+        if trainer.is_global_zero:
+            folder.mkdir(parents=True, exist_ok=True)
+            np.lib.format.open_memmap(path, mode="w+", dtype=numpy_dtype, shape=shape).flush()
+        trainer.strategy.barrier()
+        return torch.from_numpy(np.lib.format.open_memmap(path, mode="r+"))
+
+    def _combine(self, trainer: pl.Trainer) -> None:
+        """Give every process every share: sum the zero-filled memory shares; flush the shared files."""
+        if trainer.world_size == 1:
+            return
+        for entry in self.entries.values():
+            for name, tensor in entry.items():
+                if name == "num_classes":
+                    continue
+                if self.storage == "disk":
+                    getattr(tensor.numpy(), "flush", lambda: None)()
+                    continue
+                wide = tensor.to(torch.float64 if tensor.is_floating_point() else torch.int64)
+                dist.all_reduce(wide, op=dist.ReduceOp.SUM)  # the other processes' shares are zeros here
+                tensor.copy_(wide.to(tensor.dtype))
+        trainer.strategy.barrier()
+
+
+def topk_logits(values: Tensor, indices: Tensor, logsumexp: Tensor, num_classes: int) -> Tensor:
+    """Logits rebuilt from the top ``k`` and the log-sum-exp of all: the softmax is exact on the top ``k``, the
+    remaining mass spread evenly over the other classes.
+
+    Example:
+        >>> z = torch.tensor([[3.0, 1.0, 0.0, -1.0]])
+        >>> values, indices = z.topk(2)
+        >>> rebuilt = topk_logits(values, indices, z.logsumexp(1), 4)
+        >>> torch.allclose(rebuilt.softmax(1)[0, :2], z.softmax(1)[0, :2])
+        True
+    """
+    k = values.shape[-1]
+    kept = torch.exp(values - logsumexp.unsqueeze(-1)).sum(dim=-1)
+    rest = (1 - kept).clamp(min=torch.finfo(values.dtype).tiny) / max(num_classes - k, 1)
+    logits = (rest.log() + logsumexp).unsqueeze(-1).expand(*values.shape[:-1], num_classes).clone()
+    return logits.scatter(-1, indices, values)
+
+
+def _as_list(layers: LayerSpec | Sequence[str]) -> list[str]:
+    if isinstance(layers, str):
+        return [layers]
+    return list(dict.fromkeys(layers))
+

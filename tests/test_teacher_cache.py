@@ -1,0 +1,195 @@
+"""The teacher-output cache: exact targets on replayed views, never stale, same training as without it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from pytorch_lightning import Callback, seed_everything
+
+from lightning_kd import BornAgain, DistributionMatchingKD, MultiTeacherKD, VanillaKD
+from lightning_kd.callbacks import Generations, TeacherOutputCache
+from lightning_kd.callbacks.teacher_cache import topk_logits
+from lightning_kd.data import CIFAR10DataModule, DigitsDataModule, ImageFolderDataModule
+from lightning_kd.models import MLP, SmallCNN
+from tests.conftest import write_tiny_cifar
+from tests.helpers import cpu_trainer
+
+
+class TargetProbe(Callback):
+    """At every training batch: what the task is served, against the teachers run on that very batch."""
+
+    def __init__(self) -> None:
+        self.worst: dict[str, float] = {}
+        self.batches = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if not pl_module.teachers:  # Born-Again's generation 0 learns from labels
+            return
+        served = pl_module.teacher_outputs(batch, pl_module.cached_teacher_layers())
+        online = pl_module.teachers.outputs(batch["input"], pl_module.cached_teacher_layers())
+        for role, (a, b) in zip(pl_module.teachers, zip(served, online, strict=True), strict=True):
+            pairs = [("logits", a.logits, b.logits), *((k, a.features[k], b.features[k]) for k in b.features)]
+            for name, x, y in pairs:
+                key = f"{role}/{name}"
+                error = float(((x - y).abs() / y.abs().clamp(min=1e-3)).max())
+                self.worst[key] = max(self.worst.get(key, 0.0), error)
+        self.batches += 1
+
+
+def _cifar(tmp_path: Path, views: int | None = 3) -> CIFAR10DataModule:
+    write_tiny_cifar(tmp_path, 10, train_per_file=8)
+    return CIFAR10DataModule(root=tmp_path, batch_size=8, num_workers=0, val_fraction=0.25,
+                             augmentation_views=views, augmentation_seed=0)
+
+
+def _kd(seed: int = 0) -> VanillaKD:
+    torch.manual_seed(seed)
+    return VanillaKD(MLP(input_shape=(3, 32, 32), hidden_sizes=(16,), num_classes=10),
+                     SmallCNN(widths=(4, 8), num_classes=10, in_channels=3))
+
+
+@pytest.fixture(autouse=True)
+def _cifar_files(skip_cifar_checksums: None) -> None:
+    """Tiny CIFAR files in the real format (their checksums cannot match)."""
+
+
+# -- the targets ---------------------------------------------------------------------------------------
+def test_fp32_targets_are_the_teachers_outputs_on_the_replayed_views(tmp_path: Path) -> None:
+    seed_everything(0)
+    probe, cache = TargetProbe(), TeacherOutputCache()
+    trainer = cpu_trainer(max_epochs=4, callbacks=[cache, probe])
+    trainer.fit(_kd(), datamodule=_cifar(tmp_path))
+    assert probe.batches == 4 * 4 and cache.fills == 1 and cache.views == 3
+    assert probe.worst["teacher/logits"] < 1e-5  # the pre-pass's batches are larger: float rounding only
+
+
+def test_fp16_and_topk_targets_are_within_their_documented_error(tmp_path: Path) -> None:
+    seed_everything(0)
+    probe = TargetProbe()
+    cpu_trainer(max_epochs=2, callbacks=[TeacherOutputCache(precision="fp16"), probe]).fit(
+        _kd(), datamodule=_cifar(tmp_path))
+    assert 0 < probe.worst["teacher/logits"] <= 2**-11 + 1e-6
+    z = torch.randn(6, 10) * 3
+    values, indices = z.topk(3)
+    rebuilt = topk_logits(values, indices, z.logsumexp(1), 10)
+    p, q = z.softmax(1), rebuilt.softmax(1)
+    assert torch.allclose(q.gather(1, indices), p.gather(1, indices), atol=1e-6)  # the top k exactly
+    rest = 1 - p.gather(1, indices).sum(1, keepdim=True)
+    others = torch.ones_like(q).scatter(1, indices, 0).bool()
+    assert torch.allclose(q[others].view(6, 7), (rest / 7).expand(6, 7), atol=1e-6)  # the rest spread evenly
+
+
+def test_a_distribution_matching_teachers_features_are_cached_too(tmp_path: Path) -> None:
+    seed_everything(0)
+    torch.manual_seed(0)
+    task = DistributionMatchingKD(MLP(input_shape=(3, 32, 32), hidden_sizes=(16,), num_classes=10),
+                                  SmallCNN(widths=(4, 8), num_classes=10, in_channels=3),
+                                  matches=[{"distance": "mmd_linear", "teacher_layer": "body.2", "weight": 1.0}])
+    probe = TargetProbe()
+    cpu_trainer(max_epochs=2, callbacks=[TeacherOutputCache(storage="disk", dirpath=tmp_path / "cache"), probe]).fit(
+        task, datamodule=_cifar(tmp_path))
+    assert probe.worst["teacher/body.2"] < 1e-5 and any((tmp_path / "cache").glob("teacher-feature-body.2.npy"))
+
+
+# -- the same training -----------------------------------------------------------------------------------
+def _fit(tmp_path: Path, cache: TeacherOutputCache | None, task_factory=_kd) -> list[torch.Tensor]:
+    seed_everything(0)
+    task = task_factory()
+    callbacks = [cache] if cache is not None else []
+    cpu_trainer(max_epochs=3, callbacks=callbacks).fit(task, datamodule=_cifar(tmp_path))
+    return [p.detach().clone() for p in task.student.parameters()]
+
+
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_training_with_the_cache_gives_the_weights_of_training_without_it(tmp_path: Path, storage: str) -> None:
+    without = _fit(tmp_path, None)
+    with_cache = _fit(tmp_path, TeacherOutputCache(storage=storage, dirpath=tmp_path / "cache"))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(without, with_cache, strict=True))
+
+
+def test_several_teachers_are_cached(tmp_path: Path) -> None:
+    def factory() -> MultiTeacherKD:
+        torch.manual_seed(0)
+        return MultiTeacherKD(MLP(input_shape=(3, 32, 32), hidden_sizes=(16,), num_classes=10),
+                              [SmallCNN(widths=(4, 8), num_classes=10, in_channels=3),
+                               MLP(input_shape=(3, 32, 32), hidden_sizes=(8,), num_classes=10)], weighting="ebkd")
+
+    without, with_cache = _fit(tmp_path, None, factory), _fit(tmp_path, TeacherOutputCache(), factory)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(without, with_cache, strict=True))
+
+
+def test_the_cache_fills_again_after_each_promotion_and_never_serves_a_stale_target(tmp_path: Path) -> None:
+    seed_everything(0)
+    task = BornAgain(MLP(hidden_sizes=(16,), num_classes=10), loss="ban")
+    probe, cache = TargetProbe(), TeacherOutputCache()
+    generations = Generations(generations=2, epochs=1, dirpath=tmp_path)
+    trainer = cpu_trainer(max_epochs=3, callbacks=[generations, cache, probe])
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=64))
+    assert cache.fills == 2  # one per teacher: the students of generations 0 and 1
+    assert probe.worst["teacher/logits"] < 1e-5  # each generation served its own teacher's outputs
+
+
+# -- refusals ---------------------------------------------------------------------------------------------
+def _folder(root: Path, style: str) -> ImageFolderDataModule:
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (40, 30), (i * 20, 40 * (name == "dog"), 0)).save(root / name / f"{i}.png")
+    return ImageFolderDataModule(root, image_size=32, transform_style=style, batch_size=8, num_workers=0,
+                                 val_fraction=0.2, test_fraction=0.2)
+
+
+def _folder_kd() -> VanillaKD:
+    return VanillaKD(MLP(input_shape=(3, 32, 32), hidden_sizes=(8,), num_classes=2),
+                     SmallCNN(widths=(4,), num_classes=2, in_channels=3))
+
+
+def test_an_augmentation_that_cannot_be_replayed_is_refused_unless_accepted(tmp_path: Path) -> None:
+    data = _folder(tmp_path / "images", "imagenet")
+    with pytest.raises(ValueError, match="augmented by torchvision's RandomResizedCrop and RandomHorizontalFlip, "
+                                         "which cannot be replayed"):
+        cpu_trainer(callbacks=[TeacherOutputCache()]).fit(_folder_kd(), datamodule=data)
+    cache = TeacherOutputCache(reuse_unaugmented_targets=True)
+    cpu_trainer(callbacks=[cache]).fit(_folder_kd(), datamodule=data)
+    assert cache.fills == 1 and cache.views == 1
+
+
+def test_a_new_view_every_epoch_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="set the data module's augmentation_views"):
+        cpu_trainer(callbacks=[TeacherOutputCache()]).fit(_kd(), datamodule=_cifar(tmp_path, views=None))
+
+
+def test_a_task_without_teachers_is_refused() -> None:
+    from lightning_kd import Classifier
+
+    with pytest.raises(ValueError, match="Classifier has no teacher: use it with a distillation method"):
+        cpu_trainer(callbacks=[TeacherOutputCache()]).fit(Classifier(MLP(num_classes=10)),
+                                                          datamodule=DigitsDataModule())
+
+
+# -- DDP ----------------------------------------------------------------------------------------------------
+class StudentReport(Callback):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        sums = [float(p.double().sum()) for p in pl_module.student.parameters()]
+        (self.path.parent / f"{self.path.name}-rank{trainer.global_rank}.json").write_text(json.dumps(sums))
+
+
+def test_under_ddp_the_cached_run_equals_the_uncached_one(tmp_path: Path) -> None:
+    for name, extra in (("online", []), ("cached", [TeacherOutputCache()])):
+        seed_everything(0)
+        torch.manual_seed(0)
+        task = VanillaKD(MLP(hidden_sizes=(16,), num_classes=10), SmallCNN(widths=(8, 16), num_classes=10))
+        trainer = cpu_trainer(devices=2, strategy="ddp_spawn", max_epochs=2,
+                              callbacks=[*extra, StudentReport(tmp_path / name)])
+        trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+    runs = {name: [json.loads((tmp_path / f"{name}-rank{r}.json").read_text()) for r in (0, 1)]
+            for name in ("online", "cached")}
+    assert runs["cached"][0] == runs["cached"][1]  # the ranks agree
+    assert runs["online"][0] == pytest.approx(runs["cached"][0], rel=1e-5)
