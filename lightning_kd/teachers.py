@@ -9,11 +9,15 @@ task that holds the container.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
 from lightning_kd.checkpoints import CheckpointError, build_network, load_network_and_config
+from lightning_kd.losses.validation import check_choice
 from lightning_kd.models.taps import LayerSpec, NetworkOutput, forward_with_taps
 
 TeacherSpec = nn.Module | list[nn.Module] | None
@@ -22,6 +26,33 @@ TeacherSpec = nn.Module | list[nn.Module] | None
 # string "None", and checkpoints would then name a file "None". Path objects work all the same.
 CheckpointSpec = list[str | None] | str | None
 """A teacher checkpoint path, a list of them (``None`` where a teacher has only a network), or none."""
+
+
+TeacherPrecision = Literal["32", "bf16", "16"]
+TEACHER_PRECISIONS: tuple[str, ...] = get_args(TeacherPrecision)
+
+
+@dataclass(frozen=True)
+class TeacherForward:
+    """How the frozen teachers' forward runs (see :class:`~lightning_kd.callbacks.FastTeacher`).
+
+    Attributes:
+        precision: ``"32"`` (default), ``"bf16"`` or ``"16"``: the autocast precision of the teachers' forward;
+            their outputs are upcast to fp32 for the losses.
+        channels_last: Teachers' weights and inputs in channels-last memory format.
+        compile_backend: ``torch.compile`` the teachers with this backend (``"inductor"``; ``None``: eager).
+    """
+
+    precision: TeacherPrecision = "32"
+    channels_last: bool = False
+    compile_backend: str | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("teacher precision", self.precision, TEACHER_PRECISIONS)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return {"32": None, "bf16": torch.bfloat16, "16": torch.float16}[self.precision]
 
 
 def teacher_role(index: int) -> str:
@@ -58,12 +89,29 @@ class Teachers(nn.ModuleDict):
     """
 
     def __init__(self, networks: Sequence[nn.Module] = (), configs: Sequence[dict | None] = ()) -> None:
+        self.forward_settings = TeacherForward()
+        self._compiled: dict[str, Any] = {}
         super().__init__({teacher_role(i): network for i, network in enumerate(networks)})
         self.configs: list[dict | None] = list(configs) or [None] * len(networks)
         """How to build each teacher given (``class_path``/``init_args``), where known."""
 
     def __setitem__(self, role: str, network: nn.Module) -> None:
         super().__setitem__(role, freeze(network))
+        self._prepare(role)
+
+    def configure_forward(self, settings: TeacherForward) -> None:
+        """Run the teachers' forward as ``settings`` say (autocast precision, channels-last, compiled)."""
+        self.forward_settings = settings
+        for role in self:
+            self._prepare(role)
+
+    def _prepare(self, role: str) -> None:
+        settings, network = self.forward_settings, self[role]
+        if settings.channels_last:
+            network.to(memory_format=torch.channels_last)
+        self._compiled.pop(role, None)
+        if settings.compile_backend is not None:  # logits-only calls; tapped calls run the modules eagerly
+            self._compiled[role] = torch.compile(network, backend=settings.compile_backend)
 
     def train(self, mode: bool = True) -> Teachers:
         # Lightning calls train() on the whole task at each epoch start; teachers stay in eval mode
@@ -77,11 +125,22 @@ class Teachers(nn.ModuleDict):
             x: The input batch.
             layers: Layers to tap in every teacher, or a mapping from role to that teacher's layers.
         """
+        settings = self.forward_settings
+        if settings.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        autocast = (torch.autocast(x.device.type, dtype=settings.autocast_dtype) if settings.autocast_dtype is not None
+                    else nullcontext())
         results = []
         for role, network in self.items():
             wanted = layers.get(role, ()) if isinstance(layers, Mapping) else layers
-            output = forward_with_taps(network, x, wanted)
-            results.append(NetworkOutput(output.logits.detach(), {k: v.detach() for k, v in output.features.items()}))
+            with autocast:
+                if not wanted and role in self._compiled:
+                    output = NetworkOutput(self._compiled[role](x))
+                else:
+                    output = forward_with_taps(network, x, wanted)
+            # what the losses get is fp32 (and contiguous) whatever precision the teacher ran in
+            results.append(NetworkOutput(output.logits.detach().float(),
+                                         {k: v.detach().float().contiguous() for k, v in output.features.items()}))
         return results
 
     @classmethod

@@ -67,6 +67,16 @@ def test_fp32_targets_are_the_teachers_outputs_on_the_replayed_views(tmp_path: P
     assert probe.worst["teacher/logits"] < 1e-5  # the pre-pass's batches are larger: float rounding only
 
 
+def test_first_use_fill_serves_what_it_computed_and_computes_each_view_once(tmp_path: Path) -> None:
+    seed_everything(0)
+    probe, cache = TargetProbe(), TeacherOutputCache(fill="first_use", precision="topk", top_k=10)
+    cpu_trainer(max_epochs=4, callbacks=[cache, probe]).fit(_kd(), datamodule=_cifar(tmp_path))
+    assert bool(cache.filled.all()) and cache.fills == 1
+    # epochs 0-2 show views 0-2, each batch computed once; epoch 3 shows view 0 again: served
+    assert cache.online_batches == 3 * 4 and probe.batches == 4 * 4
+    assert probe.worst["teacher/logits"] < 1e-5  # top-10 of 10 classes: exact
+
+
 def test_fp16_and_topk_targets_are_within_their_documented_error(tmp_path: Path) -> None:
     seed_everything(0)
     probe = TargetProbe()
@@ -193,3 +203,16 @@ def test_under_ddp_the_cached_run_equals_the_uncached_one(tmp_path: Path) -> Non
             for name in ("online", "cached")}
     assert runs["cached"][0] == runs["cached"][1]  # the ranks agree
     assert runs["online"][0] == pytest.approx(runs["cached"][0], rel=1e-5)
+
+
+def test_the_cache_and_the_fast_teacher_work_from_the_command_line(in_tmp: Path) -> None:
+    from lightning_kd.cli import main
+    from tests.conftest import CONFIGS
+
+    quick = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
+             "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    main(["fit", "--config", str(CONFIGS / "mnist5k_teacher.yaml"), *quick])
+    main(["fit", "--config", str(CONFIGS / "mnist5k_kd.yaml"), *quick,
+          "--trainer.callbacks+=lightning_kd.callbacks.TeacherOutputCache", "--trainer.callbacks.precision", "fp16",
+          "--trainer.callbacks+=lightning_kd.callbacks.FastTeacher", "--trainer.callbacks.precision", "bf16"])
+    assert (in_tmp / "checkpoints/mnist5k/kd.ckpt").is_file()

@@ -2,6 +2,7 @@
 
 from lightning_kd.callbacks.artifacts import CheckpointArtifacts
 from lightning_kd.callbacks.epoch_checkpoints import EpochCheckpoints
+from lightning_kd.callbacks.fast_teacher import FastTeacher
 from lightning_kd.callbacks.generations import Generations
 from lightning_kd.callbacks.output_lock import OutputLock
 from lightning_kd.callbacks.predictions import PredictionWriter
@@ -11,6 +12,7 @@ from lightning_kd.callbacks.teacher_cache import TeacherOutputCache
 __all__ = [
     "CheckpointArtifacts",
     "EpochCheckpoints",
+    "FastTeacher",
     "Generations",
     "OutputLock",
     "PredictionWriter",

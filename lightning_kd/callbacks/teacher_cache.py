@@ -2,7 +2,8 @@
 
 A frozen teacher's answer for a given input never changes, yet online distillation computes it again
 every epoch. :class:`TeacherOutputCache` computes it once per sample and view, in a pre-pass before
-training (eval mode, large batches, no gradient), keeps it in memory or in memory-mapped files on disk,
+training (eval mode, large batches, no gradient; or, with ``fill: first_use``, online the first time each
+sample and view comes up in training), keeps it in memory or in memory-mapped files on disk,
 and serves it to every method through :meth:`~lightning_kd.tasks.DistillationTask.teacher_outputs`, by
 ``batch["index"]`` and ``batch["view"]``: no method changes.
 
@@ -55,6 +56,8 @@ CachePrecision = Literal["fp32", "fp16", "topk"]
 CACHE_PRECISIONS: tuple[str, ...] = get_args(CachePrecision)
 CacheStorage = Literal["memory", "disk"]
 CACHE_STORAGES: tuple[str, ...] = get_args(CacheStorage)
+CacheFill = Literal["prepass", "first_use"]
+CACHE_FILLS: tuple[str, ...] = get_args(CacheFill)
 
 
 class TeacherOutputCache(Callback):
@@ -65,29 +68,46 @@ class TeacherOutputCache(Callback):
         top_k: Logits kept per sample with ``precision: topk``.
         storage: ``"memory"`` (default) or ``"disk"`` (memory-mapped ``.npy`` files in ``dirpath``).
         dirpath: Folder of the ``"disk"`` files (default: ``teacher_cache`` in the trainer's root folder).
+        fill: ``"prepass"`` (default): every sample and view before training; ``"first_use"``: each training
+            batch's outputs are computed online the first time its samples and view come up, and stored
+            (no pre-pass; under DDP each process keeps what it computed).
         batch_size: Batch size of the pre-pass.
         reuse_unaugmented_targets: Accept a training pipeline whose augmentation cannot be replayed, with
             targets computed on the un-augmented training images (an approximation, said in the log).
     """
 
     def __init__(self, precision: CachePrecision = "fp32", top_k: int = 10, storage: CacheStorage = "memory",
-                 dirpath: str | Path | None = None, batch_size: int = 512,
+                 dirpath: str | Path | None = None, fill: CacheFill = "prepass", batch_size: int = 512,
                  reuse_unaugmented_targets: bool = False) -> None:
         check_choice("cache precision", precision, CACHE_PRECISIONS)
         check_choice("cache storage", storage, CACHE_STORAGES)
+        check_choice("cache fill", fill, CACHE_FILLS)
+        if fill == "first_use" and reuse_unaugmented_targets:
+            raise ValueError("fill: first_use stores the teacher's outputs on the augmented training batches, which "
+                             "cannot be replayed here; use fill: prepass to reuse un-augmented targets")
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.precision, self.top_k, self.storage = precision, top_k, storage
+        self.precision, self.top_k, self.storage, self.fill_mode = precision, top_k, storage, fill
         self.dirpath = Path(dirpath) if dirpath is not None else None
         self.batch_size = batch_size
         self.reuse_unaugmented_targets = reuse_unaugmented_targets
         self.entries: dict[str, dict[str, Tensor]] = {}
+        self.filled = torch.zeros(0, 1, dtype=torch.bool)
+        """Which (sample, view) entries hold the current teachers' outputs."""
+        self.samples = 0
         self.views = 1
         self.layers: list[str] = []
         self.filled_version: int | None = None
+        self.online_batches = 0
+        """Training batches whose outputs were computed online (``fill: first_use``) rather than served."""
         self.fills = 0
+        """How many times the cache was (re)started for a teacher: once per teacher of the fit."""
+        self.fill_seconds = 0.0
+        """How long the latest fill took."""
+        self.megabytes = 0.0
+        """The cache's size."""
         self._trainer: pl.Trainer | None = None
 
     # -- the fit ----------------------------------------------------------------------------------
@@ -139,6 +159,12 @@ class TeacherOutputCache(Callback):
         view = batch["view"].long().cpu() if "view" in batch else torch.zeros_like(index)
         if int(view.max()) >= self.views:
             raise RuntimeError(f"batch view {int(view.max())} is not cached (the cache holds {self.views} views)")
+        if not bool(self.filled[index, view].all()):  # fill: first_use, the first time these come up
+            outputs = pl_module.teachers.outputs(batch["input"], self.layers)
+            for role, output in zip(pl_module.teachers, outputs, strict=True):
+                self._store(self._trainer, role, output, index, view)
+            self.filled[index, view] = True
+            self.online_batches += 1
         device = batch["input"].device
         results = []
         for role in pl_module.teachers:
@@ -171,6 +197,12 @@ class TeacherOutputCache(Callback):
         self.views = datamodule.augmentation_views if augmented else 1
         self.layers = _as_list(pl_module.cached_teacher_layers())
         dataset = datamodule.train_set
+        self.samples, self.entries = len(dataset), {}
+        self.filled = torch.zeros(self.samples, self.views, dtype=torch.bool)
+        self.filled_version = pl_module.teacher_version
+        self.fills += 1
+        if self.fill_mode == "first_use":
+            return
         if opaque:  # reuse_unaugmented_targets: the training images through the evaluation transform
             dataset = IndexedDataset(dataset.dataset, dataset.indices, datamodule.eval_transform)
             rank_zero_info(f"teacher cache: targets from the un-augmented training images (the training data is "
@@ -178,7 +210,6 @@ class TeacherOutputCache(Callback):
         loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=datamodule.num_workers)
         device = next(pl_module.student.parameters()).device
         rank, world = trainer.global_rank, trainer.world_size
-        self.entries = {}
         # the random state is left as it was (a loader draws a seed from it): training goes on as without a cache
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             for number, batch in enumerate(loader):
@@ -190,21 +221,20 @@ class TeacherOutputCache(Callback):
                     x = datamodule.augment(inputs, index.to(device), view) if augmented else inputs
                     outputs = pl_module.teachers.outputs(x, self.layers)
                     for role, output in zip(pl_module.teachers, outputs, strict=True):
-                        self._store(trainer, role, len(dataset), output, index, view)
+                        self._store(trainer, role, output, index, view)
         self._combine(trainer)
-        self.filled_version = pl_module.teacher_version
-        self.fills += 1
-        seconds = time.perf_counter() - started
-        megabytes = sum(t.numel() * t.element_size() for e in self.entries.values() for t in e.values()) / 2**20
+        self.filled[:] = True
+        seconds = self.fill_seconds = time.perf_counter() - started
+        megabytes = self.megabytes = sum(t.numel() * t.element_size() for e in self.entries.values()
+                                         for t in e.values()) / 2**20
         rank_zero_info(f"teacher cache: {len(dataset):,} samples x {self.views} view(s) x {len(self.entries)} "
                        f"teacher(s), {self.precision}, {self.storage}: {megabytes:,.1f} MB filled in {seconds:.1f} s")
         log_metrics(trainer, {"cache/fill_seconds": seconds, "cache/megabytes": megabytes,
                               "cache/unaugmented_targets": float(bool(opaque))})
 
-    def _store(self, trainer: pl.Trainer, role: str, samples: int, output: NetworkOutput, index: Tensor,
-               view: int) -> None:
+    def _store(self, trainer: Any, role: str, output: NetworkOutput, index: Tensor, view: int | Tensor) -> None:
         if role not in self.entries:
-            self.entries[role] = self._allocate(trainer, role, samples, output)
+            self.entries[role] = self._allocate(trainer, role, self.samples, output)
         entry = self.entries[role]
         logits = output.logits.float().cpu()
         if self.precision == "topk":

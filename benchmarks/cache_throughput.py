@@ -1,0 +1,177 @@
+"""Distillation at the cost of training: the teacher-output cache against online KD, a bare loop and torchdistill.
+
+ResNet32x4 teaches ResNet8x4 on CIFAR-size images (random pixels in CIFAR-100's on-disk format, so the
+real data module reads them), batch 64, on this machine's CPU threads (``--threads``). Per epoch, the
+seconds spent in training steps (forward, loss, backward, optimizer step; data loading and validation
+excluded) of:
+
+  (a) the student on labels alone (``Classifier``);
+  (b) online KD (``VanillaKD``: the teacher's forward every step);
+  (c) cached KD (``VanillaKD`` with ``TeacherOutputCache``, fp32, filled once before training);
+  (d) a bare hand-written PyTorch KD loop (no Lightning);
+  (e) torchdistill's KD: the bare loop with torchdistill's ``ForwardHookManager`` collecting both models'
+      outputs and its ``KDLoss`` (what its distillation box runs each step; needs ``pip install torchdistill``);
+  (f) online KD with the fast teacher path (``FastTeacher``, bf16 autocast and channels-last).
+
+The variants run interleaved, one epoch each per round, for ``--rounds`` rounds; the table gives the
+median epoch time and its ratio to (a). The cache's fill time and size are reported beside. Writes
+``benchmarks/results/cache_throughput_<device>.json``.
+
+    python benchmarks/cache_throughput.py --images 512 --rounds 3 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pytorch_lightning import Trainer, seed_everything
+from seed_records import REPO, StepTimer, write_record
+
+from lightning_kd import Classifier, VanillaKD
+from lightning_kd.callbacks import FastTeacher, TeacherOutputCache
+from lightning_kd.data import CIFAR100DataModule
+from lightning_kd.models import create_model
+
+
+def write_cifar100(root: Path, images: int) -> None:
+    """Random CIFAR-100 in torchvision's on-disk format (its checksums will not match: skipped below)."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, count in (("train", images), ("test", 64)):
+        entry = {"data": rng.integers(0, 256, size=(count, 3072), dtype=np.uint8),
+                 "fine_labels": rng.integers(0, 100, size=count).tolist()}
+        with open(folder / name, "wb") as handle:
+            pickle.dump(entry, handle)
+    with open(folder / "meta", "wb") as handle:
+        pickle.dump({"fine_label_names": [f"c{i}" for i in range(100)]}, handle)
+
+
+def _trainer(device: str, callbacks: list[Any]) -> Trainer:
+    return Trainer(accelerator=device, devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                   num_sanity_val_steps=0, callbacks=callbacks)
+
+
+class Variants:
+    """The networks, data and cache every round reuses (the teacher's weights never change)."""
+
+    def __init__(self, root: Path, device: str) -> None:
+        seed_everything(0)
+        self.device = device
+        self.data = CIFAR100DataModule(root=root, batch_size=64, num_workers=0, val_fraction=0.05,
+                                       augmentation_views=2, augmentation_seed=0)
+        self.teacher = create_model("resnet32x4", num_classes=100)
+        self.cache = TeacherOutputCache()
+        self.data.setup("fit")
+        self.batches = [(b["input"], b["target"]) for b in self.data.train_dataloader()]
+
+    def lightning(self, name: str) -> float:
+        student = create_model("resnet8x4", num_classes=100)
+        timer = StepTimer()
+        callbacks: list[Any] = [timer]
+        if name == "student":
+            task: Any = Classifier(student, lr_scheduler="none")
+        else:
+            task = VanillaKD(student, self.teacher, lr_scheduler="none")
+            callbacks += {"online": [], "cached": [self.cache], "fast": [FastTeacher("bf16", channels_last=True)]}[name]
+        _trainer(self.device, callbacks).fit(task, datamodule=self.data)
+        return timer.epoch_seconds[0]
+
+    def bare(self, torchdistill: bool) -> float:
+        student = create_model("resnet8x4", num_classes=100).to(self.device).train()
+        teacher = self.teacher.to(self.device).eval()
+        optimizer = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+        if torchdistill:
+            from torchdistill.core.forward_hook import ForwardHookManager
+            from torchdistill.losses.mid_level import KDLoss
+
+            student_hooks, teacher_hooks = ForwardHookManager(self.device), ForwardHookManager(self.device)
+            student_hooks.add_hook(student, "fc", requires_input=False, requires_output=True)
+            teacher_hooks.add_hook(teacher, "fc", requires_input=False, requires_output=True)
+            criterion = KDLoss("fc", "output", "fc", "output", temperature=4.0, alpha=0.1, beta=0.9)
+        seconds = 0.0
+        for x, y in self.batches:
+            x, y = x.to(self.device), y.to(self.device)
+            started = time.perf_counter()
+            with torch.no_grad():
+                teacher_logits = teacher(x)
+            logits = student(x)
+            if torchdistill:
+                loss = criterion(student_hooks.pop_io_dict(), teacher_hooks.pop_io_dict(), y)
+            else:
+                soft = F.kl_div(F.log_softmax(logits / 4, 1), F.softmax(teacher_logits / 4, 1), reduction="batchmean")
+                loss = 0.1 * F.cross_entropy(logits, y) + 0.9 * 16 * soft
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if self.device == "cuda":
+                torch.cuda.synchronize()
+            seconds += time.perf_counter() - started
+        return seconds
+
+
+VARIANTS = {
+    "(a) student on labels alone": lambda v: v.lightning("student"),
+    "(b) online KD": lambda v: v.lightning("online"),
+    "(c) cached KD": lambda v: v.lightning("cached"),
+    "(d) bare PyTorch KD loop": lambda v: v.bare(torchdistill=False),
+    "(e) torchdistill KD (hooks + KDLoss)": lambda v: v.bare(torchdistill=True),
+    "(f) online KD, bf16 channels-last teacher": lambda v: v.lightning("fast"),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    import torchvision
+
+    torchvision.datasets.CIFAR10._check_integrity = lambda self: True  # random files: no checksum to match
+    torchvision.datasets.cifar.check_integrity = lambda path, md5=None: True
+    started = time.time()
+    with tempfile.TemporaryDirectory() as folder:
+        write_cifar100(Path(folder), args.images)
+        variants = Variants(Path(folder), args.device)
+        times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+        for round_number in range(args.rounds + 1):  # round 0 warms up (and fills the cache): not counted
+            for name, run in VARIANTS.items():
+                seconds = run(variants)
+                if round_number > 0:
+                    times[name].append(seconds)
+            print(f"round {round_number}: " + ", ".join(f"{n[:3]} {times[n][-1]:.2f}s" for n in times if times[n]),
+                  flush=True)
+    base = statistics.median(times["(a) student on labels alone"])
+    rows = {name: {"median_seconds": statistics.median(values), "ratio_to_a": statistics.median(values) / base,
+                   "seconds": values} for name, values in times.items()}
+    cache = {"fill_seconds": variants.cache.fill_seconds, "megabytes": variants.cache.megabytes}
+    print(f"\nseconds per epoch of training steps ({args.images} images, batch 64, {args.device}, "
+          f"{args.threads} threads), median of {args.rounds} interleaved rounds")
+    for name, row in rows.items():
+        print(f"  {name:<45} {row['median_seconds']:7.2f}   x{row['ratio_to_a']:.2f}")
+    print(f"  cache: filled in {cache['fill_seconds']:.1f} s, {cache['megabytes']:.1f} MB (2 views per image)")
+    device = "gpu" if args.device == "cuda" else "cpu"
+    write_record(REPO / "benchmarks" / "results" / f"cache_throughput_{device}.json",
+                 command=f"python benchmarks/cache_throughput.py --images {args.images} --rounds {args.rounds} "
+                         f"--threads {args.threads}",
+                 metric="seconds per epoch spent in training steps (median of interleaved rounds) and ratio to (a)",
+                 started=started, rows=rows, cache=cache,
+                 pair="ResNet32x4 -> ResNet8x4, CIFAR-100-size random images, batch 64")
+
+
+if __name__ == "__main__":
+    main()

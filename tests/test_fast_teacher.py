@@ -1,0 +1,74 @@
+"""The fast teacher path: reduced-precision, channels-last, compiled teachers; fp32 for the losses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from pytorch_lightning import seed_everything
+
+from lightning_kd import BornAgain, Classifier
+from lightning_kd.callbacks import FastTeacher, Generations
+from lightning_kd.data import DigitsDataModule
+from lightning_kd.losses import hinton_kd_loss
+from lightning_kd.models import MLP, SmallCNN
+from lightning_kd.teachers import TeacherForward, Teachers
+from tests.helpers import cpu_trainer
+
+
+def _teachers(**settings) -> tuple[Teachers, torch.Tensor]:
+    torch.manual_seed(0)
+    teachers = Teachers([SmallCNN(widths=(8, 16), num_classes=10)])
+    teachers.configure_forward(TeacherForward(**settings))
+    return teachers, torch.randn(16, 1, 8, 8)
+
+
+def test_a_bf16_teachers_kd_loss_is_within_tolerance_of_fp32() -> None:
+    reference, x = _teachers()
+    fast, _ = _teachers(precision="bf16")
+    (exact,), (approximate,) = reference.outputs(x), fast.outputs(x, ["body.2"])
+    assert approximate.logits.dtype == torch.float32 and approximate.features["body.2"].dtype == torch.float32
+    assert not torch.equal(approximate.logits, exact.logits)  # it did run in bf16
+    student, y = torch.randn(16, 10), torch.randint(0, 10, (16,))
+    loss_exact = hinton_kd_loss(student, exact.logits, y, alpha=0.9, temperature=4.0)["loss"]
+    loss_fast = hinton_kd_loss(student, approximate.logits, y, alpha=0.9, temperature=4.0)["loss"]
+    assert float(loss_fast) == pytest.approx(float(loss_exact), rel=2e-2)
+
+
+@pytest.mark.parametrize("settings", [{"channels_last": True}, {"compile_backend": "eager"},
+                                      {"channels_last": True, "compile_backend": "eager"}])
+def test_channels_last_and_compiled_teachers_give_the_same_outputs(settings: dict) -> None:
+    reference, x = _teachers()
+    fast, _ = _teachers(**settings)
+    (exact,), (same,) = reference.outputs(x), fast.outputs(x)
+    assert torch.allclose(same.logits, exact.logits, atol=1e-5)
+
+
+def _born_again(tmp_path: Path, *callbacks) -> tuple[BornAgain, float]:
+    seed_everything(0)
+    task = BornAgain(SmallCNN(widths=(8, 16), num_classes=10), loss="ban")
+    generations = Generations(generations=2, epochs=2, dirpath=tmp_path)
+    trainer = cpu_trainer(max_epochs=6, callbacks=[generations, *callbacks])
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=64))
+    return task, float(trainer.callback_metrics["val/acc"])
+
+
+def test_a_fit_with_a_fast_teacher_trains_as_with_an_fp32_one_and_promoted_teachers_run_fast_too(
+        tmp_path: Path) -> None:
+    fast = FastTeacher(precision="bf16", channels_last=True)
+    task, accuracy = _born_again(tmp_path / "fast", fast)
+    _, reference = _born_again(tmp_path / "fp32")
+    assert task.teachers.forward_settings == fast.settings and abs(accuracy - reference) < 0.05
+    conv = task.teacher.body[4].weight  # the teacher promoted last (its second convolution), converted on arrival
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+
+
+def test_a_task_without_teachers_is_refused() -> None:
+    with pytest.raises(ValueError, match="Classifier has none: use it with a distillation method"):
+        cpu_trainer(callbacks=[FastTeacher()]).fit(Classifier(MLP(num_classes=10)), datamodule=DigitsDataModule())
+
+
+def test_an_unknown_precision_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown teacher precision 'fp8'; choose one of 32, bf16, 16"):
+        FastTeacher(precision="fp8")
