@@ -10,7 +10,7 @@ excluded) of:
   (c) cached KD (``VanillaKD`` with ``TeacherOutputCache``, fp32, filled once before training);
   (d) a bare hand-written PyTorch KD loop (no Lightning);
   (e) torchdistill's KD: the bare loop with torchdistill's ``ForwardHookManager`` collecting both models'
-      outputs and its ``KDLoss`` (what its distillation box runs each step; needs ``pip install torchdistill``);
+      outputs and its ``KDLoss`` (what its distillation box runs each step; ``pip install -e .[benchmark]``);
   (f) online KD with the fast teacher path (``FastTeacher``, bf16 autocast and channels-last).
 
 The variants run interleaved, one epoch each per round, for ``--rounds`` rounds; the table gives the
