@@ -192,7 +192,8 @@ class StudentReport(Callback):
 
 
 def test_under_ddp_the_cached_run_equals_the_uncached_one(tmp_path: Path) -> None:
-    for name, extra in (("online", []), ("cached", [TeacherOutputCache()])):
+    disk = TeacherOutputCache(storage="disk", dirpath=tmp_path / "shared")  # one set of files, both processes
+    for name, extra in (("online", []), ("cached", [TeacherOutputCache()]), ("disk", [disk])):
         seed_everything(0)
         torch.manual_seed(0)
         task = VanillaKD(MLP(hidden_sizes=(16,), num_classes=10), SmallCNN(widths=(8, 16), num_classes=10))
@@ -200,9 +201,10 @@ def test_under_ddp_the_cached_run_equals_the_uncached_one(tmp_path: Path) -> Non
                               callbacks=[*extra, StudentReport(tmp_path / name)])
         trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
     runs = {name: [json.loads((tmp_path / f"{name}-rank{r}.json").read_text()) for r in (0, 1)]
-            for name in ("online", "cached")}
-    assert runs["cached"][0] == runs["cached"][1]  # the ranks agree
-    assert runs["online"][0] == pytest.approx(runs["cached"][0], rel=1e-5)
+            for name in ("online", "cached", "disk")}
+    assert runs["cached"][0] == runs["cached"][1] and runs["disk"][0] == runs["disk"][1]  # the ranks agree
+    assert runs["online"][0] == pytest.approx(runs["cached"][0], rel=1e-5) == runs["disk"][0]
+    assert any((tmp_path / "shared").glob("teacher-logits.npy"))
 
 
 def test_the_cache_and_the_fast_teacher_work_from_the_command_line(in_tmp: Path) -> None:
