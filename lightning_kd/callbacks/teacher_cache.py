@@ -134,6 +134,10 @@ class TeacherOutputCache(Callback):
                 "the training data shows a new augmented view of each sample every epoch, so no cached target would "
                 "ever be used twice; set the data module's augmentation_views (e.g. --data.init_args."
                 "augmentation_views 8) to cycle through that many views of each sample")
+        augmentation = getattr(datamodule, "augmentation", None)
+        if augmentation is not None and trainer.world_size > 1:
+            # every process must replay the views the cache holds: the first process's seed for all
+            augmentation.seed = trainer.strategy.broadcast(augmentation.seed, src=0)
         self._trainer = trainer
         pl_module.use_teacher_cache(self)
 
