@@ -128,12 +128,11 @@ class Teachers(nn.ModuleDict):
         settings = self.forward_settings
         if settings.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        autocast = (torch.autocast(x.device.type, dtype=settings.autocast_dtype) if settings.autocast_dtype is not None
-                    else nullcontext())
         results = []
         for role, network in self.items():
             wanted = layers.get(role, ()) if isinstance(layers, Mapping) else layers
-            with autocast:
+            dtype = settings.autocast_dtype
+            with torch.autocast(x.device.type, dtype=dtype) if dtype is not None else nullcontext():
                 if not wanted and role in self._compiled:
                     output = NetworkOutput(self._compiled[role](x))
                 else:

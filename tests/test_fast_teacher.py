@@ -72,3 +72,13 @@ def test_a_task_without_teachers_is_refused() -> None:
 def test_an_unknown_precision_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown teacher precision 'fp8'; choose one of 32, bf16, 16"):
         FastTeacher(precision="fp8")
+
+
+def test_several_teachers_each_run_fast_and_give_fp32() -> None:
+    torch.manual_seed(0)
+    teachers = Teachers([SmallCNN(widths=(8, 16), num_classes=10), MLP(hidden_sizes=(8,), num_classes=10)])
+    reference = [output.logits for output in teachers.outputs(torch.ones(4, 1, 8, 8))]
+    teachers.configure_forward(TeacherForward(precision="bf16", channels_last=True))
+    outputs = teachers.outputs(torch.ones(4, 1, 8, 8))
+    assert [o.logits.dtype for o in outputs] == [torch.float32, torch.float32]
+    assert all(torch.allclose(o.logits, r, rtol=0.05, atol=0.05) for o, r in zip(outputs, reference, strict=True))
