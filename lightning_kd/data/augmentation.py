@@ -20,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -86,6 +88,19 @@ class ReplayableCropFlip:
         self.padding, self.flip = padding, flip
         self.seed = seed % (1 << 31)  # torch.initial_seed() may not fit the hash's int64 arithmetic
         self.fill = fill
+
+    @classmethod
+    def black_padded(cls, padding: int, mean: Sequence[float], std: Sequence[float],
+                     seed: int | None = None) -> ReplayableCropFlip:
+        """The crop and flip of images normalised with ``mean``/``std``, padded with black as torchvision pads a
+        PIL image; ``seed`` ``None``: torch's seed now (which ``seed_everything`` sets).
+
+        Example:
+            >>> ReplayableCropFlip.black_padded(4, mean=(0.5,), std=(0.25,), seed=3).fill
+            (-2.0,)
+        """
+        black = tuple(-m / s for m, s in zip(mean, std, strict=True))
+        return cls(padding=padding, seed=torch.initial_seed() if seed is None else seed, fill=black)
 
     def parameters(self, index: Tensor, view: Tensor | int) -> tuple[Tensor, Tensor, Tensor]:
         """Each sample's ``(top, left, flipped)`` for this view."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-import torch
 from torchvision import datasets, transforms
 
 from lightning_kd.data.augmentation import ReplayableCropFlip, check_views
@@ -92,10 +91,8 @@ class CIFAR10DataModule(ClassificationDataModule):
         self.train_set = IndexedDataset(train_full, train_idx, self.train_transform)
         self.val_set = IndexedDataset(train_full, val_idx, self.eval_transform)
         self.test_set = IndexedDataset(self._dataset(train=False), transform=self.eval_transform)
-        if self.use_augmentation:  # black padding, as torchvision pads a PIL image, in the normalised space
-            black = tuple(-m / s for m, s in zip(self.mean, self.std, strict=True))
-            seed = torch.initial_seed() if self.augmentation_seed is None else self.augmentation_seed
-            self.augmentation = ReplayableCropFlip(padding=4, seed=seed, fill=black)
+        if self.use_augmentation:
+            self.augmentation = ReplayableCropFlip.black_padded(4, self.mean, self.std, self.augmentation_seed)
 
 
 class CIFAR100DataModule(CIFAR10DataModule):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from torchvision import datasets, transforms
 
 from lightning_kd.data.augmentation import ReplayableCropFlip, check_views
@@ -143,11 +142,10 @@ class ImageFolderDataModule(ClassificationDataModule):
             val, transform=self.eval_transform)
         self.test_set = IndexedDataset(train, test_idx, self.eval_transform) if test is None else IndexedDataset(
             test, transform=self.eval_transform)
-        if self.transform_style == "small":  # black padding in the normalised space, as a PIL image is padded
+        if self.transform_style == "small":
             normalize = self.train_transform.transforms[-1]
-            black = tuple(-m / s for m, s in zip(normalize.mean, normalize.std, strict=True))
-            seed = torch.initial_seed() if self.augmentation_seed is None else self.augmentation_seed
-            self.augmentation = ReplayableCropFlip(padding=self.input_shape[1] // 8, seed=seed, fill=black)
+            self.augmentation = ReplayableCropFlip.black_padded(self.input_shape[1] // 8, normalize.mean,
+                                                                normalize.std, self.augmentation_seed)
 
 
 def _transforms(style: str, size: int, channels: int, mean: tuple[float, ...] | None,

@@ -270,6 +270,11 @@ class DistanceSpec:
     function: Callable[..., Tensor]
     min_samples: int = 1
 
+    def samples_needed(self, options: dict[str, Any]) -> int:
+        """Fewest samples per side (and per class) with these options: the distance's own minimum, 2 for an
+        unbiased MMD."""
+        return max(self.min_samples, 2 if options.get("estimator") == "unbiased" else 1)
+
     def options(self) -> list[str]:
         """The options the distance takes (its keyword arguments)."""
         return list(inspect.signature(self.function).parameters)[2:]
@@ -318,11 +323,10 @@ def feature_distance(name: str, student: Tensor, teacher: Tensor, **options: Any
         0.0
     """
     spec = distance_spec(name, options)
-    if min(len(student), len(teacher)) < spec.min_samples:
-        raise ValueError(f"distance {name!r} needs at least {spec.min_samples} samples on each side")
-    minimum_for_estimator = 2 if options.get("estimator") == "unbiased" else 1
-    if min(len(student), len(teacher)) < minimum_for_estimator:
-        raise ValueError("the unbiased MMD estimator needs at least 2 samples on each side")
+    needed = spec.samples_needed(options)
+    if min(len(student), len(teacher)) < needed:
+        estimator = " (the unbiased MMD estimator)" if needed > spec.min_samples else ""
+        raise ValueError(f"distance {name!r}{estimator} needs at least {needed} samples on each side")
     return spec.function(student, teacher, **options)
 
 
@@ -342,7 +346,7 @@ def class_conditional_distance(name: str, student: Tensor, student_labels: Tenso
     """
     check_choice("class reduction", reduction, CLASS_REDUCTIONS)
     spec = distance_spec(name, options)
-    needed = max(spec.min_samples, 2 if options.get("estimator") == "unbiased" else 1)
+    needed = spec.samples_needed(options)
     values = []
     for label in torch.unique(student_labels).tolist():
         in_student, in_teacher = student_labels == label, teacher_labels == label

@@ -244,7 +244,7 @@ class MultiExitNetwork(nn.Module):
         x = torch.zeros(1, *self.input_shape, device=parameter.device, dtype=parameter.dtype)
         modules = dict(self.backbone.named_modules())
         started: set[int] = set()
-        at_exit: dict[str, tuple[int, int]] = {}
+        at_exit: dict[str, tuple[int, int, Tensor]] = {}
         was_training = self.training
         self.eval()
         try:
@@ -256,7 +256,7 @@ class MultiExitNetwork(nn.Module):
                     def hook(module: nn.Module, inputs: Any, output: Any) -> None:
                         parameters = sum(p.numel() for m in self.backbone.modules() if id(m) in started
                                          for p in m.parameters(recurse=False))
-                        at_exit.setdefault(path, (parameters, counter.get_total_flops()))
+                        at_exit.setdefault(path, (parameters, counter.get_total_flops(), output))
                     return hook
 
                 for module in modules.values():
@@ -265,12 +265,11 @@ class MultiExitNetwork(nn.Module):
                     hooks.callback(modules[path].register_forward_hook(exit_hook(path)).remove)
                 self.backbone(x)
             full = counter.get_total_flops()
-            tapped = forward_with_taps(self.backbone, x, list(self.exit_paths)).features
             costs, head_flops = [], 0
             for number, (path, head) in enumerate(zip(self.exit_paths, self.exits, strict=True), start=1):
-                parameters, flops = at_exit[path]
+                parameters, flops, features = at_exit[path]
                 with FlopCounterMode(display=False) as head_counter:
-                    head(tapped[path])
+                    head(features)
                 head_flops += head_counter.get_total_flops()
                 costs.append(ExitCost(number, parameters + count_parameters(head),
                                       (flops + head_counter.get_total_flops()) // 2))

@@ -56,11 +56,9 @@ def _width(features: Tensor) -> int:
     return int(features.shape[1] if features.ndim == 4 else features.shape[-1])
 
 
-def _projector(student: Tensor, teacher: Tensor) -> nn.Module:
+def _projector(in_width: int, out_width: int, maps: bool) -> nn.Module:
     """A 1x1 convolution between feature maps' channels, else a linear map between widths."""
-    if student.ndim == 4:
-        return nn.Conv2d(_width(student), _width(teacher), 1, bias=False)
-    return nn.Linear(_width(student), _width(teacher))
+    return nn.Conv2d(in_width, out_width, 1, bias=False) if maps else nn.Linear(in_width, out_width)
 
 
 
@@ -154,7 +152,7 @@ class DistributionMatchingKD(DistillationTask):
             wanted = match.projector == "linear" or (match.projector == "auto" and widths_differ
                                                      and not match.compares_across_widths)
             if wanted:
-                self.projectors[index] = _projector(s, t).to(parameter.device)
+                self.projectors[index] = _projector(_width(s), _width(t), s.ndim == 4).to(parameter.device)
             elif widths_differ and not match.compares_across_widths:
                 raise ValueError(
                     f"match {index + 1} ({match.distance}): the student's {match.student_layer!r} has width "
@@ -177,10 +175,7 @@ class DistributionMatchingKD(DistillationTask):
             weight = state.get(f"projectors.{index}.weight")
             if weight is None:
                 continue
-            if weight.ndim == 4:
-                self.projectors[index] = nn.Conv2d(weight.shape[1], weight.shape[0], 1, bias=False)
-            else:
-                self.projectors[index] = nn.Linear(weight.shape[1], weight.shape[0])
+            self.projectors[index] = _projector(weight.shape[1], weight.shape[0], weight.ndim == 4)
         self._projectors_built = True
 
     def cached_teacher_layers(self) -> list[str]:
