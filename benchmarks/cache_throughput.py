@@ -7,17 +7,20 @@ excluded) of:
 
   (a) the student on labels alone (``Classifier``);
   (b) online KD (``VanillaKD``: the teacher's forward every step);
-  (c) cached KD (``VanillaKD`` with ``TeacherOutputCache``, fp32, filled once before training);
+  (c) cached KD (``VanillaKD`` with ``TeacherOutputCache``, fp32, filled once before training; on a GPU
+      the cache is in the GPU's memory, ``storage: device``, and (c2) gives it in host memory);
   (d) a bare hand-written PyTorch KD loop (no Lightning);
   (e) torchdistill's KD: the bare loop with torchdistill's ``ForwardHookManager`` collecting both models'
       outputs and its ``KDLoss`` (what its distillation box runs each step; ``pip install -e .[benchmark]``);
-  (f) online KD with the fast teacher path (``FastTeacher``, bf16 autocast and channels-last).
+  (f) online KD with the fast teacher path (``FastTeacher``, bf16 autocast and channels-last);
+  (g) with ``--compile``: (f) with the teacher compiled by inductor.
 
 The variants run interleaved, one epoch each per round, for ``--rounds`` rounds; the table gives the
 median epoch time and its ratio to (a). The cache's fill time and size are reported beside. Writes
 ``benchmarks/results/cache_throughput_<device>.json``.
 
     python benchmarks/cache_throughput.py --images 512 --rounds 3 --threads 2
+    python benchmarks/cache_throughput.py --images 10240 --rounds 3 --threads 8 --device cuda --compile
 """
 
 from __future__ import annotations
@@ -66,13 +69,14 @@ def _trainer(device: str, callbacks: list[Any]) -> Trainer:
 class Variants:
     """The networks, data and cache every round reuses (the teacher's weights never change)."""
 
-    def __init__(self, root: Path, device: str) -> None:
+    def __init__(self, root: Path, device: str, batch_size: int) -> None:
         seed_everything(0)
         self.device = device
-        self.data = CIFAR100DataModule(root=root, batch_size=64, num_workers=0, val_fraction=0.05,
+        self.data = CIFAR100DataModule(root=root, batch_size=batch_size, num_workers=0, val_fraction=0.05,
                                        augmentation_views=2, augmentation_seed=0)
         self.teacher = create_model("resnet32x4", num_classes=100)
-        self.cache = TeacherOutputCache()
+        self.cache = TeacherOutputCache(storage="device" if device == "cuda" else "memory")
+        self.host_cache = TeacherOutputCache(storage="memory")
         self.data.setup("fit")
         self.batches = [(b["input"], b["target"]) for b in self.data.train_dataloader()]
 
@@ -84,7 +88,9 @@ class Variants:
             task: Any = Classifier(student, lr_scheduler="none")
         else:
             task = VanillaKD(student, self.teacher, lr_scheduler="none")
-            callbacks += {"online": [], "cached": [self.cache], "fast": [FastTeacher("bf16", channels_last=True)]}[name]
+            callbacks += {"online": [], "cached": [self.cache],
+                          "cached_host": [self.host_cache], "fast": [FastTeacher("bf16", channels_last=True)],
+                          "compiled": [FastTeacher("bf16", channels_last=True, compile_backend="inductor")]}[name]
         _trainer(self.device, callbacks).fit(task, datamodule=self.data)
         return timer.epoch_seconds[0]
 
@@ -103,6 +109,8 @@ class Variants:
         seconds = 0.0
         for x, y in self.batches:
             x, y = x.to(self.device), y.to(self.device)
+            if self.device == "cuda":
+                torch.cuda.synchronize()
             started = time.perf_counter()
             with torch.no_grad():
                 teacher_logits = teacher(x)
@@ -129,6 +137,8 @@ VARIANTS = {
     "(e) torchdistill KD (hooks + KDLoss)": lambda v: v.bare(torchdistill=True),
     "(f) online KD, bf16 channels-last teacher": lambda v: v.lightning("fast"),
 }
+HOST_CACHE = {"(c2) cached KD, cache in host memory": lambda v: v.lightning("cached_host")}
+COMPILED = {"(g) online KD, bf16 channels-last compiled teacher": lambda v: v.lightning("compiled")}
 
 
 def main() -> None:
@@ -136,6 +146,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--compile", action="store_true", help="add (g): the fast path with a compiled teacher")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -146,10 +158,11 @@ def main() -> None:
     started = time.time()
     with tempfile.TemporaryDirectory() as folder:
         write_cifar100(Path(folder), args.images)
-        variants = Variants(Path(folder), args.device)
-        times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+        variants = Variants(Path(folder), args.device, args.batch_size)
+        runs = VARIANTS | (HOST_CACHE if args.device == "cuda" else {}) | (COMPILED if args.compile else {})
+        times: dict[str, list[float]] = {name: [] for name in runs}
         for round_number in range(args.rounds + 1):  # round 0 warms up (and fills the cache): not counted
-            for name, run in VARIANTS.items():
+            for name, run in runs.items():
                 seconds = run(variants)
                 if round_number > 0:
                     times[name].append(seconds)
@@ -158,19 +171,23 @@ def main() -> None:
     base = statistics.median(times["(a) student on labels alone"])
     rows = {name: {"median_seconds": statistics.median(values), "ratio_to_a": statistics.median(values) / base,
                    "seconds": values} for name, values in times.items()}
-    cache = {"fill_seconds": variants.cache.fill_seconds, "megabytes": variants.cache.megabytes}
-    print(f"\nseconds per epoch of training steps ({args.images} images, batch 64, {args.device}, "
+    cache = {"storage": variants.cache.storage, "fill_seconds": variants.cache.fill_seconds,
+             "megabytes": variants.cache.megabytes}
+    print(f"\nseconds per epoch of training steps ({args.images} images, batch {args.batch_size}, {args.device}, "
           f"{args.threads} threads), median of {args.rounds} interleaved rounds")
     for name, row in rows.items():
-        print(f"  {name:<45} {row['median_seconds']:7.2f}   x{row['ratio_to_a']:.2f}")
-    print(f"  cache: filled in {cache['fill_seconds']:.1f} s, {cache['megabytes']:.1f} MB (2 views per image)")
+        print(f"  {name:<52} {row['median_seconds']:7.2f}   x{row['ratio_to_a']:.2f}")
+    print(f"  cache ({cache['storage']}): filled in {cache['fill_seconds']:.1f} s, {cache['megabytes']:.1f} MB "
+          "(2 views per image)")
     device = "gpu" if args.device == "cuda" else "cpu"
-    write_record(REPO / "benchmarks" / "results" / f"cache_throughput_{device}.json",
+    suffix = "" if args.batch_size == 64 else f"_batch{args.batch_size}"
+    write_record(REPO / "benchmarks" / "results" / f"cache_throughput_{device}{suffix}.json",
                  command=f"python benchmarks/cache_throughput.py --images {args.images} --rounds {args.rounds} "
-                         f"--threads {args.threads}",
+                         f"--threads {args.threads} --batch-size {args.batch_size} --device {args.device}"
+                         + (" --compile" if args.compile else ""),
                  metric="seconds per epoch spent in training steps (median of interleaved rounds) and ratio to (a)",
                  started=started, rows=rows, cache=cache,
-                 pair="ResNet32x4 -> ResNet8x4, CIFAR-100-size random images, batch 64")
+                 pair=f"ResNet32x4 -> ResNet8x4, CIFAR-100-size random images, batch {args.batch_size}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ def write_record(output: Path, command: str, metric: str, started: float, **resu
         "command": command,
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}, "
-                   f"torch {torch.__version__}",
+                   f"torch {torch.__version__}"
+                   + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
         "metric": metric,
         "seconds": round(time.time() - started, 1),
         **results,
@@ -52,10 +53,17 @@ class StepTimer(Callback):
         self.epoch_seconds.append(0.0)
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        _synchronize(pl_module.device)
         self._started = time.perf_counter()
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        _synchronize(pl_module.device)  # GPU work is queued: the step has ended when the device is done
         self.epoch_seconds[-1] += time.perf_counter() - self._started
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from pytorch_lightning import Callback, seed_everything
+from pytorch_lightning import Callback, Trainer, seed_everything
 
 from lightning_kd import BornAgain, DistributionMatchingKD, MultiTeacherKD, VanillaKD
 from lightning_kd.callbacks import Generations, TeacherOutputCache
@@ -67,9 +67,11 @@ def test_fp32_targets_are_the_teachers_outputs_on_the_replayed_views(tmp_path: P
     assert probe.worst["teacher/logits"] == 0.0  # exactly, although the pre-pass runs larger batches
 
 
-def test_first_use_fill_serves_what_it_computed_and_computes_each_view_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("storage", ["memory", "device"])
+def test_first_use_fill_serves_what_it_computed_and_computes_each_view_once(tmp_path: Path, storage: str) -> None:
     seed_everything(0)
-    probe, cache = TargetProbe(), TeacherOutputCache(fill="first_use", precision="topk", top_k=10)
+    probe = TargetProbe()
+    cache = TeacherOutputCache(fill="first_use", precision="topk", top_k=10, storage=storage)
     cpu_trainer(max_epochs=4, callbacks=[cache, probe]).fit(_kd(), datamodule=_cifar(tmp_path))
     assert bool(cache.filled.all()) and cache.fills == 1
     # epochs 0-2 show views 0-2, each batch computed once; epoch 3 shows view 0 again: served
@@ -114,7 +116,7 @@ def _fit(tmp_path: Path, cache: TeacherOutputCache | None, task_factory=_kd) -> 
     return [p.detach().clone() for p in task.student.parameters()]
 
 
-@pytest.mark.parametrize("storage", ["memory", "disk"])
+@pytest.mark.parametrize("storage", ["memory", "device", "disk"])
 def test_training_with_the_cache_gives_the_weights_of_training_without_it(tmp_path: Path, storage: str) -> None:
     without = _fit(tmp_path, None)
     with_cache = _fit(tmp_path, TeacherOutputCache(storage=storage, dirpath=tmp_path / "cache"))
@@ -218,3 +220,14 @@ def test_the_cache_and_the_fast_teacher_work_from_the_command_line(in_tmp: Path)
           "--trainer.callbacks+=lightning_kd.callbacks.TeacherOutputCache", "--trainer.callbacks.precision", "fp16",
           "--trainer.callbacks+=lightning_kd.callbacks.FastTeacher", "--trainer.callbacks.precision", "bf16"])
     assert (in_tmp / "checkpoints/mnist5k/kd.ckpt").is_file()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run on one: the cache on the device)")
+def test_on_a_gpu_the_device_cache_lives_there_and_serves_the_teachers_outputs(tmp_path: Path) -> None:
+    seed_everything(0)
+    probe, cache = TargetProbe(), TeacherOutputCache(storage="device")
+    trainer = Trainer(accelerator="cuda", devices=1, max_epochs=4, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=[cache, probe])
+    trainer.fit(_kd(), datamodule=_cifar(tmp_path))
+    assert cache.entries["teacher"]["logits"].device.type == "cuda" and probe.batches == 4 * 4
+    assert probe.worst["teacher/logits"] < 1e-5  # cuDNN may pick other kernels for the pre-pass's larger batches

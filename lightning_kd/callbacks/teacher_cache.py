@@ -3,7 +3,8 @@
 A frozen teacher's answer for a given input never changes, yet online distillation computes it again
 every epoch. :class:`TeacherOutputCache` computes it once per sample and view, in a pre-pass before
 training (eval mode, large batches, no gradient; or, with ``fill: first_use``, online the first time each
-sample and view comes up in training), keeps it in memory or in memory-mapped files on disk,
+sample and view comes up in training), keeps it in host memory, in the accelerator's memory or in
+memory-mapped files on disk,
 and serves it to every method through :meth:`~lightning_kd.tasks.DistillationTask.teacher_outputs`, by
 ``batch["index"]`` and ``batch["view"]``: no method changes.
 
@@ -54,7 +55,7 @@ from lightning_kd.models.taps import LayerSpec, NetworkOutput
 
 CachePrecision = Literal["fp32", "fp16", "topk"]
 CACHE_PRECISIONS: tuple[str, ...] = get_args(CachePrecision)
-CacheStorage = Literal["memory", "disk"]
+CacheStorage = Literal["memory", "device", "disk"]
 CACHE_STORAGES: tuple[str, ...] = get_args(CacheStorage)
 CacheFill = Literal["prepass", "first_use"]
 CACHE_FILLS: tuple[str, ...] = get_args(CacheFill)
@@ -66,7 +67,9 @@ class TeacherOutputCache(Callback):
     Args:
         precision: ``"fp32"`` (default), ``"fp16"`` or ``"topk"`` (see the module for each one's error).
         top_k: Logits kept per sample with ``precision: topk``.
-        storage: ``"memory"`` (default) or ``"disk"`` (memory-mapped ``.npy`` files in ``dirpath``).
+        storage: ``"memory"`` (default: host memory), ``"device"`` (the training device's memory: on a GPU,
+            serving a batch is a gather there, with no copy from the host and no synchronisation; use it
+            when the cache fits beside training) or ``"disk"`` (memory-mapped ``.npy`` files in ``dirpath``).
         dirpath: Folder of the ``"disk"`` files (default: ``teacher_cache`` in the trainer's root folder).
         fill: ``"prepass"`` (default): every sample and view before training; ``"first_use"``: each training
             batch's outputs are computed online the first time its samples and view come up, and stored
@@ -102,6 +105,8 @@ class TeacherOutputCache(Callback):
         self.filled_version: int | None = None
         self.online_batches = 0
         """Training batches whose outputs were computed online (``fill: first_use``) rather than served."""
+        self.complete = False
+        """Whether every entry is filled (after a pre-pass): serving then checks nothing per batch."""
         self.fills = 0
         """How many times the cache was (re)started for a teacher: once per teacher of the fit."""
         self.fill_seconds = 0.0
@@ -109,6 +114,11 @@ class TeacherOutputCache(Callback):
         self.megabytes = 0.0
         """The cache's size."""
         self._trainer: pl.Trainer | None = None
+        self._device = torch.device("cpu")
+
+    @property
+    def _storage_device(self) -> torch.device:
+        return self._device if self.storage == "device" else torch.device("cpu")
 
     # -- the fit ----------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -159,15 +169,18 @@ class TeacherOutputCache(Callback):
         if self.filled_version != pl_module.teacher_version:
             assert self._trainer is not None
             self.fill(self._trainer, pl_module)
-        index = batch["index"].long().cpu()
-        view = batch["view"].long().cpu() if "view" in batch else torch.zeros_like(index)
-        if int(view.max()) >= self.views:
-            raise RuntimeError(f"batch view {int(view.max())} is not cached (the cache holds {self.views} views)")
-        if not bool(self.filled[index, view].all()):  # fill: first_use, the first time these come up
+        index = batch["index"].long()
+        view = batch["view"].long() if "view" in batch else torch.zeros_like(index)
+        if self.storage != "device":  # host storage: gather on the host (a device-side check would synchronise)
+            index, view = index.cpu(), view.cpu()
+            if int(view.max()) >= self.views:
+                raise RuntimeError(f"batch view {int(view.max())} is not cached (the cache holds {self.views} views)")
+        if not self.complete and not bool(self.filled[index.cpu(), view.cpu()].all()):
+            # fill: first_use, the first time these samples and view come up
             outputs = pl_module.teachers.outputs(batch["input"], self.layers)
             for role, output in zip(pl_module.teachers, outputs, strict=True):
                 self._store(self._trainer, role, output, index, view)
-            self.filled[index, view] = True
+            self.filled[index.cpu(), view.cpu()] = True
             self.online_batches += 1
         device = batch["input"].device
         results = []
@@ -203,7 +216,9 @@ class TeacherOutputCache(Callback):
         dataset = datamodule.train_set
         self.samples, self.entries = len(dataset), {}
         self.filled = torch.zeros(self.samples, self.views, dtype=torch.bool)
+        self.complete = False
         self.filled_version = pl_module.teacher_version
+        self._device = next(pl_module.student.parameters()).device
         self.fills += 1
         if self.fill_mode == "first_use":
             return
@@ -228,6 +243,7 @@ class TeacherOutputCache(Callback):
                         self._store(trainer, role, output, index, view)
         self._combine(trainer)
         self.filled[:] = True
+        self.complete = True
         seconds = self.fill_seconds = time.perf_counter() - started
         megabytes = self.megabytes = sum(t.numel() * t.element_size() for e in self.entries.values()
                                          for t in e.values()) / 2**20
@@ -240,7 +256,8 @@ class TeacherOutputCache(Callback):
         if role not in self.entries:
             self.entries[role] = self._allocate(trainer, role, self.samples, output)
         entry = self.entries[role]
-        logits = output.logits.float().cpu()
+        logits = output.logits.float().to(self._storage_device)
+        index = index.to(self._storage_device)
         if self.precision == "topk":
             k = min(self.top_k, logits.shape[1])
             values, indices = logits.topk(k, dim=1)
@@ -251,7 +268,7 @@ class TeacherOutputCache(Callback):
             entry["logits"][index, view] = logits.to(entry["logits"].dtype)
         for layer in self.layers:
             store = entry[f"feature:{layer}"]
-            store[index, view] = output.features[layer].cpu().to(store.dtype)
+            store[index, view] = output.features[layer].to(store.device, store.dtype)
 
     def _allocate(self, trainer: pl.Trainer, role: str, samples: int, output: NetworkOutput) -> dict[str, Tensor]:
         classes = output.logits.shape[1]
@@ -268,12 +285,12 @@ class TeacherOutputCache(Callback):
             feature = output.features[layer]
             shapes[f"feature:{layer}"] = ((samples, self.views, *feature.shape[1:]), half)
         entry = {name: self._tensor(trainer, role, name, shape, dtype) for name, (shape, dtype) in shapes.items()}
-        entry["num_classes"] = torch.tensor(classes)
+        entry["num_classes"] = torch.tensor(classes)  # metadata, on the host
         return entry
 
     def _tensor(self, trainer: pl.Trainer, role: str, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        if self.storage == "memory":
-            return torch.zeros(shape, dtype=dtype)
+        if self.storage != "disk":
+            return torch.zeros(shape, dtype=dtype, device=self._storage_device)
         folder = self.dirpath or Path(trainer.default_root_dir) / "teacher_cache"
         path = folder / f"{role}-{name.replace(':', '-').replace('/', '_')}.npy"
         numpy_dtype = torch.empty((), dtype=dtype).numpy().dtype
@@ -294,8 +311,10 @@ class TeacherOutputCache(Callback):
                 if self.storage == "disk":
                     getattr(tensor.numpy(), "flush", lambda: None)()
                     continue
-                wide = tensor.to(torch.float64 if tensor.is_floating_point() else torch.int64)
-                dist.all_reduce(wide, op=dist.ReduceOp.SUM)  # the other processes' shares are zeros here
+                # on the process's device: NCCL reduces no host tensors; the other processes' shares are zeros here
+                wide = tensor.to(trainer.strategy.root_device, torch.float64 if tensor.is_floating_point()
+                                 else torch.int64)
+                dist.all_reduce(wide, op=dist.ReduceOp.SUM)
                 tensor.copy_(wide.to(tensor.dtype))
         trainer.strategy.barrier()
 

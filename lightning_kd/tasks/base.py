@@ -318,7 +318,7 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
             key = "train/loss" if name == "loss" else f"train/{name}_loss"
             self.log(key, value, on_step=True, on_epoch=True, prog_bar=name == "loss", batch_size=batch_size,
                      sync_dist=True)
-        self.train_metrics(logits.detach(), batch["target"])
+        self.train_metrics.update(logits.detach(), batch["target"])  # the epoch's value only: no per-batch compute
         self.log("train/acc", self.train_metrics, on_step=False, on_epoch=True, batch_size=batch_size)
 
     def _stop_if_not_finite(self, losses: dict[str, Tensor]) -> None:
