@@ -47,6 +47,14 @@ def attached_trainer(module: pl.LightningModule) -> pl.Trainer | None:
     return module._trainer
 
 
+def step_metrics_are_written(trainer: pl.Trainer) -> bool:
+    """Whether the loggers write this training step's ``on_step`` values (every ``log_every_n_steps``).
+
+    Lightning's own test, so a value logged only on these steps reaches every write.
+    """
+    return bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run)
+
+
 def rewrap_for_ddp(strategy: Strategy) -> None:
     """Wrap the strategy's LightningModule in a new ``DistributedDataParallel`` (its parameters changed).
 

@@ -16,6 +16,37 @@ def accuracy(num_classes: int, top_k: int = 1) -> MulticlassAccuracy:
     return MulticlassAccuracy(num_classes=num_classes, top_k=top_k, average="micro")
 
 
+class EpochSums:
+    """Batch-size-weighted means of scalars over one epoch, summed on their device (no synchronisation per batch).
+
+    Args:
+        epoch: The epoch the sums belong to (``None``: none yet).
+
+    Example:
+        >>> sums = EpochSums(epoch=0)
+        >>> sums.add({"train/ce_loss": torch.tensor(1.0)}, batch_size=2)
+        >>> sums.add({"train/ce_loss": torch.tensor(4.0)}, batch_size=1)
+        >>> sums.means()
+        {'train/ce_loss': tensor(2.)}
+    """
+
+    def __init__(self, epoch: int | None = None) -> None:
+        self.epoch = epoch
+        self.totals: dict[str, Tensor] = {}
+        self.samples = 0
+
+    def add(self, values: dict[str, Tensor], batch_size: int) -> None:
+        """Add one batch's ``values`` (scalars), weighted by its ``batch_size``."""
+        for key, value in values.items():
+            weighted = value.float() * batch_size
+            self.totals[key] = self.totals[key] + weighted if key in self.totals else weighted
+        self.samples += batch_size
+
+    def means(self) -> dict[str, Tensor]:
+        """Each value's mean over the samples added."""
+        return {key: total / self.samples for key, total in self.totals.items()}
+
+
 def teacher_metric_names(stage: str, role: str) -> tuple[str, str]:
     """Logged names of a teacher's accuracy and of the student's top-1 agreement with it.
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from pytorch_lightning import Callback, seed_everything
+from pytorch_lightning.loggers import Logger
 from torch import nn
 
 from lightning_kd import Classifier, VanillaKD
@@ -261,3 +262,60 @@ def test_a_checkpoint_of_format_1_still_loads(tmp_path: Path, digits_teacher) ->
     torch.testing.assert_close(reloaded.teacher.eval()(x), teacher.eval()(x))
     student = load_network(old, MLP(hidden_sizes=(8,), num_classes=10))
     torch.testing.assert_close(student.eval()(x), task.student.eval()(x))
+
+
+class _Recorder(Logger):
+    """Keeps what the trainer writes, step by step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[int | None, dict[str, float]]] = []
+
+    @property
+    def name(self) -> str:
+        return "recorder"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.writes.append((step, dict(metrics)))
+
+
+def test_training_parts_reach_the_logger_on_its_steps_and_their_epoch_means_are_weighted_by_batch() -> None:
+    seed_everything(0)
+    task = VanillaKD(MLP(hidden_sizes=(16,), num_classes=10), SmallCNN(widths=(8, 16), num_classes=10))
+    recorded: list[tuple[int, dict[str, float], int]] = []
+    original = task.log_training
+
+    def spy(batch, losses, logits) -> None:  # what the step computed, before the task logs it
+        correct = int((logits.argmax(1) == batch["target"]).sum())
+        recorded.append((len(batch["target"]), {k: float(v) for k, v in losses.items()}, correct))
+        original(batch, losses, logits)
+
+    task.log_training = spy
+    recorder = _Recorder()
+    trainer = cpu_trainer(max_epochs=2, limit_train_batches=7, limit_val_batches=0, logger=recorder,
+                          log_every_n_steps=3)
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=100))
+    step_writes = {step: m for step, m in recorder.writes if "train/loss_step" in m}
+    assert sorted(step_writes) == [2, 5, 8, 11]  # every third step (0-based), across the epochs
+    for step, metrics in step_writes.items():
+        _, losses, _ = recorded[step]
+        assert metrics["train/ce_loss_step"] == pytest.approx(losses["ce"])
+        assert metrics["train/kd_loss_step"] == pytest.approx(losses["kd"])
+    epoch_writes = [m for _, m in recorder.writes if "train/kd_loss_epoch" in m]
+    assert len(epoch_writes) == 2
+    for epoch, metrics in enumerate(epoch_writes):
+        batches = recorded[7 * epoch:7 * (epoch + 1)]
+        samples = sum(size for size, _, _ in batches)
+        for part in ("ce", "kd", "loss"):
+            mean = sum(size * losses[part] for size, losses, _ in batches) / samples
+            key = "train/loss_epoch" if part == "loss" else f"train/{part}_loss_epoch"
+            assert metrics[key] == pytest.approx(mean, rel=1e-5)
+        assert metrics["train/acc"] == pytest.approx(sum(c for _, _, c in batches) / samples)
+    assert trainer.callback_metrics["train/kd_loss"] == pytest.approx(epoch_writes[-1]["train/kd_loss_epoch"])
