@@ -60,6 +60,14 @@ def write_cifar100(root: Path, images: int) -> None:
         pickle.dump({"fine_label_names": [f"c{i}" for i in range(100)]}, handle)
 
 
+def skip_cifar_checksums() -> None:
+    """Let torchvision read the random files (their checksums cannot match)."""
+    import torchvision
+
+    torchvision.datasets.CIFAR10._check_integrity = lambda self: True
+    torchvision.datasets.cifar.check_integrity = lambda path, md5=None: True
+
+
 def _trainer(device: str, callbacks: list[Any]) -> Trainer:
     return Trainer(accelerator=device, devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
                    enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -151,10 +159,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    import torchvision
-
-    torchvision.datasets.CIFAR10._check_integrity = lambda self: True  # random files: no checksum to match
-    torchvision.datasets.cifar.check_integrity = lambda path, md5=None: True
+    skip_cifar_checksums()
     started = time.time()
     with tempfile.TemporaryDirectory() as folder:
         write_cifar100(Path(folder), args.images)

@@ -116,11 +116,22 @@ def _fit(tmp_path: Path, cache: TeacherOutputCache | None, task_factory=_kd) -> 
     return [p.detach().clone() for p in task.student.parameters()]
 
 
+def _largest_difference(first: list[torch.Tensor], second: list[torch.Tensor]) -> float:
+    return max(float((a - b).abs().max()) for a, b in zip(first, second, strict=True))
+
+
+def _assert_same_weights(tmp_path: Path, cache: TeacherOutputCache, task_factory=None) -> None:
+    """The cached fit's weights are those of the uncached fit: bit for bit where two uncached fits agree bit for
+    bit (as on this project's CI machine); elsewhere no further from it than a second uncached fit is."""
+    factory = {} if task_factory is None else {"task_factory": task_factory}
+    without, again = _fit(tmp_path, None, **factory), _fit(tmp_path, None, **factory)
+    with_cache = _fit(tmp_path, cache, **factory)
+    assert _largest_difference(without, with_cache) <= _largest_difference(without, again)
+
+
 @pytest.mark.parametrize("storage", ["memory", "device", "disk"])
 def test_training_with_the_cache_gives_the_weights_of_training_without_it(tmp_path: Path, storage: str) -> None:
-    without = _fit(tmp_path, None)
-    with_cache = _fit(tmp_path, TeacherOutputCache(storage=storage, dirpath=tmp_path / "cache"))
-    assert all(torch.equal(a, b) for a, b in zip(without, with_cache, strict=True))
+    _assert_same_weights(tmp_path, TeacherOutputCache(storage=storage, dirpath=tmp_path / "cache"))
 
 
 def test_several_teachers_are_cached(tmp_path: Path) -> None:
@@ -130,8 +141,7 @@ def test_several_teachers_are_cached(tmp_path: Path) -> None:
                               [SmallCNN(widths=(4, 8), num_classes=10, in_channels=3),
                                MLP(input_shape=(3, 32, 32), hidden_sizes=(8,), num_classes=10)], weighting="ebkd")
 
-    without, with_cache = _fit(tmp_path, None, factory), _fit(tmp_path, TeacherOutputCache(), factory)
-    assert all(torch.equal(a, b) for a, b in zip(without, with_cache, strict=True))
+    _assert_same_weights(tmp_path, TeacherOutputCache(), factory)
 
 
 def test_the_cache_fills_again_after_each_promotion_and_never_serves_a_stale_target(tmp_path: Path) -> None:
