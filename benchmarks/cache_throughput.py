@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_lightning import Trainer, seed_everything
-from seed_records import REPO, StepTimer, write_record
+from seed_records import REPO, StepTimer, interleave, write_record
 
 from lightning_kd import Classifier, VanillaKD
 from lightning_kd.callbacks import FastTeacher, TeacherOutputCache
@@ -165,14 +165,7 @@ def main() -> None:
         write_cifar100(Path(folder), args.images)
         variants = Variants(Path(folder), args.device, args.batch_size)
         runs = VARIANTS | (HOST_CACHE if args.device == "cuda" else {}) | (COMPILED if args.compile else {})
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        for round_number in range(args.rounds + 1):  # round 0 warms up (and fills the cache): not counted
-            for name, run in runs.items():
-                seconds = run(variants)
-                if round_number > 0:
-                    times[name].append(seconds)
-            print(f"round {round_number}: " + ", ".join(f"{n[:3]} {times[n][-1]:.2f}s" for n in times if times[n]),
-                  flush=True)
+        times = interleave(runs, variants, args.rounds)
     base = statistics.median(times["(a) student on labels alone"])
     rows = {name: {"median_seconds": statistics.median(values), "ratio_to_a": statistics.median(values) / base,
                    "seconds": values} for name, values in times.items()}

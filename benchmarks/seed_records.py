@@ -41,6 +41,20 @@ def write_record(output: Path, command: str, metric: str, started: float, **resu
     print(f"\nwrote {output}")
 
 
+def interleave(variants: dict[str, Callable[[Any], float]], subject: Any, rounds: int) -> dict[str, list[float]]:
+    """Each variant's measurements of ``subject``: every variant once per round, in turn, for ``rounds`` rounds
+    after a warm-up round that is not counted (it also fills caches and compiles)."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for round_number in range(rounds + 1):
+        for name, run in variants.items():
+            value = run(subject)
+            if round_number > 0:
+                times[name].append(value)
+        print(f"round {round_number}: " + ", ".join(f"{n[:3]} {times[n][-1]:.2f}" for n in times if times[n]),
+              flush=True)
+    return times
+
+
 class StepTimer(Callback):
     """Seconds spent in training steps (forward, losses, backward, optimizer step; not data loading or
     validation), summed per epoch: ``epoch_seconds``. Add it with ``--trainer.callbacks+=seed_records.StepTimer``."""

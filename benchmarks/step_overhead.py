@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from cache_throughput import skip_cifar_checksums, write_cifar100
 from pytorch_lightning import Trainer, seed_everything
-from seed_records import REPO, StepTimer, write_record
+from seed_records import REPO, StepTimer, interleave, write_record
 from torch import nn
 
 from lightning_kd import Classifier, VanillaKD
@@ -99,12 +99,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         write_cifar100(Path(folder), 64 * args.batches)
         runs = Runs(Path(folder), args.batches)
-        times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-        for round_number in range(args.rounds + 1):  # round 0 warms up (and fills the cache): not counted
-            for name, run in VARIANTS.items():
-                milliseconds = run(runs)
-                if round_number > 0:
-                    times[name].append(milliseconds)
+        times = interleave(VARIANTS, runs, args.rounds)
     rows = {name: {"median_ms": statistics.median(values), "ms": values} for name, values in times.items()}
     print(f"\nmilliseconds per training step (one linear layer, batch 64, CPU, {args.threads} thread(s)), "
           f"median of {args.rounds} interleaved rounds")
