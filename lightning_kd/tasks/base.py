@@ -313,27 +313,29 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         return losses["loss"]
 
     def log_training(self, batch: Batch, losses: dict[str, Tensor], logits: Tensor) -> None:
-        """Log ``train/loss`` (each step and its epoch mean), each other part as ``train/<part>_loss_step`` and
-        ``train/<part>_loss_epoch``, and the handed-on network's ``train/acc`` per epoch.
+        """Log ``train/loss`` and each other part as ``train/<part>_loss``: ``_step`` values on the steps the
+        loggers write (and the loss every step while a progress bar shows it), ``_epoch`` means (and the plain
+        names, for callbacks) at the epoch's last batch; and the handed-on network's ``train/acc`` per epoch.
 
         Each ``self.log`` call costs Lightning a fraction of a millisecond of Python, which on a GPU is a large
-        share of a small network's step (``benchmarks/cache_throughput.py``). So only ``train/loss`` is logged
-        every step (for the progress bar); the parts are summed on the device, logged on the steps the loggers
-        write, and their means at the epoch's last batch.
+        share of a small network's step (``benchmarks/step_overhead.py``). So the values are summed on the
+        device, batch-weighted, and logged only when something reads them.
         """
         batch_size = len(batch["target"])
-        self.log("train/loss", losses["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size,
-                 sync_dist=True)
         trainer = self.trainer
         if self._epoch_sums.epoch != trainer.current_epoch:  # a new epoch (or fit): nothing carried over
             self._epoch_sums = EpochSums(trainer.current_epoch)
             self.train_metrics.reset()
-        parts = {f"train/{name}_loss": value.detach() for name, value in losses.items() if name != "loss"}
-        self._epoch_sums.add(parts, batch_size)
+        named = {"train/loss" if name == "loss" else f"train/{name}_loss": value.detach()
+                 for name, value in losses.items()}
+        self._epoch_sums.add(named, batch_size)
         self.train_metrics.update(logits.detach(), batch["target"])  # the epoch's value only: no per-batch compute
-        if parts and step_metrics_are_written(trainer):
-            for key, value in parts.items():
-                self.log(f"{key}_step", value, on_step=True, on_epoch=False, batch_size=batch_size, sync_dist=True)
+        written = step_metrics_are_written(trainer)
+        for key, value in named.items():
+            shown = key == "train/loss" and trainer.progress_bar_callback is not None
+            if written or shown:
+                self.log(f"{key}_step", value, on_step=True, on_epoch=False, prog_bar=key == "train/loss",
+                         batch_size=batch_size, sync_dist=True)
         if trainer.is_last_batch:
             for key, mean in self._epoch_sums.means().items():
                 self.log(f"{key}_epoch", mean, on_step=False, on_epoch=True, sync_dist=True)
