@@ -319,3 +319,23 @@ def test_training_parts_reach_the_logger_on_its_steps_and_their_epoch_means_are_
             assert metrics[key] == pytest.approx(mean, rel=1e-5)
         assert metrics["train/acc"] == pytest.approx(sum(c for _, _, c in batches) / samples)
     assert trainer.callback_metrics["train/kd_loss"] == pytest.approx(epoch_writes[-1]["train/kd_loss_epoch"])
+
+
+def test_an_epoch_cut_short_by_max_steps_still_logs_its_means() -> None:
+    seed_everything(0)
+    task = VanillaKD(MLP(hidden_sizes=(16,), num_classes=10), SmallCNN(widths=(8, 16), num_classes=10))
+    recorded: list[tuple[int, float]] = []
+    original = task.log_training
+
+    def spy(batch, losses, logits) -> None:
+        recorded.append((len(batch["target"]), float(losses["kd"])))
+        original(batch, losses, logits)
+
+    task.log_training = spy
+    recorder = _Recorder()
+    trainer = cpu_trainer(max_steps=3, limit_train_batches=7, limit_val_batches=0, logger=recorder)
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=100))
+    assert len(recorded) == 3
+    (epoch_write,) = [m for _, m in recorder.writes if "train/kd_loss_epoch" in m]
+    mean = sum(size * kd for size, kd in recorded) / sum(size for size, _ in recorded)
+    assert epoch_write["train/kd_loss_epoch"] == pytest.approx(mean, rel=1e-5) and "train/acc" in epoch_write

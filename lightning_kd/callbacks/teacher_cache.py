@@ -181,6 +181,7 @@ class TeacherOutputCache(Callback):
             for role, output in zip(pl_module.teachers, outputs, strict=True):
                 self._store(self._trainer, role, output, index, view)
             self.filled[index.cpu(), view.cpu()] = True
+            self.complete = bool(self.filled.all())  # every view seen: serve without checking from now on
             self.online_batches += 1
         device = batch["input"].device
         results = []

@@ -337,11 +337,20 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
                 self.log(f"{key}_step", value, on_step=True, on_epoch=False, prog_bar=key == "train/loss",
                          batch_size=batch_size, sync_dist=True)
         if trainer.is_last_batch:
-            for key, mean in self._epoch_sums.means().items():
-                self.log(f"{key}_epoch", mean, on_step=False, on_epoch=True, sync_dist=True)
-                # the plain name too, for callbacks and monitors, as Lightning gives a value logged each step
-                self.log(key, mean, on_step=False, on_epoch=True, sync_dist=True, logger=False)
-            self.log("train/acc", self.train_metrics.compute(), on_step=False, on_epoch=True)  # synced by torchmetrics
+            self._log_epoch_means()
+
+    def _log_epoch_means(self) -> None:
+        """Log the epoch's ``_epoch`` means (and plain names, for callbacks and monitors) and ``train/acc``."""
+        for key, mean in self._epoch_sums.means().items():
+            self.log(f"{key}_epoch", mean, on_step=False, on_epoch=True, sync_dist=True)
+            self.log(key, mean, on_step=False, on_epoch=True, sync_dist=True, logger=False)
+        self.log("train/acc", self.train_metrics.compute(), on_step=False, on_epoch=True)  # synced by torchmetrics
+        self._epoch_sums = EpochSums(self._epoch_sums.epoch)  # logged: nothing left for on_train_epoch_end
+
+    def on_train_epoch_end(self) -> None:
+        # an epoch cut short (max_steps) never reaches its last batch: its means are logged here instead
+        if self._epoch_sums.samples:
+            self._log_epoch_means()
 
     def _stop_if_not_finite(self, losses: dict[str, Tensor]) -> None:
         """Stop at the first step whose loss (or a part of it) is NaN or infinite, on every DDP process.

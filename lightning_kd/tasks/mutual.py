@@ -168,6 +168,7 @@ class DeepMutualLearning(BaseTask):
         return optimizers[0] if self.hparams["shared_optimizer"] else optimizers[peer]
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         # manual optimization: Lightning leaves the (epoch-wise) schedules to the task
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
