@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning import Trainer, seed_everything
 from seed_records import REPO, StepTimer, interleave, write_record
+from torch import Tensor, nn
 
 from lightning_kd import Classifier, VanillaKD
 from lightning_kd.callbacks import FastTeacher, TeacherOutputCache
@@ -68,10 +69,54 @@ def skip_cifar_checksums() -> None:
     torchvision.datasets.cifar.check_integrity = lambda path, md5=None: True
 
 
-def _trainer(device: str, callbacks: list[Any]) -> Trainer:
+def timing_trainer(device: str, callbacks: list[Any]) -> Trainer:
+    """A one-epoch trainer with nothing but the training steps (no logger, bar, checkpoint or validation)."""
     return Trainer(accelerator=device, devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
                    enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                    num_sanity_val_steps=0, callbacks=callbacks)
+
+
+def bare_loop_seconds(student: nn.Module, teacher: nn.Module | None, batches: list[tuple[Tensor, Tensor]],
+                      device: str, torchdistill: bool = False) -> float:
+    """Seconds of one epoch's training steps in a bare hand-written loop: KD from ``teacher`` (T 4, Hinton's
+    ``0.1 CE + 0.9 T^2 KL``; with ``torchdistill``, its hooks and ``KDLoss`` compute it), or labels alone
+    (``teacher`` ``None``)."""
+    student = student.to(device).train()
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
+    if torchdistill:
+        from torchdistill.core.forward_hook import ForwardHookManager
+        from torchdistill.losses.mid_level import KDLoss
+
+        student_hooks, teacher_hooks = ForwardHookManager(device), ForwardHookManager(device)
+        student_hooks.add_hook(student, "fc", requires_input=False, requires_output=True)
+        teacher_hooks.add_hook(teacher, "fc", requires_input=False, requires_output=True)
+        criterion = KDLoss("fc", "output", "fc", "output", temperature=4.0, alpha=0.1, beta=0.9)
+    seconds = 0.0
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        if teacher is None:
+            loss = F.cross_entropy(student(x), y)
+        else:
+            with torch.no_grad():
+                teacher_logits = teacher(x)
+            logits = student(x)
+            if torchdistill:
+                loss = criterion(student_hooks.pop_io_dict(), teacher_hooks.pop_io_dict(), y)
+            else:
+                soft = F.kl_div(F.log_softmax(logits / 4, 1), F.softmax(teacher_logits / 4, 1), reduction="batchmean")
+                loss = 0.1 * F.cross_entropy(logits, y) + 0.9 * 16 * soft
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - started
+    return seconds
 
 
 class Variants:
@@ -99,43 +144,12 @@ class Variants:
             callbacks += {"online": [], "cached": [self.cache],
                           "cached_host": [self.host_cache], "fast": [FastTeacher("bf16", channels_last=True)],
                           "compiled": [FastTeacher("bf16", channels_last=True, compile_backend="inductor")]}[name]
-        _trainer(self.device, callbacks).fit(task, datamodule=self.data)
+        timing_trainer(self.device, callbacks).fit(task, datamodule=self.data)
         return timer.epoch_seconds[0]
 
     def bare(self, torchdistill: bool) -> float:
-        student = create_model("resnet8x4", num_classes=100).to(self.device).train()
-        teacher = self.teacher.to(self.device).eval()
-        optimizer = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-        if torchdistill:
-            from torchdistill.core.forward_hook import ForwardHookManager
-            from torchdistill.losses.mid_level import KDLoss
-
-            student_hooks, teacher_hooks = ForwardHookManager(self.device), ForwardHookManager(self.device)
-            student_hooks.add_hook(student, "fc", requires_input=False, requires_output=True)
-            teacher_hooks.add_hook(teacher, "fc", requires_input=False, requires_output=True)
-            criterion = KDLoss("fc", "output", "fc", "output", temperature=4.0, alpha=0.1, beta=0.9)
-        seconds = 0.0
-        for x, y in self.batches:
-            x, y = x.to(self.device), y.to(self.device)
-            if self.device == "cuda":
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-            with torch.no_grad():
-                teacher_logits = teacher(x)
-            logits = student(x)
-            if torchdistill:
-                loss = criterion(student_hooks.pop_io_dict(), teacher_hooks.pop_io_dict(), y)
-            else:
-                soft = F.kl_div(F.log_softmax(logits / 4, 1), F.softmax(teacher_logits / 4, 1), reduction="batchmean")
-                loss = 0.1 * F.cross_entropy(logits, y) + 0.9 * 16 * soft
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if self.device == "cuda":
-                torch.cuda.synchronize()
-            seconds += time.perf_counter() - started
-        return seconds
-
+        student = create_model("resnet8x4", num_classes=100)
+        return bare_loop_seconds(student, self.teacher, self.batches, self.device, torchdistill=torchdistill)
 
 VARIANTS = {
     "(a) student on labels alone": lambda v: v.lightning("student"),

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from cache_throughput import skip_cifar_checksums, write_cifar100
-from pytorch_lightning import Trainer, seed_everything
+from cache_throughput import bare_loop_seconds, skip_cifar_checksums, timing_trainer, write_cifar100
+from pytorch_lightning import seed_everything
 from seed_records import REPO, StepTimer, interleave, write_record
 from torch import nn
 
@@ -48,35 +47,16 @@ class Runs:
         self.batches = [(b["input"], b["target"]) for b in self.data.train_dataloader()]
 
     def lightning(self, name: str) -> float:
-        timer, callbacks = StepTimer(), []
+        timer = StepTimer()
         task: Any = Classifier(linear(), lr_scheduler="none") if name == "student" else VanillaKD(
             linear(), self.teacher, lr_scheduler="none")
-        callbacks = [timer, self.cache] if name == "cached" else [timer]
-        trainer = Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                          num_sanity_val_steps=0, callbacks=callbacks)
+        trainer = timing_trainer("cpu", [timer, self.cache] if name == "cached" else [timer])
         trainer.fit(task, datamodule=self.data)
         return timer.epoch_seconds[0] / trainer.num_training_batches * 1000
 
     def bare(self, kd: bool) -> float:
-        student, teacher = linear(), self.teacher.eval()
-        optimizer = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-        seconds = 0.0
-        for x, y in self.batches:
-            started = time.perf_counter()
-            logits = student(x)
-            loss = F.cross_entropy(logits, y)
-            if kd:
-                with torch.no_grad():
-                    teacher_logits = teacher(x)
-                soft = F.kl_div(F.log_softmax(logits / 4, 1), F.softmax(teacher_logits / 4, 1), reduction="batchmean")
-                loss = 0.1 * loss + 0.9 * 16 * soft
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            seconds += time.perf_counter() - started
+        seconds = bare_loop_seconds(linear(), self.teacher if kd else None, self.batches, "cpu")
         return seconds / len(self.batches) * 1000
-
 
 VARIANTS = {
     "Lightning: student alone": lambda r: r.lightning("student"),

@@ -16,6 +16,16 @@ def accuracy(num_classes: int, top_k: int = 1) -> MulticlassAccuracy:
     return MulticlassAccuracy(num_classes=num_classes, top_k=top_k, average="micro")
 
 
+def training_metric_name(part: str) -> str:
+    """Logged name of a loss part: ``train/loss`` for the total, ``train/<part>_loss`` for the others.
+
+    Example:
+        >>> training_metric_name("loss"), training_metric_name("kd")
+        ('train/loss', 'train/kd_loss')
+    """
+    return "train/loss" if part == "loss" else f"train/{part}_loss"
+
+
 class EpochSums:
     """Batch-size-weighted means of scalars over one epoch, summed on their device (no synchronisation per batch).
 

@@ -33,7 +33,7 @@ from lightning_kd.checkpoints import CHECKPOINT_KEY, network_record
 from lightning_kd.compat import IgnoredByDDP, attached_trainer, step_metrics_are_written
 from lightning_kd.data.base import Batch
 from lightning_kd.losses import LabelSmoothing
-from lightning_kd.metrics import EpochSums, accuracy, evaluation_metrics
+from lightning_kd.metrics import EpochSums, accuracy, evaluation_metrics, training_metric_name
 from lightning_kd.optim import SGD, ScheduleSpec, build_optimization
 
 _FROM_CONFIG: ContextVar[bool] = ContextVar("lightning_kd_from_config", default=False)
@@ -326,8 +326,7 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         if self._epoch_sums.epoch != trainer.current_epoch:  # a new epoch (or fit): nothing carried over
             self._epoch_sums = EpochSums(trainer.current_epoch)
             self.train_metrics.reset()
-        named = {"train/loss" if name == "loss" else f"train/{name}_loss": value.detach()
-                 for name, value in losses.items()}
+        named = {training_metric_name(name): value.detach() for name, value in losses.items()}
         self._epoch_sums.add(named, batch_size)
         self.train_metrics.update(logits.detach(), batch["target"])  # the epoch's value only: no per-batch compute
         written = step_metrics_are_written(trainer)
@@ -363,7 +362,7 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
             finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
         if finite:
             return
-        bad = [f"train/{'loss' if name == 'loss' else name + '_loss'} = {float(v.detach().float().sum())}"
+        bad = [f"{training_metric_name(name)} = {float(v.detach().float().sum())}"
                for name, v in losses.items() if not torch.isfinite(v.detach()).all()]
         where = f"step {trainer.global_step} (epoch {trainer.current_epoch})" if trainer is not None else "a step"
         raise NonFiniteLossError(
