@@ -1,30 +1,12 @@
-"""lightning-kd: knowledge-distillation methods as PyTorch Lightning modules."""
+"""lightning-kd: knowledge-distillation methods as PyTorch Lightning modules.
 
-from lightning_kd.tasks import (
-    BaseTask,
-    BornAgain,
-    Classifier,
-    DeepMutualLearning,
-    DistillationTask,
-    DistributionMatchingKD,
-    MultiTeacherKD,
-    SelfDistillation,
-    TeacherFreeKD,
-    VanillaKD,
-)
+Every task class (one per method, and their bases) is importable from here: ``from lightning_kd import
+VanillaKD``. The list is :data:`lightning_kd.tasks.TASKS`, found from the modules of ``lightning_kd.tasks``.
+"""
 
-__version__ = "0.1.0"
+from lightning_kd import tasks as _tasks
 
-__all__ = [
-    "BaseTask",
-    "BornAgain",
-    "Classifier",
-    "DeepMutualLearning",
-    "DistillationTask",
-    "DistributionMatchingKD",
-    "MultiTeacherKD",
-    "SelfDistillation",
-    "TeacherFreeKD",
-    "VanillaKD",
-    "__version__",
-]
+__version__ = "0.2.0.dev0"
+
+globals().update(_tasks.TASKS)
+__all__ = [*_tasks.TASKS, "__version__"]

@@ -13,13 +13,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_kd.errors import Refusal
+
 CHECKPOINT_KEY = "lightning_kd"
 """The checkpoint entry holding :func:`network_record`."""
 FORMAT_VERSION = 2
 """Version 2: teachers live under ``teachers.<role>.`` in the task's state dict (version 1: ``teacher.``)."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(Refusal):
     """A checkpoint is missing, unreadable, or does not fit the network."""
 
 

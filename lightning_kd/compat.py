@@ -15,7 +15,7 @@ from jsonargparse import DefaultHelpFormatter
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from lightning_kd.catalog import plain_text
+from lightning_kd.text import plain_text
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -47,12 +47,34 @@ def attached_trainer(module: pl.LightningModule) -> pl.Trainer | None:
     return module._trainer
 
 
+def hyperparameters_given_by_cli() -> bool:
+    """Whether LightningCLI is building the module now and hands ``save_hyperparameters`` the config it parsed.
+
+    Lightning then saves that config (networks as ``class_path``/``init_args``) instead of the arguments'
+    values, and ``load_from_checkpoint`` rebuilds every network from it.
+    """
+    from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
+
+    return _given_hyperparameters.get() is not None
+
+
 def step_metrics_are_written(trainer: pl.Trainer) -> bool:
     """Whether the loggers write this training step's ``on_step`` values (every ``log_every_n_steps``).
 
     Lightning's own test, so a value logged only on these steps reaches every write.
     """
     return bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run)
+
+
+def set_epoch_budget(trainer: pl.Trainer, max_epochs: int, unlimited_steps: bool = False) -> None:
+    """Set the running fit's epoch budget (after the trainer was built); ``unlimited_steps`` lifts its step limit.
+
+    Lightning reads ``fit_loop.max_epochs`` and its epoch loop's ``max_steps`` at every epoch's end, so a
+    callback may change them in ``setup`` (``fast_dev_run`` sets a one-step limit there).
+    """
+    trainer.fit_loop.max_epochs = max_epochs
+    if unlimited_steps:
+        trainer.fit_loop.epoch_loop.max_steps = -1
 
 
 def rewrap_for_ddp(strategy: Strategy) -> None:

@@ -7,7 +7,9 @@ hidden. Installed by the ``lightning-kd`` entry point (a Python user keeps Light
 from __future__ import annotations
 
 import logging
+import re
 import warnings
+from typing import Any
 
 _HARMLESS_WARNINGS = (
     # Lightning 2.6 on torch >= 2.10 uses torch's deprecated pytree API internally
@@ -33,3 +35,19 @@ def quiet_known_noise() -> None:
     logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(f, _DropHarmless) for f in logger.filters):
         logger.addFilter(_DropHarmless())
+
+
+def silence_eval_mode_warning(in_eval: int) -> Any:
+    """Silence Lightning's "Found N module(s) in eval mode" for exactly ``in_eval`` modules; returns the filter.
+
+    A task calls this when the modules in eval mode at the start of training are exactly its frozen
+    teachers' (by design), and removes the filter with :func:`restore_warning` once training started.
+    """
+    warnings.filterwarnings("ignore", message=re.escape(f"Found {in_eval} module(s) in eval mode"))
+    return warnings.filters[0]
+
+
+def restore_warning(installed: Any) -> None:
+    """Remove a filter :func:`silence_eval_mode_warning` installed (no-op for ``None`` or one already gone)."""
+    if installed is not None and installed in warnings.filters:
+        warnings.filters.remove(installed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 
 from lightning_kd.compat import wandb_init_arguments
@@ -50,3 +51,14 @@ class WandbLogger(LightningWandbLogger):
         arguments = wandb_init_arguments(self)
         if arguments.get("anonymous") is None:  # wandb warns about the key even when it is None
             arguments.pop("anonymous", None)
+
+
+def wandb_run_reference(trainer: pl.Trainer | None) -> dict[str, str] | None:
+    """``{"id", "project"}`` of the trainer's W&B run (rank zero has it), for a checkpoint to record.
+
+    ``test``, ``validate`` and ``predict`` from that checkpoint continue the run that wrote it.
+    """
+    loggers = trainer.loggers if trainer is not None else []
+    runs = [logger.experiment for logger in loggers if isinstance(logger, LightningWandbLogger)]
+    run_id = getattr(runs[0], "id", None) if runs else None
+    return {"id": run_id, "project": runs[0].project} if isinstance(run_id, str) else None

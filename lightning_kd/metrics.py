@@ -10,6 +10,12 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_calibration_error
 
+from lightning_kd.errors import Refusal
+
+EVALUATION_STAGES = ("val", "test")
+"""The stages whose metrics tasks log per network (validation and test); not the networks' stages of
+:mod:`lightning_kd.models.taps`."""
+
 
 def accuracy(num_classes: int, top_k: int = 1) -> MulticlassAccuracy:
     """Top-k accuracy over all samples (micro average, the number papers report)."""
@@ -103,7 +109,7 @@ def ensemble_probabilities(member_probabilities: Sequence[Tensor]) -> Tensor:
         tensor([[0.5000, 0.5000]])
     """
     if not member_probabilities:
-        raise ValueError("an ensemble needs at least one member")
+        raise Refusal("an ensemble needs at least one member")
     return torch.stack(list(member_probabilities)).mean(dim=0)
 
 

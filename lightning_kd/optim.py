@@ -13,6 +13,8 @@ from typing import Any, Literal
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
+from lightning_kd.errors import Refusal
+
 ScheduleSpec = LRSchedulerCallable | Literal["cosine", "none"]
 
 
@@ -55,7 +57,7 @@ def build_optimization(
         return opt
     if lr_scheduler == "cosine":
         if max_epochs is None or max_epochs < 1:
-            raise ValueError("the 'cosine' schedule needs trainer.max_epochs >= 1; set it or choose lr_scheduler")
+            raise Refusal("the 'cosine' schedule needs trainer.max_epochs >= 1; set it or choose lr_scheduler")
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
     else:
         scheduler = lr_scheduler(opt)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_kd.checkpoints import CheckpointError, build_network, load_network_and_config
+from lightning_kd.errors import Refusal
 from lightning_kd.losses.validation import check_choice
 from lightning_kd.models.taps import LayerSpec, NetworkOutput, forward_with_taps
 
@@ -152,13 +153,13 @@ class Teachers(nn.ModuleDict):
         checkpoint records its teachers, whose weights it holds itself).
 
         Raises:
-            ValueError: The two lists differ in length, or a teacher has neither network nor checkpoint.
+            Refusal: The two lists differ in length, or a teacher has neither network nor checkpoint.
             CheckpointError: A checkpoint is missing, corrupt, or does not fit; the message names the teacher.
         """
-        networks = _as_list(teacher)
-        checkpoints = _as_list(teacher_ckpt)
+        networks = _one_or_many(teacher)
+        checkpoints = _one_or_many(teacher_ckpt)
         if networks and checkpoints and len(networks) != len(checkpoints):
-            raise ValueError(
+            raise Refusal(
                 f"{len(networks)} teacher networks but {len(checkpoints)} teacher checkpoints; give one checkpoint "
                 "per teacher network (null for a teacher without one)"
             )
@@ -178,13 +179,14 @@ class Teachers(nn.ModuleDict):
                     raise CheckpointError(f"{role}: {error}") from error
                 config = config or recorded
             if network is None:
-                raise ValueError(f"{role} has neither a network (`teacher`) nor a checkpoint (`teacher_ckpt`)")
+                raise Refusal(f"{role} has neither a network (`teacher`) nor a checkpoint (`teacher_ckpt`)")
             loaded.append(network)
             configs.append(config)
         return cls(loaded, configs)
 
 
-def _as_list(value: object) -> list:
+def _one_or_many(value: object) -> list:
+    """A teacher argument as a list: ``None`` is none, a list or tuple its entries, anything else one entry."""
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]

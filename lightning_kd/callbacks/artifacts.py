@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
-from lightning_kd.callbacks.reporting import wandb_runs
+from lightning_kd.reporting import wandb_runs
 
 
 class CheckpointArtifacts(Callback):

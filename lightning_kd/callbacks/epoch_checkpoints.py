@@ -10,7 +10,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from lightning_kd.callbacks.reporting import percent
+from lightning_kd.errors import Refusal
+from lightning_kd.reporting import percent
 
 
 def checkpoint_folder(trainer: pl.Trainer, dirpath: str | Path | None = None) -> Path:
@@ -44,7 +45,7 @@ class EpochCheckpoints(Callback):
         >>> EpochCheckpoints(epochs=0)
         Traceback (most recent call last):
         ...
-        ValueError: EpochCheckpoints: epochs are counted from 1 (1 = after the first epoch), got [0]
+        lightning_kd.errors.Refusal: EpochCheckpoints: epochs are counted from 1 (1 = after the first epoch), got [0]
     """
 
     RECORD_KEY = "lightning_kd_epoch_checkpoint"
@@ -53,9 +54,9 @@ class EpochCheckpoints(Callback):
                  filename: str = "after_epoch_{epoch}") -> None:
         chosen = [epochs] if isinstance(epochs, int) else list(epochs)
         if not chosen or any(not isinstance(e, int) or isinstance(e, bool) or e < 1 for e in chosen):
-            raise ValueError(f"EpochCheckpoints: epochs are counted from 1 (1 = after the first epoch), got {chosen}")
+            raise Refusal(f"EpochCheckpoints: epochs are counted from 1 (1 = after the first epoch), got {chosen}")
         if "{epoch}" not in filename and len(chosen) > 1:
-            raise ValueError(f"EpochCheckpoints: filename {filename!r} needs '{{epoch}}' to keep several epochs apart")
+            raise Refusal(f"EpochCheckpoints: filename {filename!r} needs '{{epoch}}' to keep several epochs apart")
         self.epochs = sorted(set(chosen))
         self.dirpath = dirpath
         self.filename = filename
@@ -69,7 +70,7 @@ class EpochCheckpoints(Callback):
         # at fit start, not setup: a Generations callback sets max_epochs in its own setup
         late = [e for e in self.epochs if trainer.max_epochs is not None and 0 <= trainer.max_epochs < e]
         if late:
-            raise ValueError(f"EpochCheckpoints: epoch(s) {late} lie past trainer.max_epochs={trainer.max_epochs}; "
+            raise Refusal(f"EpochCheckpoints: epoch(s) {late} lie past trainer.max_epochs={trainer.max_epochs}; "
                              "these weights would never be written")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
+from lightning_kd.errors import Refusal
 from lightning_kd.teachers import TeacherForward, TeacherPrecision
 
 
@@ -34,6 +35,6 @@ class FastTeacher(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         teachers = getattr(pl_module, "teachers", None)
         if teachers is None:
-            raise ValueError(f"FastTeacher speeds up frozen teachers, but {type(pl_module).__name__} has none: use it "
+            raise Refusal(f"FastTeacher speeds up frozen teachers, but {type(pl_module).__name__} has none: use it "
                              "with a distillation method")
         teachers.configure_forward(self.settings)

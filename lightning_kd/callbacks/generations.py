@@ -14,17 +14,18 @@ from torch.utils.data import DataLoader
 
 from lightning_kd.callbacks.epoch_checkpoints import checkpoint_folder
 from lightning_kd.callbacks.evaluation import SPLITS, evaluation_loaders, predict_splits
-from lightning_kd.callbacks.reporting import (
+from lightning_kd.callbacks.rng import collect_rng_states, set_rng_states
+from lightning_kd.compat import LIGHTNING_DEFAULT_MAX_EPOCHS, rewrap_for_ddp, set_epoch_budget
+from lightning_kd.errors import Refusal
+from lightning_kd.metrics import ensemble_probabilities, prediction_metrics
+from lightning_kd.protocols import Promotable
+from lightning_kd.reporting import (
     log_metrics,
     log_wandb_table,
     percent,
     print_table,
     update_wandb_summary,
 )
-from lightning_kd.callbacks.rng import collect_rng_states, set_rng_states
-from lightning_kd.compat import LIGHTNING_DEFAULT_MAX_EPOCHS, rewrap_for_ddp
-from lightning_kd.metrics import ensemble_probabilities, prediction_metrics
-from lightning_kd.tasks.born_again import BornAgain
 
 
 class Generations(Callback):
@@ -87,12 +88,12 @@ class Generations(Callback):
         print_table: bool = True,
     ) -> None:
         if not isinstance(generations, int) or generations < 1:
-            raise ValueError(
+            raise Refusal(
                 f"generations must be an integer >= 1 (born-again generations after generation 0), got {generations}"
             )
         counts = epochs if isinstance(epochs, list) else [epochs]
         if not counts or any(not isinstance(e, int) or e < 1 for e in counts):
-            raise ValueError(f"epochs must be a positive integer or a list of them, got {epochs}")
+            raise Refusal(f"epochs must be a positive integer or a list of them, got {epochs}")
         self.generations = generations
         self.epochs = epochs
         self.dirpath = dirpath
@@ -109,13 +110,14 @@ class Generations(Callback):
     # -- plan -------------------------------------------------------------------------------------
     def plan_for(self, pl_module: pl.LightningModule) -> dict[int, int]:
         """Epochs of each generation ``pl_module`` will train, by generation."""
-        if not isinstance(pl_module, BornAgain):
-            raise TypeError(f"the Generations callback drives a BornAgain task, not {type(pl_module).__name__}")
+        if not isinstance(pl_module, Promotable):
+            raise Refusal(f"the Generations callback drives a task with generations (such as BornAgain), not "
+                          f"{type(pl_module).__name__}")
         trained = list(range(pl_module.first_generation, self.generations + 1))
         counts = self.epochs if isinstance(self.epochs, list) else [self.epochs] * len(trained)
         if len(counts) != len(trained):
             first = "generation 0 (trained from labels)" if pl_module.first_generation == 0 else "generation 1"
-            raise ValueError(
+            raise Refusal(
                 f"epochs lists {len(counts)} counts, but {len(trained)} generations are trained "
                 f"({first} to generation {self.generations})"
             )
@@ -125,12 +127,12 @@ class Generations(Callback):
         if stage != "fit":
             return
         self.plan = self.plan_for(pl_module)
-        assert isinstance(pl_module, BornAgain)
+        assert isinstance(pl_module, Promotable)
         resuming = trainer.ckpt_path is not None
         if pl_module.generation != pl_module.first_generation and not resuming:
-            raise ValueError(
-                f"this BornAgain task has already trained up to generation {pl_module.generation}; a new sequence "
-                "needs a new task (or resume the old one with ckpt_path)"
+            raise Refusal(
+                f"this {type(pl_module).__name__} task has already trained up to generation {pl_module.generation}; "
+                "a new sequence needs a new task (or resume the old one with ckpt_path)"
             )
         # a callback object may serve several fits (the CLI builds it once); a resumed fit reloads its state
         self.records, self.targets, self.results = {}, {}, {}
@@ -139,21 +141,20 @@ class Generations(Callback):
             # fast_dev_run: one batch of every generation (it limits the batches), nothing written; its
             # one-step budget would stop the sequence after generation 0
             self.plan = dict.fromkeys(self.plan, 1)
-            trainer.fit_loop.epoch_loop.max_steps = -1
-        pl_module.generation_epochs = dict(self.plan)
+        pl_module.plan_generations(dict(self.plan))
         total = self.total_epochs
         counts = list(self.plan.values())
         if self.dry_run:
-            trainer.fit_loop.max_epochs = total
+            set_epoch_budget(trainer, total, unlimited_steps=True)
             return
         if trainer.max_steps != -1:
-            raise ValueError("the Generations callback sets the epoch budget; remove trainer.max_steps")
+            raise Refusal("the Generations callback sets the epoch budget; remove trainer.max_steps")
         if trainer.fit_loop.max_epochs not in (total, LIGHTNING_DEFAULT_MAX_EPOCHS, None, -1):
-            raise ValueError(
+            raise Refusal(
                 f"trainer.max_epochs is {trainer.fit_loop.max_epochs} but the generations take {total} epochs "
                 f"({' + '.join(map(str, counts))}); leave max_epochs unset or set it to {total}"
             )
-        trainer.fit_loop.max_epochs = total
+        set_epoch_budget(trainer, total)
 
     @property
     def total_epochs(self) -> int:
@@ -172,21 +173,21 @@ class Generations(Callback):
 
     # -- hooks ------------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        assert isinstance(pl_module, BornAgain)
+        assert isinstance(pl_module, Promotable)
         self._loaders = evaluation_loaders(trainer)
         if pl_module.first_generation == 1 and 0 not in self.records:
             assert pl_module.teacher is not None
             self.records[0] = {"epochs": 0, "checkpoint": None, **self._predict(trainer, pl_module.teacher)}
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        assert isinstance(pl_module, BornAgain)
+        assert isinstance(pl_module, Promotable)
         # a loop rather than an if: a resumed run may land past a boundary it has not acted on yet
         while pl_module.generation < self.generation_of_epoch(trainer.current_epoch):
             self._finish_generation(trainer, pl_module)
             self._start_next_generation(trainer, pl_module)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.state.fn != "fit" or not isinstance(pl_module, BornAgain):
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not isinstance(pl_module, Promotable):
             return
         generation = pl_module.generation
         metrics = {
@@ -198,7 +199,7 @@ class Generations(Callback):
         log_metrics(trainer, metrics, axis="generation/epoch")
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        assert isinstance(pl_module, BornAgain)
+        assert isinstance(pl_module, Promotable)
         if trainer.current_epoch < self.total_epochs:
             rank_zero_warn(
                 f"training stopped at epoch {trainer.current_epoch} of {self.total_epochs}, in generation "
@@ -209,7 +210,7 @@ class Generations(Callback):
         self._report(trainer)
 
     # -- generation boundaries --------------------------------------------------------------------
-    def _finish_generation(self, trainer: pl.Trainer, pl_module: BornAgain) -> None:
+    def _finish_generation(self, trainer: pl.Trainer, pl_module: Promotable) -> None:
         generation = pl_module.generation
         if generation in self.records:  # already done before an interruption
             return
@@ -227,7 +228,7 @@ class Generations(Callback):
         if self.ensemble_every_generation and generation != max(self.plan):  # the last one: in the report
             self._log_ensembles(trainer)
 
-    def _start_next_generation(self, trainer: pl.Trainer, pl_module: BornAgain) -> None:
+    def _start_next_generation(self, trainer: pl.Trainer, pl_module: Promotable) -> None:
         if pl_module.promote():  # a new student module: DDP must sync its parameters
             rewrap_for_ddp(trainer.strategy)
         # a fresh optimizer (empty momentum) and schedule, over the new student's parameters
@@ -325,7 +326,7 @@ class Generations(Callback):
         saved = {int(g): int(e) for g, e in state_dict.get("plan", {}).items()}
         if saved and self.plan and saved != self.plan:
             # resuming with another plan would end early or train generations the record never planned
-            raise ValueError(
+            raise Refusal(
                 f"the checkpoint's run planned {_describe_plan(saved)}; this command plans "
                 f"{_describe_plan(self.plan)}. Resume with the same Generations settings (generations, epochs), "
                 "or start a new run without ckpt_path"

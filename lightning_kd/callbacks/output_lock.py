@@ -15,6 +15,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 
+from lightning_kd.errors import Refusal
+
 LOCK_SUFFIX = ".lightning-kd.lock"
 
 
@@ -24,7 +26,7 @@ def lock_path(folder: Path) -> Path:
     return folder.parent / f".{folder.name}{LOCK_SUFFIX}"
 
 
-class FolderLockedError(RuntimeError):
+class FolderLockedError(Refusal, RuntimeError):
     """Another live run is writing the output folder."""
 
 

@@ -10,7 +10,8 @@ import torch
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
-from lightning_kd.callbacks.reporting import percent
+from lightning_kd.errors import Refusal
+from lightning_kd.reporting import percent
 
 SHOWN_METRICS = ("val/acc",)
 """Epoch-level metrics shown beside the losses (validation accuracy, in percent)."""
@@ -48,7 +49,7 @@ class EpochLines(ProgressBar):
     def __init__(self, every_n_steps: int | None = None) -> None:
         super().__init__()
         if every_n_steps is not None and every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+            raise Refusal(f"every_n_steps must be >= 1, got {every_n_steps}")
         self.every_n_steps = every_n_steps
         self._enabled = True
         self._started = time.monotonic()

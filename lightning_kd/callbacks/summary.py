@@ -7,9 +7,9 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from lightning_kd.callbacks.reporting import log_wandb_table, percent, print_table, update_wandb_summary
 from lightning_kd.metrics import teacher_metric_names, teachers_ensemble_metric_name
 from lightning_kd.models import count_parameters
+from lightning_kd.reporting import log_wandb_table, percent, print_table, update_wandb_summary
 
 # (column header, metric of the handed-on network); teachers fill only accuracy and agreement
 _COLUMNS = (("accuracy", "acc"), ("top-5 accuracy", "acc_top5"), ("ECE", "ece"))

@@ -35,7 +35,7 @@ The fill time and the cache's size are printed and logged (``cache/fill_seconds`
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -48,10 +48,12 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from lightning_kd.callbacks.reporting import log_metrics
 from lightning_kd.data.base import Batch, IndexedDataset
+from lightning_kd.errors import Refusal
 from lightning_kd.losses.validation import check_choice
-from lightning_kd.models.taps import LayerSpec, NetworkOutput
+from lightning_kd.models.taps import LayerSpec, NetworkOutput, layer_list
+from lightning_kd.protocols import TeacherServed
+from lightning_kd.reporting import log_metrics
 
 CachePrecision = Literal["fp32", "fp16", "topk"]
 CACHE_PRECISIONS: tuple[str, ...] = get_args(CachePrecision)
@@ -86,12 +88,12 @@ class TeacherOutputCache(Callback):
         check_choice("cache storage", storage, CACHE_STORAGES)
         check_choice("cache fill", fill, CACHE_FILLS)
         if fill == "first_use" and reuse_unaugmented_targets:
-            raise ValueError("fill: first_use stores the teacher's outputs on the augmented training batches, which "
+            raise Refusal("fill: first_use stores the teacher's outputs on the augmented training batches, which "
                              "cannot be replayed here; use fill: prepass to reuse un-augmented targets")
         if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+            raise Refusal(f"top_k must be >= 1, got {top_k}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise Refusal(f"batch_size must be >= 1, got {batch_size}")
         self.precision, self.top_k, self.storage, self.fill_mode = precision, top_k, storage, fill
         self.dirpath = Path(dirpath) if dirpath is not None else None
         self.batch_size = batch_size
@@ -124,23 +126,21 @@ class TeacherOutputCache(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        from lightning_kd.tasks.distillation import DistillationTask
-
-        if not isinstance(pl_module, DistillationTask):
-            raise ValueError(f"TeacherOutputCache serves teacher outputs, but {type(pl_module).__name__} has no "
+        if not isinstance(pl_module, TeacherServed):
+            raise Refusal(f"TeacherOutputCache serves teacher outputs, but {type(pl_module).__name__} has no "
                              "teacher: use it with a distillation method")
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "train_set"):
-            raise ValueError("TeacherOutputCache needs a lightning_kd data module (its training set and augmentation)")
+            raise Refusal("TeacherOutputCache needs a lightning_kd data module (its training set and augmentation)")
         opaque = getattr(datamodule, "opaque_augmentation", None)
         if opaque and not self.reuse_unaugmented_targets:
-            raise ValueError(
+            raise Refusal(
                 f"the training data is augmented by {opaque}, which cannot be replayed, so a cached teacher target "
                 "would not match the augmented image the student sees; use a replayable augmentation (e.g. "
                 "transform_style: small), or set reuse_unaugmented_targets: true to accept targets of the "
                 "un-augmented images")
         if getattr(datamodule, "augmentation", None) is not None and datamodule.augmentation_views is None:
-            raise ValueError(
+            raise Refusal(
                 "the training data shows a new augmented view of each sample every epoch, so no cached target would "
                 "ever be used twice; set the data module's augmentation_views (e.g. --data.init_args."
                 "augmentation_views 8) to cycle through that many views of each sample")
@@ -187,10 +187,10 @@ class TeacherOutputCache(Callback):
         results = []
         for role in pl_module.teachers:
             wanted = layers.get(role, ()) if isinstance(layers, Mapping) else layers
-            wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+            wanted = layer_list(wanted)
             missing = [layer for layer in wanted if layer not in self.layers]
             if missing:
-                raise ValueError(f"the teacher cache holds the layers {self.layers}, not {missing}: the task's "
+                raise Refusal(f"the teacher cache holds the layers {self.layers}, not {missing}: the task's "
                                  "cached_teacher_layers() must name every layer its teacher_outputs asks for")
             entry = self.entries[role]
             logits = self._decode_logits(entry, index, view).to(device, non_blocking=True)
@@ -213,7 +213,7 @@ class TeacherOutputCache(Callback):
         opaque = getattr(datamodule, "opaque_augmentation", None)
         augmented = getattr(datamodule, "augmentation", None) is not None and not opaque
         self.views = datamodule.augmentation_views if augmented else 1
-        self.layers = _as_list(pl_module.cached_teacher_layers())
+        self.layers = layer_list(pl_module.cached_teacher_layers())
         dataset = datamodule.train_set
         self.samples, self.entries = len(dataset), {}
         self.filled = torch.zeros(self.samples, self.views, dtype=torch.bool)
@@ -336,10 +336,4 @@ def topk_logits(values: Tensor, indices: Tensor, logsumexp: Tensor, num_classes:
     rest = (1 - kept).clamp(min=torch.finfo(values.dtype).tiny) / max(num_classes - k, 1)
     logits = (rest.log() + logsumexp).unsqueeze(-1).expand(*values.shape[:-1], num_classes).clone()
     return logits.scatter(-1, indices, values)
-
-
-def _as_list(layers: LayerSpec | Sequence[str]) -> list[str]:
-    if isinstance(layers, str):
-        return [layers]
-    return list(dict.fromkeys(layers))
 

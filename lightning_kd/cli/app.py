@@ -27,7 +27,7 @@ from lightning_kd import __version__
 from lightning_kd.callbacks import Generations, OutputLock, PredictionWriter, RunSummary
 from lightning_kd.callbacks.progress import EpochLines, KDProgressBar
 from lightning_kd.callbacks.run_record import RunRecord
-from lightning_kd.catalog import shipped_configs, summary_line, task_classes
+from lightning_kd.catalog import shipped_configs, task_classes
 from lightning_kd.checkpoint_io import VerifiedCheckpointIO
 from lightning_kd.cli.arguments import append_later_callbacks, resolve_config_names
 from lightning_kd.cli.config import (
@@ -40,8 +40,9 @@ from lightning_kd.cli.config import (
 from lightning_kd.cli.save_config import LoggerSaveConfigCallback
 from lightning_kd.compat import PlainHelpFormatter
 from lightning_kd.console import quiet_known_noise
+from lightning_kd.errors import Refusal
 from lightning_kd.tasks import BaseTask
-from lightning_kd.tasks.base import building_from_config
+from lightning_kd.text import summary_line
 
 
 def _section(config: Any, subcommand: str | None) -> Any:
@@ -148,8 +149,7 @@ class KDLightningCLI(LightningCLI):
             refuse_changed_resume(self._requested, config)
 
     def instantiate_classes(self) -> None:
-        with building_from_config():
-            super().instantiate_classes()
+        super().instantiate_classes()
         self._check_saved_network_configs()
 
     def _check_saved_network_configs(self) -> None:
@@ -193,7 +193,7 @@ class KDLightningCLI(LightningCLI):
             given = trainer_config.get("max_epochs")
             if given is not None and given != budget and not trainer_config.get("fast_dev_run"):
                 # refused whatever its value: Lightning's own default (1000) is no excuse to replace it
-                raise ValueError(f"trainer.max_epochs is {given} but the generations take {budget} epochs; leave "
+                raise Refusal(f"trainer.max_epochs is {given} but the generations take {budget} epochs; leave "
                                  f"max_epochs unset or set it to {budget}")
             kwargs.setdefault("max_epochs", budget)
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
@@ -247,37 +247,46 @@ def main(args: list[str] | None = None) -> None:
 
 
 DEBUG_VARIABLE = "LIGHTNING_KD_DEBUG"
-_PACKAGE = Path(__file__).resolve().parents[1]
 
 
 def console() -> None:
-    """The ``lightning-kd`` command: :func:`main`, with the package's refusals as one readable message.
+    """The ``lightning-kd`` command: :func:`main`, with a refusal shown as one readable line.
 
-    A refusal raised by lightning-kd (a bad value, a missing checkpoint, a network that does not fit
-    the data, ...) is printed as ``lightning-kd: error: <message>`` and the command exits with status 2,
-    instead of a traceback through jsonargparse; ``LIGHTNING_KD_DEBUG=1`` shows the traceback. Other
-    errors propagate as they are.
+    A :class:`~lightning_kd.errors.Refusal` (a bad value, a missing checkpoint, a network that does not
+    fit the data, ...), wherever it was raised and however a library wrapped it, is printed as
+    ``lightning-kd: error: <message>`` and the command exits with status 2; ``LIGHTNING_KD_DEBUG=1``
+    shows the traceback. Any other error is a bug and keeps its traceback.
     """
     try:
         main()
     except Exception as error:
-        refusal = None if os.environ.get(DEBUG_VARIABLE) else package_error(error)
+        refusal = None if os.environ.get(DEBUG_VARIABLE) else find_refusal(error)
         if refusal is None:
             raise
         print(f"lightning-kd: error: {refusal}\n(set {DEBUG_VARIABLE}=1 for the traceback)", file=sys.stderr)
         raise SystemExit(2) from None
 
 
-def package_error(error: BaseException) -> BaseException | None:
-    """The outermost exception of ``error``'s chain that lightning-kd's own code raised, if any."""
+def find_refusal(error: BaseException) -> Refusal | None:
+    """The outermost :class:`~lightning_kd.errors.Refusal` in ``error``'s chain (causes and contexts), if any.
+
+    Example:
+        >>> try:
+        ...     try:
+        ...         raise Refusal("alpha must be in [0, 1], got 2")
+        ...     except Refusal as inner:
+        ...         raise RuntimeError("wrapped by a library") from inner
+        ... except RuntimeError as outer:
+        ...     print(find_refusal(outer))
+        alpha must be in [0, 1], got 2
+        >>> find_refusal(KeyError("an internal bug")) is None
+        True
+    """
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        traceback = current.__traceback__
-        while traceback is not None and traceback.tb_next is not None:
-            traceback = traceback.tb_next
-        if traceback is not None and Path(traceback.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE):
+        if isinstance(current, Refusal):
             return current
         current = current.__cause__ or current.__context__
     return None

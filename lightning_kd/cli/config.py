@@ -12,6 +12,7 @@ from jsonargparse import Namespace
 from torch import nn
 
 from lightning_kd.checkpoints import CHECKPOINT_KEY, read_checkpoint
+from lightning_kd.errors import Refusal
 from lightning_kd.loggers import WandbLogger as KDWandbLogger
 
 
@@ -157,7 +158,7 @@ def refuse_changed_resume(requested: Namespace, resumed: Namespace) -> None:
         changed.append(f"teacher: {stored_networks!r} in the checkpoint, {asked_networks!r} asked")
     changed += _changed_data(requested, resumed.get("ckpt_path"))
     if changed:
-        raise ValueError(
+        raise Refusal(
             f"resuming {resumed.get('ckpt_path')} continues that run, but this command changes its settings: "
             + "; ".join(changed) + ". Drop the changes to resume, or start a new run (without --ckpt_path)"
         )

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_kd.errors import Refusal
+
 _MASK = (1 << 63) - 1
 
 
@@ -45,10 +47,10 @@ def check_views(views: int | None) -> int | None:
         >>> check_views(0)
         Traceback (most recent call last):
         ...
-        ValueError: augmentation_views must be >= 1 (or null: a new view every epoch), got 0
+        lightning_kd.errors.Refusal: augmentation_views must be >= 1 (or null: a new view every epoch), got 0
     """
     if views is not None and views < 1:
-        raise ValueError(f"augmentation_views must be >= 1 (or null: a new view every epoch), got {views}")
+        raise Refusal(f"augmentation_views must be >= 1 (or null: a new view every epoch), got {views}")
     return views
 
 
@@ -84,7 +86,7 @@ class ReplayableCropFlip:
     def __init__(self, padding: int = 4, flip: bool = True, seed: int = 0,
                  fill: tuple[float, ...] | None = None) -> None:
         if padding < 0:
-            raise ValueError(f"padding must be >= 0, got {padding}")
+            raise Refusal(f"padding must be >= 0, got {padding}")
         self.padding, self.flip = padding, flip
         self.seed = seed % (1 << 31)  # torch.initial_seed() may not fit the hash's int64 arithmetic
         self.fill = fill

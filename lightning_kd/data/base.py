@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_kd.data.augmentation import ReplayableCropFlip
+from lightning_kd.errors import Refusal
 
 Batch = dict[str, Tensor]
 """A batch: ``{"input": (B, C, H, W), "target": (B,), "index": (B,)}``; ``index`` is the sample's
@@ -61,19 +62,19 @@ def split_indices(num_samples: int, fractions: Sequence[float], seed: int,
         (2, 3, 5)
     """
     if any(not f >= 0 for f in fractions) or not sum(fractions) < 1:
-        raise ValueError(f"split fractions must be >= 0 and sum to less than 1, got {list(fractions)}")
+        raise Refusal(f"split fractions must be >= 0 and sum to less than 1, got {list(fractions)}")
     permutation = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed))
     splits, start = [], 0
     for index, fraction in enumerate(fractions):
         size = round(fraction * num_samples)
         if fraction > 0 and size == 0:
             name = names[index] if names is not None else f"split {index}"
-            raise ValueError(f"the {name} split is empty: a fraction of {fraction} of {num_samples} samples holds "
+            raise Refusal(f"the {name} split is empty: a fraction of {fraction} of {num_samples} samples holds "
                              f"no sample; use at least {1 / num_samples:.2g}")
         splits.append(permutation[start : start + size])
         start += size
     if start >= num_samples:
-        raise ValueError(f"the splits take all {num_samples} samples: nothing is left to train on")
+        raise Refusal(f"the splits take all {num_samples} samples: nothing is left to train on")
     splits.append(permutation[start:])
     return splits
 
@@ -113,9 +114,9 @@ class ClassificationDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise Refusal(f"batch_size must be >= 1, got {batch_size}")
         if not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+            raise Refusal(f"val_fraction must be in (0, 1), got {val_fraction}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers

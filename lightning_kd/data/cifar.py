@@ -9,6 +9,7 @@ from torchvision import datasets, transforms
 
 from lightning_kd.data.augmentation import ReplayableCropFlip, check_views
 from lightning_kd.data.base import ClassificationDataModule, IndexedDataset, split_indices
+from lightning_kd.errors import MissingFileRefusal
 
 
 class CIFAR10DataModule(ClassificationDataModule):
@@ -71,7 +72,7 @@ class CIFAR10DataModule(ClassificationDataModule):
             return self.dataset_class(str(self.root), train=train, download=self.download)
         except RuntimeError as error:  # torchvision: "Dataset not found or corrupted."
             name = self.dataset_class.__name__
-            raise FileNotFoundError(
+            raise MissingFileRefusal(
                 f"{name} was not found (or failed its checksum) under {self.root.resolve()}; "
                 f"pass download=True (--data.download true) or point root at the extracted "
                 f"'{self.dataset_class.base_folder}' folder's parent"

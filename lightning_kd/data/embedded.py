@@ -7,6 +7,7 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from lightning_kd.data.base import ClassificationDataModule, IndexedDataset, split_indices
+from lightning_kd.errors import Refusal
 
 
 class _InMemoryDataModule(ClassificationDataModule):
@@ -23,7 +24,7 @@ class _InMemoryDataModule(ClassificationDataModule):
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, val_fraction, seed)
         if not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
-            raise ValueError(
+            raise Refusal(
                 f"test_fraction must be in (0, 1) and leave training data, got val_fraction={val_fraction}, "
                 f"test_fraction={test_fraction}"
             )
@@ -43,7 +44,7 @@ class _InMemoryDataModule(ClassificationDataModule):
         # statistics of the training split only, so nothing leaks from val/test
         mean, std = train_inputs.mean(), train_inputs.std()
         if not std > 0:  # dividing by it would turn every input into NaN
-            raise ValueError(f"{type(self).__name__}: the training images are constant (std {float(std)}); "
+            raise Refusal(f"{type(self).__name__}: the training images are constant (std {float(std)}); "
                              "nothing to normalise or learn")
         dataset = TensorDataset((inputs - mean) / std, targets)
         self.train_set = IndexedDataset(dataset, train_idx)

@@ -9,6 +9,7 @@ from torchvision import datasets, transforms
 
 from lightning_kd.data.augmentation import ReplayableCropFlip, check_views
 from lightning_kd.data.base import ClassificationDataModule, IndexedDataset, split_indices
+from lightning_kd.errors import MissingFileRefusal, Refusal
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -95,7 +96,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.input_shape = facts["input_shape"]  # type: ignore[misc]
         self.class_names: list[str] = facts["class_names"]
         if not 0 < test_fraction < 1:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+            raise Refusal(f"test_fraction must be in (0, 1), got {test_fraction}")
         self.test_fraction = test_fraction
         self.train_transform, self.eval_transform = _transforms(transform_style, image_size, channels, mean, std)
 
@@ -109,18 +110,18 @@ class ImageFolderDataModule(ClassificationDataModule):
         root = Path(init_args["root"])
         image_size, channels = int(init_args.get("image_size", 32)), int(init_args.get("channels", 3))
         if not root.is_dir():
-            raise FileNotFoundError(f"image folder not found: {root}")
+            raise MissingFileRefusal(f"image folder not found: {root}")
         train = root / "train" if (root / "train").is_dir() else root
         classes = sorted(entry.name for entry in train.iterdir() if entry.is_dir() and entry.name not in SPLIT_FOLDERS)
         if not classes:
-            raise FileNotFoundError(f"{train} holds no class folders (expected {train}/<class>/<image>)")
+            raise MissingFileRefusal(f"{train} holds no class folders (expected {train}/<class>/<image>)")
         return {"num_classes": len(classes), "input_shape": (channels, image_size, image_size),
                 "class_names": classes}
 
     def _folder(self, path: Path) -> datasets.ImageFolder:
         folder = datasets.ImageFolder(str(path))
         if folder.classes != self.class_names:
-            raise ValueError(f"{path} has classes {folder.classes}, the training folder {self.class_names}")
+            raise Refusal(f"{path} has classes {folder.classes}, the training folder {self.class_names}")
         return folder
 
     def setup(self, stage: str | None = None) -> None:
@@ -135,7 +136,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         for name, size in (("train", len(train_idx)), ("val", len(val_idx) if val is None else len(val)),
                            ("test", len(test_idx) if test is None else len(test))):
             if size == 0:
-                raise ValueError(f"the {name} split of {self.root} is empty ({len(train)} training images); "
+                raise Refusal(f"the {name} split of {self.root} is empty ({len(train)} training images); "
                                  "add images or change val_fraction/test_fraction")
         self.train_set = IndexedDataset(train, train_idx, self.train_transform)
         self.val_set = IndexedDataset(train, val_idx, self.eval_transform) if val is None else IndexedDataset(
@@ -151,13 +152,13 @@ class ImageFolderDataModule(ClassificationDataModule):
 def _transforms(style: str, size: int, channels: int, mean: tuple[float, ...] | None,
                 std: tuple[float, ...] | None) -> tuple[transforms.Compose, transforms.Compose]:
     if style not in ("small", "imagenet"):
-        raise ValueError(f"transform_style must be 'small' or 'imagenet', got {style!r}")
+        raise Refusal(f"transform_style must be 'small' or 'imagenet', got {style!r}")
     if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
+        raise Refusal(f"channels must be 1 or 3, got {channels}")
     mean = mean or (IMAGENET_MEAN if channels == 3 else (sum(IMAGENET_MEAN) / 3,))
     std = std or (IMAGENET_STD if channels == 3 else (sum(IMAGENET_STD) / 3,))
     if len(mean) != channels or len(std) != channels:
-        raise ValueError(f"mean and std need {channels} values, got {list(mean)} and {list(std)}")
+        raise Refusal(f"mean and std need {channels} values, got {list(mean)} and {list(std)}")
     colour = [transforms.Grayscale()] if channels == 1 else []
     finish = [transforms.ToTensor(), transforms.Normalize(mean, std)]
     if style == "small":  # the crop and flip run on batches, replayable (ReplayableCropFlip)

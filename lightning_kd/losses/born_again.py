@@ -9,10 +9,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_kd.errors import Refusal
 from lightning_kd.losses.divergences import soft_cross_entropy
 from lightning_kd.losses.kd import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, hinton_kd_loss
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.validation import LossOutput, check_alpha, check_choice, check_same_shape, check_temperature
+
+__all__ = [
+    "BORN_AGAIN_LOSSES",
+    "BornAgainLoss",
+    "BornAgainLossName",
+    "ban_label_loss",
+    "ban_loss",
+    "born_again_loss",
+    "cwtm_loss",
+    "cwtm_weights",
+    "dkpp_loss",
+    "permute_non_argmax",
+]
 
 BornAgainLossName = Literal["ban", "ban+l", "cwtm", "dkpp", "kd"]
 """The Born-Again losses by name (what :class:`~lightning_kd.tasks.BornAgain` takes as ``loss``)."""
@@ -159,7 +173,7 @@ class BornAgainLoss(nn.Module):
         >>> BornAgainLoss("ban", temperature=2.0)
         Traceback (most recent call last):
         ...
-        ValueError: alpha and temperature apply to loss='kd' only; 'ban' uses T = 1 as in the paper
+        lightning_kd.errors.Refusal: alpha and temperature apply to loss='kd' only; 'ban' uses T = 1 as in the paper
     """
 
     def __init__(self, name: str = "ban", alpha: float | None = None, temperature: float | None = None,
@@ -167,7 +181,7 @@ class BornAgainLoss(nn.Module):
         super().__init__()
         check_choice("Born-Again loss", name, BORN_AGAIN_LOSSES)
         if name != "kd" and (alpha is not None or temperature is not None):
-            raise ValueError(f"alpha and temperature apply to loss='kd' only; {name!r} uses T = 1 as in the paper")
+            raise Refusal(f"alpha and temperature apply to loss='kd' only; {name!r} uses T = 1 as in the paper")
         self.label_smoothing = label_smoothing or LabelSmoothing()
         self.name = name
         self.alpha = DEFAULT_ALPHA if alpha is None else alpha

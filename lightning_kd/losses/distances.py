@@ -49,7 +49,23 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
+from lightning_kd.errors import Refusal
 from lightning_kd.losses.validation import check_choice
+
+__all__ = [
+    "DISTANCES",
+    "class_conditional_distance",
+    "feature_distance",
+    "gaussian_kl_diag",
+    "gaussian_kl_full",
+    "gaussian_w2_diag",
+    "gaussian_w2_full",
+    "gromov_wasserstein",
+    "mmd",
+    "sinkhorn",
+    "sliced_wasserstein",
+    "wasserstein_exact",
+]
 
 Bandwidth = Literal["median", "mean"] | float | Sequence[float]
 MMDEstimator = Literal["biased", "unbiased"]
@@ -66,13 +82,13 @@ def _ot() -> Any:
 
 def _check_batches(student: Tensor, teacher: Tensor, same_width: bool = True) -> None:
     if student.ndim != 2 or teacher.ndim != 2:
-        raise ValueError(f"distances take (batch, width) features, got {tuple(student.shape)} and "
+        raise Refusal(f"distances take (batch, width) features, got {tuple(student.shape)} and "
                          f"{tuple(teacher.shape)}: pool or flatten feature maps first")
     if same_width and student.shape[1] != teacher.shape[1]:
-        raise ValueError(f"student features of width {student.shape[1]} and teacher features of width "
+        raise Refusal(f"student features of width {student.shape[1]} and teacher features of width "
                          f"{teacher.shape[1]} differ: give the pair a projector (projector: linear)")
     if len(student) == 0 or len(teacher) == 0:
-        raise ValueError("distances need at least one sample on each side")
+        raise Refusal("distances need at least one sample on each side")
 
 
 def _squared_distances(a: Tensor, b: Tensor) -> Tensor:
@@ -92,7 +108,7 @@ def _bandwidths(student: Tensor, teacher: Tensor, bandwidth: Bandwidth) -> list[
         return [max(float(value), 1e-12)]
     values = [float(bandwidth)] if isinstance(bandwidth, (int, float)) else [float(b) for b in bandwidth]
     if not values or any(not b > 0 for b in values):
-        raise ValueError(f"RBF bandwidths must be > 0, got {bandwidth}")
+        raise Refusal(f"RBF bandwidths must be > 0, got {bandwidth}")
     return values
 
 
@@ -127,7 +143,7 @@ def mmd(student: Tensor, teacher: Tensor, kernel: str = "rbf", estimator: MMDEst
         return k_ss.mean() + k_tt.mean() - 2 * k_st.mean()
     n, m = len(student), len(teacher)
     if n < 2 or m < 2:
-        raise ValueError("the unbiased MMD estimator needs at least 2 samples on each side")
+        raise Refusal("the unbiased MMD estimator needs at least 2 samples on each side")
     within_s = (k_ss.sum() - k_ss.diagonal().sum()) / (n * (n - 1))
     within_t = (k_tt.sum() - k_tt.diagonal().sum()) / (m * (m - 1))
     return within_s + within_t - 2 * k_st.mean()
@@ -174,7 +190,7 @@ def sinkhorn(student: Tensor, teacher: Tensor, reg: float = 0.1, max_iterations:
     """``<P_reg, C>``: the squared-Euclidean cost under the entropic plan of regularisation ``reg`` (log domain)."""
     _check_batches(student, teacher)
     if not reg > 0:
-        raise ValueError(f"the Sinkhorn regularisation reg must be > 0, got {reg}")
+        raise Refusal(f"the Sinkhorn regularisation reg must be > 0, got {reg}")
     cost = _squared_distances(student, teacher.detach())
     with torch.no_grad():
         plan = _ot().sinkhorn(_uniform(len(student), cost), _uniform(len(teacher), cost), cost.detach(), reg,
@@ -203,7 +219,7 @@ def gromov_wasserstein(student: Tensor, teacher: Tensor) -> Tensor:
 # -- Gaussians ----------------------------------------------------------------------------------------
 def _moments(features: Tensor, eps: float, diagonal: bool) -> tuple[Tensor, Tensor]:
     if len(features) < 2:
-        raise ValueError("a Gaussian fit needs at least 2 samples")
+        raise Refusal("a Gaussian fit needs at least 2 samples")
     mean = features.mean(dim=0)
     centred = features - mean
     if diagonal:
@@ -303,13 +319,13 @@ def distance_spec(name: str, options: dict[str, Any] | None = None) -> DistanceS
         >>> distance_spec("sinkhorn", {"epsilon": 0.1})
         Traceback (most recent call last):
         ...
-        ValueError: distance 'sinkhorn' takes no option 'epsilon'; its options: reg, max_iterations
+        lightning_kd.errors.Refusal: distance 'sinkhorn' takes no option 'epsilon'; its options: reg, max_iterations
     """
     check_choice("distance", name, DISTANCES)
     spec = DISTANCES[name]
     unknown = sorted(set(options or {}) - set(spec.options()))
     if unknown:
-        raise ValueError(f"distance {name!r} takes no option {unknown[0]!r}; its options: "
+        raise Refusal(f"distance {name!r} takes no option {unknown[0]!r}; its options: "
                          f"{', '.join(spec.options()) or 'none'}")
     return spec
 
@@ -326,7 +342,7 @@ def feature_distance(name: str, student: Tensor, teacher: Tensor, **options: Any
     needed = spec.samples_needed(options)
     if min(len(student), len(teacher)) < needed:
         estimator = " (the unbiased MMD estimator)" if needed > spec.min_samples else ""
-        raise ValueError(f"distance {name!r}{estimator} needs at least {needed} samples on each side")
+        raise Refusal(f"distance {name!r}{estimator} needs at least {needed} samples on each side")
     return spec.function(student, teacher, **options)
 
 

@@ -10,18 +10,23 @@ without a logit term.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
 from torch import Tensor
 
+from lightning_kd.errors import Refusal
 from lightning_kd.losses.distances import CLASS_REDUCTIONS, class_conditional_distance, distance_spec, feature_distance
 from lightning_kd.losses.divergences import soft_target_kl
 from lightning_kd.losses.label_smoothing import LabelSmoothing
-from lightning_kd.losses.validation import LossOutput, check_alpha, check_choice, check_temperature
+from lightning_kd.losses.validation import LossOutput, check_alpha, check_choice, check_temperature, check_weight
 from lightning_kd.models.taps import PENULTIMATE
+
+__all__ = [
+    "FeatureMatch",
+    "distribution_matching_loss",
+]
 
 Pooling = Literal["avg", "max", "flatten"]
 POOLINGS: tuple[str, ...] = get_args(Pooling)
@@ -57,8 +62,8 @@ class FeatureMatch:
         >>> FeatureMatch.from_dict({"distanse": "mmd_rbf"})
         Traceback (most recent call last):
         ...
-        ValueError: a feature match has no setting 'distanse'; its settings: distance, weight, student_layer, \
-teacher_layer, pooling, projector, class_conditional, options
+        lightning_kd.errors.Refusal: a feature match has no setting 'distanse'; its settings: distance, weight, \
+student_layer, teacher_layer, pooling, projector, class_conditional, options
     """
 
     distance: str = DEFAULT_DISTANCE
@@ -72,8 +77,7 @@ teacher_layer, pooling, projector, class_conditional, options
 
     def __post_init__(self) -> None:
         distance_spec(self.distance, self.options)
-        if not (math.isfinite(self.weight) and self.weight >= 0):
-            raise ValueError(f"a feature match's weight must be finite and >= 0, got {self.weight}")
+        check_weight(self.weight, "a feature match's weight")
         check_choice("pooling", self.pooling, POOLINGS)
         check_choice("projector", self.projector, PROJECTORS)
         check_choice("class_conditional", self.class_conditional, ("none", *CLASS_REDUCTIONS))
@@ -86,7 +90,7 @@ teacher_layer, pooling, projector, class_conditional, options
         names = [f.name for f in fields(cls)]
         unknown = [key for key in settings if key not in names]
         if unknown:
-            raise ValueError(f"a feature match has no setting {unknown[0]!r}; its settings: {', '.join(names)}")
+            raise Refusal(f"a feature match has no setting {unknown[0]!r}; its settings: {', '.join(names)}")
         return cls(**{key: dict(value) if key == "options" else value for key, value in settings.items()})
 
     @property
@@ -141,14 +145,14 @@ def distribution_matching_loss(
     check_alpha(kd_alpha)
     check_temperature(temperature)
     if not len(student_features) == len(teacher_features) == len(matches):
-        raise ValueError(f"{len(matches)} matches need as many student and teacher feature batches, got "
+        raise Refusal(f"{len(matches)} matches need as many student and teacher feature batches, got "
                          f"{len(student_features)} and {len(teacher_features)}")
     ce = (label_smoothing or LabelSmoothing())(student_logits, targets)
     parts: dict[str, Tensor] = {"ce": ce}
     total = (1 - kd_alpha) * ce
     if kd_alpha > 0:
         if teacher_logits is None:
-            raise ValueError("kd_alpha > 0 needs the teacher's logits")
+            raise Refusal("kd_alpha > 0 needs the teacher's logits")
         parts["kd"] = soft_target_kl(student_logits, teacher_logits, temperature)
         total = total + kd_alpha * parts["kd"]
     for index, (match, student, teacher) in enumerate(zip(matches, student_features, teacher_features, strict=True)):

@@ -7,6 +7,11 @@ from torch import Tensor
 
 from lightning_kd.losses.validation import check_same_shape, check_temperature
 
+__all__ = [
+    "soft_cross_entropy",
+    "soft_target_kl",
+]
+
 
 def soft_target_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
     """``T^2 * KL(softmax(zt / T) || softmax(zs / T))``, averaged over the batch.

@@ -8,6 +8,13 @@ from lightning_kd.losses.divergences import soft_target_kl
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.validation import LossOutput, check_alpha, check_temperature
 
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_TEMPERATURE",
+    "HintonKDLoss",
+    "hinton_kd_loss",
+]
+
 DEFAULT_ALPHA = 0.9
 """Hinton KD's usual weight of the distillation term."""
 DEFAULT_TEMPERATURE = 4.0

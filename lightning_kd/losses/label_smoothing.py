@@ -13,14 +13,25 @@ The two put the same mass ``eps`` on the wrong classes only when ``C`` is large;
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_kd.errors import Refusal
 from lightning_kd.losses.validation import check_choice, check_smoothing
+
+__all__ = [
+    "label_smoothing_from",
+    "DEFAULT_SMOOTHING_CONVENTION",
+    "LabelSmoothing",
+    "SMOOTHING_CONVENTIONS",
+    "SmoothingConvention",
+    "smoothed_targets",
+]
 
 SmoothingConvention = Literal["uniform", "others"]
 """Where the smoothed mass goes: over all ``C`` classes (PyTorch) or over the ``C - 1`` wrong ones (Tf-KD's code)."""
@@ -45,7 +56,7 @@ def smoothed_targets(
         on_true, off_true = 1 - eps + eps / num_classes, eps / num_classes
     else:
         if num_classes < 2:
-            raise ValueError("the 'others' label smoothing spreads eps over the other classes: it needs C >= 2")
+            raise Refusal("the 'others' label smoothing spreads eps over the other classes: it needs C >= 2")
         on_true, off_true = 1 - eps, eps / (num_classes - 1)
     distribution = torch.full((len(targets), num_classes), off_true, device=targets.device)
     return distribution.scatter_(1, targets.unsqueeze(1), on_true)
@@ -65,7 +76,7 @@ class LabelSmoothing:
         >>> LabelSmoothing(1.0)
         Traceback (most recent call last):
         ...
-        ValueError: label_smoothing must be in [0, 1), got 1.0
+        lightning_kd.errors.Refusal: label_smoothing must be in [0, 1), got 1.0
     """
 
     eps: float = 0.0
@@ -89,3 +100,20 @@ class LabelSmoothing:
         if not self.eps:
             return ""
         return f"ls{self.eps:g}" + ("" if self.convention == DEFAULT_SMOOTHING_CONVENTION else f"-{self.convention}")
+
+
+_SMOOTHING_ARGUMENTS = {"label_smoothing": "eps", "smoothing_convention": "convention"}
+"""A task's label-smoothing arguments, and the :class:`LabelSmoothing` fields they set."""
+
+
+def label_smoothing_from(arguments: Mapping[str, Any]) -> LabelSmoothing:
+    """The label smoothing that a task's ``label_smoothing`` and ``smoothing_convention`` arguments ask for.
+
+    Example:
+        >>> label_smoothing_from({"label_smoothing": 0.1, "smoothing_convention": "others"}).tag
+        'ls0.1-others'
+        >>> label_smoothing_from({}).eps
+        0.0
+    """
+    given = {field: arguments[name] for name, field in _SMOOTHING_ARGUMENTS.items() if name in arguments}
+    return LabelSmoothing(**given)

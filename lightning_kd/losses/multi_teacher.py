@@ -41,9 +41,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_kd.errors import Refusal
 from lightning_kd.losses.kd import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.validation import LossOutput, check_alpha, check_choice, check_same_shape, check_temperature
+
+__all__ = [
+    "MULTI_TEACHER_REDUCTIONS",
+    "MULTI_TEACHER_WEIGHTINGS",
+    "MultiTeacherKDLoss",
+    "MultiTeacherReduction",
+    "MultiTeacherWeighting",
+    "ae_kd_weights",
+    "confidence_weights",
+    "entropy_weights",
+    "fixed_weights",
+    "min_norm_weights",
+    "multi_teacher_kd_loss",
+    "multi_teacher_weights",
+    "per_teacher_kd_gradients",
+]
 
 MultiTeacherWeighting = Literal["fixed", "ebkd", "ca-mkd", "ae-kd"]
 """How the teachers are weighted (see the module)."""
@@ -57,7 +74,7 @@ def _stack(teacher_logits: Sequence[Tensor] | Tensor, student_logits: Tensor | N
     """The teachers' logits as one detached ``(K, B, C)`` tensor, shapes checked."""
     stacked = teacher_logits if isinstance(teacher_logits, Tensor) else torch.stack(list(teacher_logits))
     if stacked.ndim != 3 or stacked.shape[0] < 1:
-        raise ValueError(f"teacher logits must be K >= 1 tensors of shape (B, C), got shape {tuple(stacked.shape)}")
+        raise Refusal(f"teacher logits must be K >= 1 tensors of shape (B, C), got shape {tuple(stacked.shape)}")
     if student_logits is not None:
         for k in range(stacked.shape[0]):
             check_same_shape(student_logits, stacked[k], what=f"teacher {k + 1}'s logits")
@@ -91,9 +108,9 @@ def check_fixed_weights(weights: Sequence[float] | None, num_teachers: int | Non
         return
     values = [float(w) for w in weights]
     if num_teachers is not None and len(values) != num_teachers:
-        raise ValueError(f"teacher_weights has {len(values)} entries for {num_teachers} teachers; give one per teacher")
+        raise Refusal(f"teacher_weights has {len(values)} entries for {num_teachers} teachers; give one per teacher")
     if not values or any(not (w >= 0 and w < float("inf")) for w in values) or sum(values) <= 0:
-        raise ValueError(f"teacher_weights must be finite, >= 0 and not all 0, got {values}")
+        raise Refusal(f"teacher_weights must be finite, >= 0 and not all 0, got {values}")
 
 
 def entropy_weights(teacher_logits: Sequence[Tensor] | Tensor) -> Tensor:
@@ -217,7 +234,7 @@ def multi_teacher_weights(
     """
     check_choice("multi-teacher weighting", weighting, MULTI_TEACHER_WEIGHTINGS)
     if fixed is not None and weighting != "fixed":
-        raise ValueError(f"teacher_weights apply to weighting='fixed' only; {weighting!r} computes its own")
+        raise Refusal(f"teacher_weights apply to weighting='fixed' only; {weighting!r} computes its own")
     stacked = _stack(teacher_logits, student_logits)
     if weighting == "fixed":
         weights = fixed_weights(stacked.shape[0], stacked.shape[1], fixed, stacked.device)
@@ -269,7 +286,7 @@ def multi_teacher_kd_loss(
     stacked = _stack(teacher_logits, student_logits)
     weights = weights.detach().to(student_logits.dtype)
     if weights.shape != (stacked.shape[1], stacked.shape[0]):
-        raise ValueError(f"weights must be (B, K) = {(stacked.shape[1], stacked.shape[0])}, got {tuple(weights.shape)}")
+        raise Refusal(f"weights must be (B, K) = {(stacked.shape[1], stacked.shape[0])}, got {tuple(weights.shape)}")
     log_q = F.log_softmax(student_logits / temperature, dim=1)
     p = F.softmax(stacked / temperature, dim=2)  # (K, B, C)
     if reduction == "targets":
@@ -308,7 +325,7 @@ class MultiTeacherKDLoss(nn.Module):
         check_alpha(alpha)
         check_temperature(temperature)
         if teacher_weights is not None and weighting != "fixed":
-            raise ValueError(f"teacher_weights apply to weighting='fixed' only; {weighting!r} computes its own")
+            raise Refusal(f"teacher_weights apply to weighting='fixed' only; {weighting!r} computes its own")
         check_fixed_weights(teacher_weights)
         self.weighting, self.reduction, self.alpha, self.temperature = weighting, reduction, alpha, temperature
         self.teacher_weights = None if teacher_weights is None else [float(w) for w in teacher_weights]

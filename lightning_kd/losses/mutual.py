@@ -12,13 +12,16 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_kd.errors import Refusal
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.validation import LossOutput, check_same_shape
+
+__all__ = ["dml_loss", "dml_peer_loss"]
 
 
 def _check_peers(peer_logits: Sequence[Tensor]) -> None:
     if len(peer_logits) < 2:
-        raise ValueError(f"mutual learning needs at least 2 peers, got {len(peer_logits)}")
+        raise Refusal(f"mutual learning needs at least 2 peers, got {len(peer_logits)}")
     for index, logits in enumerate(peer_logits[1:], start=2):
         check_same_shape(peer_logits[0], logits, what=f"peer {index}'s logits")
 

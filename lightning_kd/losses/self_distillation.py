@@ -21,7 +21,6 @@ numbers *and* the form of the two terms:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
@@ -30,9 +29,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_kd.errors import Refusal
 from lightning_kd.losses.divergences import soft_cross_entropy, soft_target_kl
 from lightning_kd.losses.label_smoothing import LabelSmoothing
-from lightning_kd.losses.validation import LossOutput, check_alpha, check_choice, check_temperature
+from lightning_kd.losses.validation import LossOutput, check_alpha, check_choice, check_temperature, check_weight
+
+__all__ = [
+    "SELF_DISTILLATION_PRESETS",
+    "SelfDistillationLoss",
+    "SelfDistillationPreset",
+    "SelfDistillationWeights",
+    "hint_distance",
+    "self_distillation_loss",
+    "self_distillation_weights",
+]
 
 SelfDistillationPreset = Literal["paper", "journal_code"]
 """The conference paper's weighting (with a reproduction's numbers) or the authors' journal code's."""
@@ -61,8 +71,7 @@ class SelfDistillationWeights:
     def __post_init__(self) -> None:
         check_alpha(self.alpha)
         check_temperature(self.temperature)
-        if not (math.isfinite(self.feature_weight) and self.feature_weight >= 0):
-            raise ValueError(f"feature_weight must be finite and >= 0, got {self.feature_weight}")
+        check_weight(self.feature_weight, "feature_weight")
         check_choice("soft term", self.soft_term, get_args(SoftTerm))
         check_choice("hint distance", self.hint_distance, get_args(HintDistance))
 
@@ -86,7 +95,7 @@ def self_distillation_weights(preset: str = "paper", alpha: float | None = None,
         >>> self_distillation_weights("conference")
         Traceback (most recent call last):
         ...
-        ValueError: unknown self-distillation preset 'conference'; choose one of paper, journal_code
+        lightning_kd.errors.Refusal: unknown self-distillation preset 'conference'; choose one of paper, journal_code
     """
     check_choice("self-distillation preset", preset, SELF_DISTILLATION_PRESETS)
     given = {"alpha": alpha, "temperature": temperature, "feature_weight": feature_weight}
@@ -103,7 +112,7 @@ def hint_distance(hints: Tensor, target: Tensor, distance: str = "squared") -> T
         (12.5, 5.0)
     """
     if hints.shape != target.shape:
-        raise ValueError(f"adapted features {tuple(hints.shape)} and deepest features {tuple(target.shape)} differ "
+        raise Refusal(f"adapted features {tuple(hints.shape)} and deepest features {tuple(target.shape)} differ "
                          "in shape")
     difference = hints - target.detach()
     if distance == "squared":
@@ -143,10 +152,10 @@ def self_distillation_loss(
         ['exit_1/ce', 'exit_1/soft', 'exit_2/ce', 'loss']
     """
     if len(exit_logits) < 2:
-        raise ValueError(f"self-distillation needs at least 2 exits, got {len(exit_logits)}")
+        raise Refusal(f"self-distillation needs at least 2 exits, got {len(exit_logits)}")
     use_hint = weights.feature_weight > 0
     if use_hint and (hints is None or deepest_features is None or len(hints) != len(exit_logits) - 1):
-        raise ValueError("feature_weight > 0 needs one adapted feature tensor per shallow exit and the deepest "
+        raise Refusal("feature_weight > 0 needs one adapted feature tensor per shallow exit and the deepest "
                          "exit's features")
     smoothing = label_smoothing or LabelSmoothing()
     teacher = exit_logits[-1].detach()

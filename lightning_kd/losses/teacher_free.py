@@ -29,8 +29,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_kd.errors import Refusal
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.validation import LossOutput, check_alpha, check_choice, check_temperature
+
+__all__ = [
+    "DEFAULT_REG_ALPHA",
+    "DEFAULT_REG_TEMPERATURE",
+    "DEFAULT_TRUE_CLASS_PROB",
+    "TF_KD_REG_MODES",
+    "TfKDRegLoss",
+    "TfKDRegMode",
+    "tf_kd_reg_loss",
+    "virtual_teacher",
+    "virtual_teacher_target",
+]
 
 TfKDRegMode = Literal["paper", "reference"]
 """Tf-KD reg as the paper writes it, or as the authors' code computes it."""
@@ -50,10 +63,10 @@ def check_true_class_prob(true_class_prob: float) -> None:
         >>> check_true_class_prob(0.0)
         Traceback (most recent call last):
         ...
-        ValueError: true_class_prob (the virtual teacher's a) must be in (0, 1], got 0.0
+        lightning_kd.errors.Refusal: true_class_prob (the virtual teacher's a) must be in (0, 1], got 0.0
     """
     if not 0 < true_class_prob <= 1:
-        raise ValueError(f"true_class_prob (the virtual teacher's a) must be in (0, 1], got {true_class_prob}")
+        raise Refusal(f"true_class_prob (the virtual teacher's a) must be in (0, 1], got {true_class_prob}")
 
 
 def virtual_teacher(targets: Tensor, num_classes: int, true_class_prob: float = DEFAULT_TRUE_CLASS_PROB) -> Tensor:
@@ -65,7 +78,7 @@ def virtual_teacher(targets: Tensor, num_classes: int, true_class_prob: float = 
     """
     check_true_class_prob(true_class_prob)
     if num_classes < 2:
-        raise ValueError(f"the virtual teacher needs at least 2 classes, got {num_classes}")
+        raise Refusal(f"the virtual teacher needs at least 2 classes, got {num_classes}")
     distribution = torch.full((len(targets), num_classes), (1 - true_class_prob) / (num_classes - 1),
                               device=targets.device)
     return distribution.scatter_(1, targets.unsqueeze(1), true_class_prob)
@@ -145,10 +158,10 @@ def _check_multiplier(mode: str, multiplier: float | None) -> float:
     if multiplier is None:
         return 1.0
     if mode != "reference":
-        raise ValueError("multiplier applies to mode='reference' only (the authors' code); the paper's "
+        raise Refusal("multiplier applies to mode='reference' only (the authors' code); the paper's "
                          "mode has no multiplier")
     if not (math.isfinite(multiplier) and multiplier > 0):
-        raise ValueError(f"multiplier must be finite and > 0, got {multiplier}")
+        raise Refusal(f"multiplier must be finite and > 0, got {multiplier}")
     return multiplier
 
 
@@ -162,7 +175,7 @@ class TfKDRegLoss(nn.Module):
         >>> TfKDRegLoss(temperature=0.0)
         Traceback (most recent call last):
         ...
-        ValueError: temperature must be finite and > 0, got 0.0
+        lightning_kd.errors.Refusal: temperature must be finite and > 0, got 0.0
     """
 
     def __init__(

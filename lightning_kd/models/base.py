@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lightning_kd.errors import Refusal
+
 
 class ClassifierNetwork(nn.Module):
     """A classifier split into a feature extractor and a linear head.
@@ -90,7 +92,7 @@ def reinitialize(network: nn.Module) -> nn.Module:
     error rather than a weight silently carried over. BatchNorm running statistics are reset too.
 
     Raises:
-        ValueError: Some parameter's module has no ``reset_parameters()``.
+        Refusal: Some parameter's module has no ``reset_parameters()``.
 
     Example:
         >>> import torch
@@ -122,7 +124,7 @@ def _reset_layers(network: nn.Module) -> None:
         for param_name, _ in module.named_parameters(recurse=False)
     ]
     if uncovered:
-        raise ValueError(
+        raise Refusal(
             f"cannot re-initialise {type(network).__name__}: the modules owning {uncovered[:5]} have no "
             "reset_parameters(); give the network a reset_parameters() method, or build it from a config "
             "(class_path/init_args, as the CLI does) so each generation is constructed afresh"
@@ -130,3 +132,30 @@ def _reset_layers(network: nn.Module) -> None:
     for module in network.modules():
         if module is not network and _has_reset(module):
             module.reset_parameters()
+
+
+def check_network_fits(role: str, network: nn.Module, num_classes: int, input_shape: tuple[int, ...]) -> None:
+    """One eval-mode forward of a dummy batch: refuse a network that does not fit the data, naming its role.
+
+    Raises:
+        Refusal: The network fails on inputs of ``input_shape``, or predicts another number of classes.
+    """
+    parameter = next(network.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            logits = network(torch.zeros(2, *input_shape, device=device))
+    except Exception as error:  # the network's own error names the layer; add what we know
+        raise Refusal(
+            f"the {role} network ({type(network).__name__}) fails on inputs of shape {input_shape} "
+            f"from the data: {error}"
+        ) from error
+    finally:
+        network.train(was_training)
+    if logits.ndim != 2 or logits.shape[1] != num_classes:
+        raise Refusal(
+            f"the {role} network ({type(network).__name__}) predicts {tuple(logits.shape[1:])} outputs per "
+            f"sample but the data has {num_classes} classes"
+        )

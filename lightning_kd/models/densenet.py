@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_kd.errors import Refusal
 from lightning_kd.models.base import ClassifierNetwork, init_weights
 from lightning_kd.models.registry import register_model
 
@@ -64,9 +65,9 @@ class DenseNet(ClassifierNetwork):
     ) -> None:
         super().__init__()
         if depth < 10 or (depth - 4) % 6:
-            raise ValueError(f"DenseNet-BC depth must be 6n + 4 with n >= 1, got {depth}")
+            raise Refusal(f"DenseNet-BC depth must be 6n + 4 with n >= 1, got {depth}")
         if not 0 < compression <= 1:
-            raise ValueError(f"compression must be in (0, 1], got {compression}")
+            raise Refusal(f"compression must be in (0, 1], got {compression}")
         layers_per_block = (depth - 4) // 6
         planes = 2 * growth_rate
         self.stem = nn.Conv2d(in_channels, planes, 3, 1, 1, bias=False)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_kd.errors import Refusal
 from lightning_kd.models.multi_exit import MultiExitNetwork
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)
@@ -39,7 +40,7 @@ def exit_confidences(exit_logits: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         ([0.881, 0.5], [[0, 0]])
     """
     if not exit_logits:
-        raise ValueError("early exit needs at least one exit")
+        raise Refusal("early exit needs at least one exit")
     top = [z.softmax(dim=1).max(dim=1) for z in exit_logits]
     return torch.stack([t.values for t in top], dim=1), torch.stack([t.indices for t in top], dim=1)
 
@@ -97,10 +98,10 @@ def early_exit_sweep(confidences: Tensor, predictions: Tensor, targets: Tensor, 
         [EarlyExitResult(threshold=0.8, accuracy=1.0, mean_macs=20.0, exit_fractions=(0.5, 0.5))]
     """
     if confidences.shape != predictions.shape or confidences.ndim != 2 or len(targets) != len(confidences):
-        raise ValueError(f"confidences {tuple(confidences.shape)} and predictions {tuple(predictions.shape)} must both "
+        raise Refusal(f"confidences {tuple(confidences.shape)} and predictions {tuple(predictions.shape)} must both "
                          f"be (N, exits), with N = {len(targets)} targets")
     if len(exit_macs) != confidences.shape[1]:
-        raise ValueError(f"{confidences.shape[1]} exits but {len(exit_macs)} costs")
+        raise Refusal(f"{confidences.shape[1]} exits but {len(exit_macs)} costs")
     macs = torch.tensor([float(m) for m in exit_macs], dtype=torch.float64, device=confidences.device)
     results = []
     for threshold in thresholds:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from lightning_kd.errors import Refusal
+
 
 class SoftmaxEnsemble(nn.Module):
     """``log(mean_k softmax(f_k(x)))``: logits whose softmax is the members' averaged probabilities.
@@ -25,7 +27,7 @@ class SoftmaxEnsemble(nn.Module):
     def __init__(self, members: Sequence[nn.Module]) -> None:
         super().__init__()
         if not members:
-            raise ValueError("an ensemble needs at least one member")
+            raise Refusal("an ensemble needs at least one member")
         self.members = nn.ModuleList(members)
         self.num_classes = getattr(members[0], "num_classes", None)
 

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_kd.errors import Refusal
 from lightning_kd.models.base import count_parameters, init_weights
 from lightning_kd.models.taps import PENULTIMATE, STAGES, LayerSpec, forward_with_taps
 
@@ -138,7 +139,7 @@ class MultiExitNetwork(nn.Module):
         bottleneck_ratio: Each exit's bottleneck runs at ``final width // ratio`` channels.
 
     Raises:
-        ValueError: An exit names no layer of the backbone (the message lists its stages), a layer
+        Refusal: An exit names no layer of the backbone (the message lists its stages), a layer
             gives neither a feature map nor a feature vector, the exits are not in forward order, or
             there is no shallow exit.
     """
@@ -147,10 +148,10 @@ class MultiExitNetwork(nn.Module):
                  bottleneck_ratio: int = DEFAULT_BOTTLENECK_RATIO) -> None:
         super().__init__()
         if input_shape is None:
-            raise ValueError("MultiExitNetwork needs input_shape (one input's shape, e.g. [3, 32, 32]) to size its "
+            raise Refusal("MultiExitNetwork needs input_shape (one input's shape, e.g. [3, 32, 32]) to size its "
                              "exits; the CLI fills it in from the data")
         if bottleneck_ratio < 1:
-            raise ValueError(f"bottleneck_ratio must be >= 1, got {bottleneck_ratio}")
+            raise Refusal(f"bottleneck_ratio must be >= 1, got {bottleneck_ratio}")
         self.backbone = backbone
         self.input_shape = tuple(int(size) for size in input_shape)
         stages = _stage_names_or_none(backbone)
@@ -158,7 +159,7 @@ class MultiExitNetwork(nn.Module):
         probe = _probe(backbone, self.input_shape, [*self.exit_paths, *(stages[-1:] if stages else [])])
         fired = [path for path in probe.order if path in self.exit_paths]
         if fired != list(self.exit_paths):
-            raise ValueError(f"exits must be listed shallowest first, in the order the backbone runs them: "
+            raise Refusal(f"exits must be listed shallowest first, in the order the backbone runs them: "
                              f"{', '.join(fired)} (got {', '.join(self.exit_paths)})")
         self.num_classes = int(probe.logits.shape[1])
         width = int(probe.features[PENULTIMATE].shape[1])
@@ -167,7 +168,7 @@ class MultiExitNetwork(nn.Module):
         for path in self.exit_paths:
             shape = tuple(probe.features[path].shape[1:])
             if len(shape) not in (1, 3):
-                raise ValueError(f"layer {path!r} gives features of shape {shape} per sample; exits attach to feature "
+                raise Refusal(f"layer {path!r} gives features of shape {shape} per sample; exits attach to feature "
                                  "maps (C, H, W) or vectors (C,): choose another layer")
             heads.append(ExitHead(shape, final_size, width, self.num_classes, bottleneck_ratio))
         self.exits = nn.ModuleList(heads)
@@ -186,7 +187,7 @@ class MultiExitNetwork(nn.Module):
         """The backbone's stages (so a multi-exit network can be tapped, e.g. as a teacher)."""
         stages = _stage_names_or_none(self.backbone)
         if stages is None:
-            raise ValueError(f"{type(self.backbone).__name__} does not name its stages")
+            raise Refusal(f"{type(self.backbone).__name__} does not name its stages")
         return tuple(f"backbone.{name}" for name in stages)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -210,7 +211,7 @@ class MultiExitNetwork(nn.Module):
     def check_exit(self, exit: int) -> None:
         """Raise ``ValueError`` unless ``exit`` is one of this network's exit numbers."""
         if not (isinstance(exit, int) and 1 <= exit <= self.num_exits):
-            raise ValueError(f"exit must be a number from 1 to {self.num_exits} (the backbone's head), got {exit!r}")
+            raise Refusal(f"exit must be a number from 1 to {self.num_exits} (the backbone's head), got {exit!r}")
 
     # -- cost ---------------------------------------------------------------------------------------
     def exit_costs(self) -> list[ExitCost]:
@@ -287,7 +288,7 @@ class MultiExitNetwork(nn.Module):
         torchvision's ``create_feature_extractor``); the last exit gives a copy of the backbone itself.
 
         Raises:
-            ValueError: ``exit`` is out of range, or torch.fx cannot trace the backbone (data-dependent
+            Refusal: ``exit`` is out of range, or torch.fx cannot trace the backbone (data-dependent
                 control flow); the message says which.
         """
         self.check_exit(exit)
@@ -299,7 +300,7 @@ class MultiExitNetwork(nn.Module):
         try:
             extractor = create_feature_extractor(copy.deepcopy(self.backbone), return_nodes={path: "features"})
         except Exception as error:  # torch.fx's own error names the construct it cannot trace
-            raise ValueError(f"cannot cut {type(self.backbone).__name__} after exit {exit}: torch.fx cannot trace "
+            raise Refusal(f"cannot cut {type(self.backbone).__name__} after exit {exit}: torch.fx cannot trace "
                              f"it ({error}); use forward_exits for that exit instead") from error
         return TruncatedNetwork(extractor, copy.deepcopy(self.exits[exit - 1])).train(self.training)
 
@@ -347,12 +348,12 @@ def _probe(backbone: nn.Module, input_shape: tuple[int, ...], paths: list[str]) 
             try:
                 out = forward_with_taps(backbone, torch.zeros(2, *input_shape, device=device), [*paths, PENULTIMATE])
             except Exception as error:
-                raise ValueError(f"the backbone ({type(backbone).__name__}) fails on inputs of shape {input_shape}: "
+                raise Refusal(f"the backbone ({type(backbone).__name__}) fails on inputs of shape {input_shape}: "
                                  f"{error}") from error
     finally:
         backbone.train(was_training)
     if out.logits.ndim != 2:
-        raise ValueError(f"the backbone ({type(backbone).__name__}) returns {tuple(out.logits.shape)}, not "
+        raise Refusal(f"the backbone ({type(backbone).__name__}) returns {tuple(out.logits.shape)}, not "
                          "(B, classes) logits")
     return _Probe(out.logits, out.features, list(dict.fromkeys(order)))
 
@@ -376,24 +377,24 @@ def _exit_paths(backbone: nn.Module, exits: LayerSpec, stages: tuple[str, ...] |
     """The layers the shallow exits attach to; refuse unknown ones, listing the backbone's stages."""
     if exits == STAGES:
         if stages is None:
-            raise ValueError(f"{type(backbone).__name__} does not name its stages: give the exits as module paths "
+            raise Refusal(f"{type(backbone).__name__} does not name its stages: give the exits as module paths "
                              "(see backbone.named_modules())")
         if len(stages) < 2:
-            raise ValueError(f"{type(backbone).__name__} has a single stage, so no shallow exit: give module paths")
+            raise Refusal(f"{type(backbone).__name__} has a single stage, so no shallow exit: give module paths")
         return stages[:-1]
     requested = [exits] if isinstance(exits, str) else list(exits)
     if not requested:
-        raise ValueError("MultiExitNetwork needs at least one shallow exit")
+        raise Refusal("MultiExitNetwork needs at least one shallow exit")
     paths = {name for name, _ in backbone.named_modules() if name}
     for path in requested:
         if path not in paths:
             listed = f"its stages are {', '.join(stages)}" if stages else "it names no stages"
             close = difflib.get_close_matches(str(path), sorted(paths), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise ValueError(f"cannot attach an exit to {path!r}: {type(backbone).__name__} has no such layer; "
+            raise Refusal(f"cannot attach an exit to {path!r}: {type(backbone).__name__} has no such layer; "
                              f"{listed} (any path of backbone.named_modules() works){hint}")
     if len(set(requested)) != len(requested):
-        raise ValueError(f"exits are listed more than once: {requested}")
+        raise Refusal(f"exits are listed more than once: {requested}")
     return tuple(requested)
 
 

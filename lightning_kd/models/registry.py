@@ -7,6 +7,8 @@ from typing import TypeVar
 
 from torch import nn
 
+from lightning_kd.errors import Refusal
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
@@ -27,7 +29,7 @@ def register_model(name: str | None = None) -> Callable[[F], F]:
     def decorator(fn: F) -> F:
         key = name or fn.__name__
         if key in _MODELS:
-            raise ValueError(f"a model named {key!r} is already registered")
+            raise Refusal(f"a model named {key!r} is already registered")
         _MODELS[key] = fn
         return fn
 
@@ -59,5 +61,5 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
     try:
         constructor = _MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}") from None
+        raise Refusal(f"unknown model {name!r}; registered models: {', '.join(list_models())}") from None
     return constructor(**kwargs)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_kd.errors import Refusal
 from lightning_kd.models.base import ClassifierNetwork, init_weights
 from lightning_kd.models.registry import register_model
 
@@ -65,17 +66,17 @@ class CifarResNet(ClassifierNetwork):
     ) -> None:
         super().__init__()
         if len(widths) < 2:
-            raise ValueError(f"widths needs a stem width and at least one stage width, got {list(widths)}")
+            raise Refusal(f"widths needs a stem width and at least one stage width, got {list(widths)}")
         if blocks is None:
             depth = 20 if depth is None else depth
             if depth < 8 or (depth - 2) % 6:
-                raise ValueError(f"CifarResNet depth must be 6n + 2 with n >= 1, got {depth}")
+                raise Refusal(f"CifarResNet depth must be 6n + 2 with n >= 1, got {depth}")
             blocks = [(depth - 2) // 6] * (len(widths) - 1)
         elif depth is not None and depth != 2 * sum(blocks) + 2:
-            raise ValueError(f"CifarResNet: blocks {list(blocks)} make depth {2 * sum(blocks) + 2}, not {depth}; "
+            raise Refusal(f"CifarResNet: blocks {list(blocks)} make depth {2 * sum(blocks) + 2}, not {depth}; "
                              "give one of them")
         if len(blocks) != len(widths) - 1 or any(b < 1 for b in blocks):
-            raise ValueError(f"CifarResNet: blocks needs one count >= 1 per stage ({len(widths) - 1} stages), "
+            raise Refusal(f"CifarResNet: blocks needs one count >= 1 per stage ({len(widths) - 1} stages), "
                              f"got {list(blocks)}")
         self.num_classes = num_classes
         self.num_features = widths[-1]

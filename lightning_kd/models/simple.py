@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_kd.errors import Refusal
 from lightning_kd.models.base import ClassifierNetwork, init_weights
 from lightning_kd.models.registry import register_model
 
@@ -37,7 +38,7 @@ class MLP(ClassifierNetwork):
     ) -> None:
         super().__init__()
         if not hidden_sizes:
-            raise ValueError("MLP needs at least one hidden layer")
+            raise Refusal("MLP needs at least one hidden layer")
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
         stages = []
@@ -83,7 +84,7 @@ class SmallCNN(ClassifierNetwork):
     def __init__(self, widths: Sequence[int] = (32, 64), num_classes: int = 10, in_channels: int = 1) -> None:
         super().__init__()
         if not widths:
-            raise ValueError("SmallCNN needs at least one convolutional block")
+            raise Refusal("SmallCNN needs at least one convolutional block")
         layers: list[nn.Module] = []
         in_planes = in_channels
         stages = []

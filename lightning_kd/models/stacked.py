@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from lightning_kd.errors import Refusal
+
 
 def check_identical(networks: Sequence[nn.Module]) -> None:
     """Raise ``ValueError`` unless every network has the first one's class and parameter and buffer shapes."""
@@ -24,7 +26,7 @@ def check_identical(networks: Sequence[nn.Module]) -> None:
     for index, network in enumerate(networks[1:], start=2):
         other = {name: tuple(t.shape) for name, t in [*network.named_parameters(), *network.named_buffers()]}
         if type(network) is not type(first) or other != shapes:
-            raise ValueError(
+            raise Refusal(
                 f"the batched path runs identical networks only: network {index} ({type(network).__name__}) differs "
                 f"from network 1 ({type(first).__name__}) in class or in its parameters' shapes"
             )
@@ -47,7 +49,7 @@ class StackedForward:
 
     def __init__(self, networks: Sequence[nn.Module]) -> None:
         if len(networks) < 1:
-            raise ValueError("nothing to stack")
+            raise Refusal("nothing to stack")
         check_identical(networks)
         self._networks = list(networks)  # the caller owns them
         self._template = copy.deepcopy(networks[0]).to("meta")  # the computation, no storage

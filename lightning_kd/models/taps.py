@@ -33,6 +33,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from lightning_kd.errors import Refusal
+
 STAGES = "stages"
 PENULTIMATE = "penultimate"
 
@@ -52,11 +54,11 @@ def stage_names(network: nn.Module) -> tuple[str, ...]:
     """Module paths of ``network``'s stages, shallowest first.
 
     Raises:
-        ValueError: The network names no stages (a plain ``nn.Module``): name its layers by path instead.
+        Refusal: The network names no stages (a plain ``nn.Module``): name its layers by path instead.
     """
     names = getattr(network, "stage_names", None)
     if names is None:
-        raise ValueError(
+        raise Refusal(
             f"{type(network).__name__} does not name its stages; name the layers to tap by module path "
             "(see network.named_modules()), or use a zoo, torchvision or timm network"
         )
@@ -67,7 +69,7 @@ def resolve_layers(network: nn.Module, layers: LayerSpec) -> list[str]:
     """Expand ``"stages"`` and check every path against ``network``; ``"penultimate"`` is kept as is.
 
     Raises:
-        ValueError: A path names no module of ``network``; the message suggests the closest ones.
+        Refusal: A path names no module of ``network``; the message suggests the closest ones.
 
     Example:
         >>> from lightning_kd.models import SmallCNN
@@ -76,7 +78,7 @@ def resolve_layers(network: nn.Module, layers: LayerSpec) -> list[str]:
         >>> resolve_layers(SmallCNN(widths=(8, 16)), "bdy.2")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: SmallCNN has no layer 'bdy.2'; did you mean 'body.2', ...? (...)
+        lightning_kd.errors.Refusal: SmallCNN has no layer 'bdy.2'; did you mean 'body.2', ...? (...)
     """
     requested = [layers] if isinstance(layers, str) else list(layers)
     paths = {name for name, _ in network.named_modules() if name}
@@ -87,12 +89,22 @@ def resolve_layers(network: nn.Module, layers: LayerSpec) -> list[str]:
             if path != PENULTIMATE and path not in paths:
                 close = difflib.get_close_matches(path, sorted(paths), n=3, cutoff=0.5)
                 hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-                raise ValueError(
+                raise Refusal(
                     f"{type(network).__name__} has no layer {path!r}{hint} (network.named_modules() lists every path)"
                 )
             if path not in resolved:
                 resolved.append(path)
     return resolved
+
+
+def layer_list(layers: LayerSpec) -> list[str]:
+    """A layer spec as a list of names, in order, each once (one name stands for a list of one).
+
+    Example:
+        >>> layer_list("penultimate"), layer_list(["a", "b", "a"])
+        (['penultimate'], ['a', 'b'])
+    """
+    return [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
 
 
 def forward_with_taps(network: nn.Module, x: Tensor, layers: LayerSpec = ()) -> NetworkOutput:
@@ -146,5 +158,5 @@ def _input_recorder(features: dict[str, Tensor]) -> Any:
 def _last_linear(network: nn.Module) -> nn.Linear:
     linears = [m for m in network.modules() if isinstance(m, nn.Linear)]
     if not linears:
-        raise ValueError(f"{type(network).__name__} has no nn.Linear head, so no penultimate features to tap")
+        raise Refusal(f"{type(network).__name__} has no nn.Linear head, so no penultimate features to tap")
     return linears[-1]

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
+from lightning_kd.errors import Refusal
 from lightning_kd.models.base import ClassifierNetwork
 
 
@@ -55,7 +56,7 @@ class TimmNetwork(ClassifierNetwork):
         if not timm.is_model(name):
             close = difflib.get_close_matches(name, timm.list_models(), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else " (timm.list_models() lists them)"
-            raise ValueError(f"unknown timm model {name!r}{hint}")
+            raise Refusal(f"unknown timm model {name!r}{hint}")
         self._spec = {"model_name": name, "num_classes": num_classes, "in_chans": in_channels,
                       "pretrained": pretrained, **(model_kwargs or {})}
         self.body = timm.create_model(**self._spec)

@@ -8,6 +8,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from lightning_kd.errors import Refusal
 from lightning_kd.models.base import ClassifierNetwork
 
 
@@ -39,16 +40,16 @@ class TorchvisionNetwork(ClassifierNetwork):
         super().__init__()
         available = torchvision.models.list_models(module=torchvision.models)
         if name not in available:
-            raise ValueError(f"unknown torchvision classification model {name!r}; choose from: {', '.join(available)}")
+            raise Refusal(f"unknown torchvision classification model {name!r}; choose from: {', '.join(available)}")
         if in_channels != 3:
-            raise ValueError(f"torchvision model {name!r} takes 3 input channels, the data has {in_channels}")
+            raise Refusal(f"torchvision model {name!r} takes 3 input channels, the data has {in_channels}")
         if weights is None:
             model = torchvision.models.get_model(name, num_classes=num_classes)
         else:
             model = torchvision.models.get_model(name, weights=weights)
         linears = [(path, m) for path, m in model.named_modules() if isinstance(m, nn.Linear)]
         if not linears:
-            raise ValueError(f"torchvision model {name!r} has no linear classifier head to split off")
+            raise Refusal(f"torchvision model {name!r} has no linear classifier head to split off")
         head_path, head = linears[-1]
         _set_submodule(model, head_path, nn.Identity())
         if head.out_features != num_classes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_kd.errors import Refusal
 from lightning_kd.models.base import ClassifierNetwork, init_weights
 from lightning_kd.models.registry import register_model
 
@@ -58,7 +59,7 @@ class WideResNet(ClassifierNetwork):
     ) -> None:
         super().__init__()
         if depth < 10 or (depth - 4) % 6:
-            raise ValueError(f"WideResNet depth must be 6n + 4 with n >= 1, got {depth}")
+            raise Refusal(f"WideResNet depth must be 6n + 4 with n >= 1, got {depth}")
         blocks_per_stage = (depth - 4) // 6
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.num_classes = num_classes

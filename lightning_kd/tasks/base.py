@@ -12,13 +12,8 @@ requires grad, whichever network, head, projector or loss module holds it; teach
 
 from __future__ import annotations
 
-import inspect
-import re
-import warnings
 from abc import ABCMeta, abstractmethod
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Iterator
 from pathlib import PurePath
 from typing import Any, ClassVar
 
@@ -26,78 +21,44 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import OptimizerCallable
-from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor, nn
 
 from lightning_kd.checkpoints import CHECKPOINT_KEY, network_record
-from lightning_kd.compat import IgnoredByDDP, attached_trainer, step_metrics_are_written
+from lightning_kd.compat import IgnoredByDDP, attached_trainer, hyperparameters_given_by_cli
+from lightning_kd.console import restore_warning, silence_eval_mode_warning
 from lightning_kd.data.base import Batch
-from lightning_kd.losses import LabelSmoothing
-from lightning_kd.metrics import EpochSums, accuracy, evaluation_metrics, training_metric_name
+from lightning_kd.errors import NonFiniteLossError, Refusal
+from lightning_kd.loggers import wandb_run_reference
+from lightning_kd.losses import LabelSmoothing, label_smoothing_from
+from lightning_kd.metrics import evaluation_metrics, training_metric_name
+from lightning_kd.models.base import check_network_fits
+from lightning_kd.naming import join_variants, smoothing_variant
 from lightning_kd.optim import SGD, ScheduleSpec, build_optimization
+from lightning_kd.training_log import TrainingLog
 
-_FROM_CONFIG: ContextVar[bool] = ContextVar("lightning_kd_from_config", default=False)
+__all__ = ["BaseTask", "NonFiniteLossError", "join_variants", "plain"]
 
 
-@contextmanager
-def building_from_config() -> Iterator[None]:
-    """Mark the tasks built inside as built from a parsed config (what :class:`~lightning_kd.cli.KDLightningCLI` does).
+def plain(value: Any) -> tuple[bool, Any]:
+    """``(True, value)`` for data (safe to store in a checkpoint and log; paths as strings), else ``(False, None)``.
 
-    Such a task saves the config it was given as its hyperparameters (networks as
-    ``class_path``/``init_args``), so its checkpoints rebuild every network with no argument.
+    Example:
+        >>> from pathlib import Path
+        >>> plain([1, Path("a.ckpt")]), plain(torch.nn.Linear(1, 1))
+        ((True, [1, 'a.ckpt']), (False, None))
     """
-    token = _FROM_CONFIG.set(True)
-    try:
-        yield
-    finally:
-        _FROM_CONFIG.reset(token)
-
-
-def _plain(value: Any) -> tuple[bool, Any]:
-    """``(True, value)`` for data (safe to store in a checkpoint and log; paths as strings), else ``(False, None)``."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return True, value
-    if isinstance(value, PurePath):  # as strings: checkpoints then load with weights_only
+    if isinstance(value, PurePath):
         return True, str(value)
     if isinstance(value, (list, tuple)):
-        items = [_plain(v) for v in value]
+        items = [plain(v) for v in value]
         return all(ok for ok, _ in items), [v for _, v in items]
     if isinstance(value, dict):
-        entries = {k: _plain(v) for k, v in value.items()}
+        entries = {k: plain(v) for k, v in value.items()}
         ok = all(isinstance(k, str) and ok for k, (ok, _) in entries.items())
         return ok, {k: v for k, (_, v) in entries.items()}
     return False, None
-
-
-_SMOOTHING_ARGUMENTS = {"label_smoothing": "eps", "smoothing_convention": "convention"}
-"""A task's label-smoothing arguments, and the :class:`~lightning_kd.losses.LabelSmoothing` fields they set."""
-
-
-def label_smoothing_from(arguments: Mapping[str, Any]) -> LabelSmoothing:
-    """The label smoothing that a task's ``label_smoothing`` and ``smoothing_convention`` arguments ask for.
-
-    Example:
-        >>> label_smoothing_from({"label_smoothing": 0.1, "smoothing_convention": "others"}).tag
-        'ls0.1-others'
-        >>> label_smoothing_from({}).eps
-        0.0
-    """
-    given = {field: arguments[name] for name, field in _SMOOTHING_ARGUMENTS.items() if name in arguments}
-    return LabelSmoothing(**given)
-
-
-def join_variants(*parts: str | None) -> str | None:
-    """Join the non-empty parts of a run's variant with ``-``; ``None`` when all are empty.
-
-    Example:
-        >>> join_variants("T4-alpha0.9", "ls0.1"), join_variants(None, "")
-        ('T4-alpha0.9-ls0.1', None)
-    """
-    return "-".join(part for part in parts if part) or None
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A training loss became NaN or infinite: the run stops there."""
 
 
 class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
@@ -119,43 +80,28 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
     """Role of the network a checkpoint hands on as a teacher (and ``forward`` runs); a task whose user
     chooses it (one of several peers, say) sets it per instance in :meth:`configure_models`."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> BaseTask:
-        # The arguments of the construction, bound to the subclass's own signature: the hyperparameters
-        # are read from here, not from stack frames. Copies and unpickling call __new__ with no
-        # arguments; binding then fails and there is nothing to record (nor any __init__ to run).
-        instance = super().__new__(cls)
-        try:
-            bound = inspect.signature(cls.__init__).bind(instance, *args, **kwargs)
-        except TypeError:
-            return instance
-        bound.apply_defaults()
-        arguments = dict(bound.arguments)
-        arguments.pop(next(iter(arguments)))  # self
-        object.__setattr__(instance, "_constructor_arguments", arguments)  # before nn.Module.__init__
-        return instance
-
     def __init__(self, optimizer: OptimizerCallable = SGD, lr_scheduler: ScheduleSpec = "cosine",
                  **models: Any) -> None:
         super().__init__()
-        self._save_hyperparameters()
+        # Lightning's own capture: every argument of the subclass's __init__ (read from its call), or, when
+        # LightningCLI builds the task, the config it parsed (networks as class_path/init_args), which
+        # load_from_checkpoint rebuilds from. Built in Python, networks and optimizer classes are objects: left
+        # out, or checkpoints would pickle whole modules (load_from_checkpoint then takes them as arguments)
+        given = {"optimizer": optimizer, "lr_scheduler": lr_scheduler, **models}
+        from_config = hyperparameters_given_by_cli()
+        objects = [] if from_config else [name for name, value in given.items() if not plain(value)[0]]
+        self.save_hyperparameters(ignore=objects)
+        for name, (is_plain, value) in [] if from_config else [(n, plain(v)) for n, v in self.hparams.items()]:
+            if is_plain:  # paths as strings: checkpoints then load with weights_only
+                self.hparams[name] = value
+            else:  # an object a subclass takes besides its networks: an argument of load_from_checkpoint too
+                del self.hparams[name]
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.num_classes: int | None = None
         # losses first: their hyperparameters are checked before a teacher checkpoint is read
         self.configure_losses()
         self.configure_models(**models)
-
-    def _save_hyperparameters(self) -> None:
-        arguments = self.__dict__.pop("_constructor_arguments", {})
-        if _FROM_CONFIG.get():
-            # Lightning stores the config the CLI parsed (networks as class_path/init_args dicts), which
-            # load_from_checkpoint rebuilds from; the CLI checks that it did
-            self.save_hyperparameters()
-            return
-        # Built in Python, networks and optimizer classes are objects: left out, or checkpoints would
-        # pickle whole modules; load_from_checkpoint then takes them as arguments
-        plain = {name: value for name, (ok, value) in ((n, _plain(v)) for n, v in arguments.items()) if ok}
-        self.save_hyperparameters(plain)
 
     # -- template methods -------------------------------------------------------------------------
     @abstractmethod
@@ -167,8 +113,7 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
 
     def configure_metrics(self, num_classes: int) -> None:
         """Build the metrics once the class count is known (called from ``setup``)."""
-        self.train_metrics = accuracy(num_classes)
-        self._epoch_sums = EpochSums()
+        self.training_log = TrainingLog(num_classes)
         self.val_metrics = evaluation_metrics(num_classes, prefix="val/")
         self.test_metrics = evaluation_metrics(num_classes, prefix="test/")
 
@@ -226,11 +171,11 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
     def run_variant(cls, arguments: dict[str, Any]) -> str | None:
         """What tells this method's runs apart, from its init arguments (``"ban+l"``, ``"T4-alpha0.9"``).
 
-        The CLI names W&B runs ``<method>-<variant>-seed<seed>``; ``None``: no variant. This base
-        gives the label smoothing (``"ls0.1"``); a method joins its own part before it
-        (:func:`join_variants`).
+        The CLI names W&B runs ``<method>-<variant>-seed<seed>``; ``None``: no variant. This base gives the
+        label smoothing (``"ls0.1"``); a method joins its own part before it
+        (:func:`~lightning_kd.naming.join_variants`).
         """
-        return label_smoothing_from(arguments).tag or None
+        return smoothing_variant(arguments)
 
     def summary_columns(self) -> dict[str, dict[str, float]]:
         """Extra columns of the run summary, by role (e.g. ``{"teacher": {"mean weight": 0.4}}``); none by default."""
@@ -252,43 +197,20 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         if num_classes is None:
             num_classes = getattr(self.network, "num_classes", None)
         if num_classes is None:
-            raise ValueError(
+            raise Refusal(
                 "cannot tell the number of classes: use a ClassificationDataModule (or any data module "
                 "with `num_classes`) or a network with a `num_classes` attribute"
             )
         if input_shape is not None:
             for role, network in self.networks().items():
-                self._check_network(role, network, num_classes, tuple(input_shape))
+                check_network_fits(role, network, num_classes, tuple(input_shape))
             # lets Lightning's model summary show input/output sizes and the forward's FLOPs
             self.example_input_array = torch.zeros(1, *input_shape)
         if self.num_classes is None:
             self.num_classes = num_classes
             self.configure_metrics(num_classes)
         elif self.num_classes != num_classes:
-            raise ValueError(f"this task was set up for {self.num_classes} classes, the data now has {num_classes}")
-
-    @staticmethod
-    def _check_network(role: str, network: nn.Module, num_classes: int, input_shape: tuple[int, ...]) -> None:
-        """One eval-mode forward of a dummy batch: refuse a network that does not fit the data."""
-        parameter = next(network.parameters(), None)
-        device = parameter.device if parameter is not None else torch.device("cpu")
-        was_training = network.training
-        network.eval()
-        try:
-            with torch.no_grad():
-                logits = network(torch.zeros(2, *input_shape, device=device))
-        except Exception as error:  # the network's own error names the layer; add what we know
-            raise ValueError(
-                f"the {role} network ({type(network).__name__}) fails on inputs of shape {input_shape} "
-                f"from the data: {error}"
-            ) from error
-        finally:
-            network.train(was_training)
-        if logits.ndim != 2 or logits.shape[1] != num_classes:
-            raise ValueError(
-                f"the {role} network ({type(network).__name__}) predicts {tuple(logits.shape[1:])} outputs per "
-                f"sample but the data has {num_classes} classes"
-            )
+            raise Refusal(f"this task was set up for {self.num_classes} classes, the data now has {num_classes}")
 
     # -- hooks ------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -297,13 +219,10 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         frozen = {id(m) for network in self.teacher_networks().values() for m in network.modules()}
         in_eval = [module for module in self.modules() if not module.training]
         if in_eval and all(id(module) in frozen for module in in_eval):
-            warnings.filterwarnings("ignore", message=re.escape(f"Found {len(in_eval)} module(s) in eval mode"))
-            self._eval_mode_filter = warnings.filters[0]
+            self._eval_mode_filter = silence_eval_mode_warning(len(in_eval))
 
     def on_train_start(self) -> None:
-        eval_mode_filter = self.__dict__.pop("_eval_mode_filter", None)
-        if eval_mode_filter in warnings.filters:
-            warnings.filters.remove(eval_mode_filter)
+        restore_warning(self.__dict__.pop("_eval_mode_filter", None))
 
     # -- steps ------------------------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
@@ -313,43 +232,18 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         return losses["loss"]
 
     def log_training(self, batch: Batch, losses: dict[str, Tensor], logits: Tensor) -> None:
-        """Log ``train/loss`` and each other part as ``train/<part>_loss``: ``_step`` values on the steps the
-        loggers write (and the loss every step while a progress bar shows it), ``_epoch`` means (and the plain
-        names, for callbacks) at the epoch's last batch; and the handed-on network's ``train/acc`` per epoch.
+        """Log ``train/loss``, each other part as ``train/<part>_loss`` and the handed-on network's ``train/acc``,
+        summed on the device and written when read (see :mod:`lightning_kd.training_log`)."""
+        self.training_log.step(self, losses, logits, batch["target"])
 
-        Each ``self.log`` call costs Lightning a fraction of a millisecond of Python, which on a GPU is a large
-        share of a small network's step (``benchmarks/step_overhead.py``). So the values are summed on the
-        device, batch-weighted, and logged only when something reads them.
-        """
-        batch_size = len(batch["target"])
-        trainer = self.trainer
-        if self._epoch_sums.epoch != trainer.current_epoch:  # a new epoch (or fit): nothing carried over
-            self._epoch_sums = EpochSums(trainer.current_epoch)
-            self.train_metrics.reset()
-        named = {training_metric_name(name): value.detach() for name, value in losses.items()}
-        self._epoch_sums.add(named, batch_size)
-        self.train_metrics.update(logits.detach(), batch["target"])  # the epoch's value only: no per-batch compute
-        written = step_metrics_are_written(trainer)
-        for key, value in named.items():
-            shown = key == "train/loss" and trainer.progress_bar_callback is not None
-            if written or shown:
-                self.log(f"{key}_step", value, on_step=True, on_epoch=False, prog_bar=key == "train/loss",
-                         batch_size=batch_size, sync_dist=True)
-        if trainer.is_last_batch:
-            self._log_epoch_means()
-
-    def _log_epoch_means(self) -> None:
-        """Log the epoch's ``_epoch`` means (and plain names, for callbacks and monitors) and ``train/acc``."""
-        for key, mean in self._epoch_sums.means().items():
-            self.log(f"{key}_epoch", mean, on_step=False, on_epoch=True, sync_dist=True)
-            self.log(key, mean, on_step=False, on_epoch=True, sync_dist=True, logger=False)
-        self.log("train/acc", self.train_metrics.compute(), on_step=False, on_epoch=True)  # synced by torchmetrics
-        self._epoch_sums = EpochSums(self._epoch_sums.epoch)  # logged: nothing left for on_train_epoch_end
+    def log_epoch_means(self, values: dict[str, Tensor], batch_size: int) -> None:
+        """Log a method's own scalars for this training batch (a teacher's weight, say) as epoch means."""
+        if getattr(self, "training_log", None) is not None and attached_trainer(self) is not None:
+            self.training_log.record(self, values, batch_size)
 
     def on_train_epoch_end(self) -> None:
         # an epoch cut short (max_steps) never reaches its last batch: its means are logged here instead
-        if self._epoch_sums.samples:
-            self._log_epoch_means()
+        self.training_log.end_epoch(self)
 
     def _stop_if_not_finite(self, losses: dict[str, Tensor]) -> None:
         """Stop at the first step whose loss (or a part of it) is NaN or infinite, on every DDP process.
@@ -413,11 +307,9 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         checkpoint[CHECKPOINT_KEY] = network_record(
             path, self.network_config(self.handed_on), self.num_classes, self.networks()
         )
-        trainer = attached_trainer(self)
-        runs = [logger.experiment for logger in trainer.loggers if isinstance(logger, WandbLogger)] if trainer else []
-        run_id = getattr(runs[0], "id", None) if runs else None
-        if isinstance(run_id, str):  # test/predict from this checkpoint continue this run (rank zero has it)
-            checkpoint[CHECKPOINT_KEY]["wandb"] = {"id": run_id, "project": runs[0].project}
+        reference = wandb_run_reference(attached_trainer(self))
+        if reference is not None:  # test/predict from this checkpoint continue this run
+            checkpoint[CHECKPOINT_KEY]["wandb"] = reference
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # a reload rebuilds the networks as objects, which hparams leave out; keep the checkpoint's

@@ -21,10 +21,11 @@ from torch import Tensor, nn
 
 from lightning_kd.checkpoints import build_network
 from lightning_kd.data.base import Batch
+from lightning_kd.errors import Refusal
 from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, BornAgainLoss, BornAgainLossName, SmoothingConvention
 from lightning_kd.models.base import reinitialize
+from lightning_kd.naming import join_variants
 from lightning_kd.optim import SGD, ScheduleSpec
-from lightning_kd.tasks.base import join_variants
 from lightning_kd.tasks.distillation import DistillationTask
 
 GENERATION_KEY = "born_again"
@@ -118,7 +119,7 @@ class BornAgain(DistillationTask):
         # a list or tuple only: nn.Sequential is a network, not a list of generations
         networks = list(student) if isinstance(student, (list, tuple)) else [student]
         if not networks or any(not isinstance(net, nn.Module) for net in networks):
-            raise ValueError("BornAgain needs `student`: a network, or a non-empty list of networks by generation")
+            raise Refusal("BornAgain needs `student`: a network, or a non-empty list of networks by generation")
         # Built in Python there is no config to rebuild from: later generations start from a copy of
         # these, re-initialised (taken now, before any training, and kept off the device)
         self._templates = [copy.deepcopy(net) for net in networks] if not self._student_configs() else []
@@ -141,7 +142,7 @@ class BornAgain(DistillationTask):
     def architecture_index(self, generation: int) -> int:
         """Which entry of ``student`` generation ``generation`` uses."""
         if generation < self.first_generation:
-            raise ValueError(f"generation {generation} is the given teacher, not a trained generation")
+            raise Refusal(f"generation {generation} is the given teacher, not a trained generation")
         return min(generation - self.first_generation, self._num_architectures - 1)
 
     def generation_config(self, generation: int) -> dict[str, Any] | None:
@@ -201,7 +202,7 @@ class BornAgain(DistillationTask):
         if generation == self.generation:
             return
         if generation < self.first_generation:
-            raise ValueError(f"cannot restore generation {generation}: this run starts at {self.first_generation}")
+            raise Refusal(f"cannot restore generation {generation}: this run starts at {self.first_generation}")
         if self.architecture_index(generation) != self.architecture_index(self.generation):
             self.student = self.fresh_network(generation)
         if generation > self.first_generation:
@@ -227,6 +228,10 @@ class BornAgain(DistillationTask):
             f"-alpha{alpha:g}" if alpha is not None else "")
         return join_variants(own, super().run_variant(arguments))
 
+    def plan_generations(self, epochs: Mapping[int, int]) -> None:
+        """Take the epochs of each generation (from the ``Generations`` callback): each one's schedule spans its own."""
+        self.generation_epochs = dict(epochs)
+
     def progress_items(self) -> dict[str, str]:
         last = max(self.generation_epochs, default=self.generation)
         return {"generation": f"{self.generation}/{last}"}
@@ -247,7 +252,7 @@ class BornAgain(DistillationTask):
     def set_extra_state(self, state: dict[str, int]) -> None:
         # torch calls this before it loads the submodules' weights
         if int(state["first_generation"]) != self.first_generation:
-            raise ValueError(
+            raise Refusal(
                 f"these weights come from a run whose first trained generation is {state['first_generation']}, "
                 f"this task's is {self.first_generation} (a teacher was given to one and not the other)"
             )

@@ -6,6 +6,7 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_kd.data.base import Batch
+from lightning_kd.errors import Refusal
 from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, SmoothingConvention
 from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.base import BaseTask
@@ -46,7 +47,7 @@ class Classifier(BaseTask):
 
     def configure_models(self, net: nn.Module | None) -> None:  # type: ignore[override]
         if net is None:
-            raise ValueError("Classifier needs a network (`net`)")
+            raise Refusal("Classifier needs a network (`net`)")
         self.net = net
 
     def trained_networks(self) -> dict[str, nn.Module]:

@@ -11,7 +11,9 @@ from torch import Tensor, nn
 from lightning_kd.checkpoints import CHECKPOINT_KEY
 from lightning_kd.compat import attached_trainer
 from lightning_kd.data.base import Batch
+from lightning_kd.errors import Refusal
 from lightning_kd.metrics import (
+    EVALUATION_STAGES,
     accuracy,
     ensemble_probabilities,
     teacher_metric_names,
@@ -21,8 +23,6 @@ from lightning_kd.models.taps import LayerSpec, NetworkOutput
 from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.base import BaseTask
 from lightning_kd.teachers import CheckpointSpec, Teachers, TeacherSpec, teacher_role
-
-STAGES = ("val", "test")
 
 
 class DistillationTask(BaseTask):
@@ -72,7 +72,7 @@ class DistillationTask(BaseTask):
         self, student: nn.Module | None, teacher: TeacherSpec, teacher_ckpt: CheckpointSpec
     ) -> None:
         if student is None:
-            raise ValueError(f"{type(self).__name__} needs a student network (`student`)")
+            raise Refusal(f"{type(self).__name__} needs a student network (`student`)")
         self.student = student
         self.teachers = Teachers.load(teacher, teacher_ckpt)
         self.teacher_version = 0
@@ -80,11 +80,11 @@ class DistillationTask(BaseTask):
         version fills again before it serves."""
         self._teacher_cache: Any = None
         if self.teacher_required and not self.teachers:
-            raise ValueError(
+            raise Refusal(
                 f"{type(self).__name__} needs a teacher: give `teacher` (a network), `teacher_ckpt`, or both"
             )
         if self.max_teachers is not None and len(self.teachers) > self.max_teachers:
-            raise ValueError(
+            raise Refusal(
                 f"{type(self).__name__} learns from {self.max_teachers} teacher, got {len(self.teachers)}; "
                 "several teachers need a multi-teacher method"
             )
@@ -143,10 +143,11 @@ class DistillationTask(BaseTask):
                 role: nn.ModuleDict({"acc": accuracy(num_classes), "agreement": accuracy(num_classes)})
                 for role in roles
             })
-            for stage in STAGES
+            for stage in EVALUATION_STAGES
         })
         if len(self.teachers) > 1:
-            self.teachers_ensemble_metrics = nn.ModuleDict({stage: accuracy(num_classes) for stage in STAGES})
+            self.teachers_ensemble_metrics = nn.ModuleDict(
+                {stage: accuracy(num_classes) for stage in EVALUATION_STAGES})
 
     def evaluation_step(self, batch: Batch, stage: str) -> Tensor:
         logits = super().evaluation_step(batch, stage)

@@ -3,8 +3,8 @@
 Each :class:`~lightning_kd.losses.distribution_matching.FeatureMatch` taps a student layer and a teacher
 layer (module paths, or ``"penultimate"``), pools feature maps to vectors, maps the student's through a
 learned projector when the widths differ, and adds ``lambda * D(student batch, teacher batch)`` to the
-loss. Projectors are built from one forward of a dummy batch of the data's shape when the fit sets up
-(or from a checkpoint's weights when one is loaded), and are trained with the student.
+loss. The layers, the teacher's features and the projectors are
+:class:`~lightning_kd.tasks.feature_distillation.FeatureDistillationTask`'s.
 """
 
 from __future__ import annotations
@@ -13,20 +13,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from lightning_kd.compat import attached_trainer
 from lightning_kd.data.base import Batch
+from lightning_kd.errors import Refusal
 from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, DEFAULT_TEMPERATURE, SmoothingConvention
 from lightning_kd.losses.distribution_matching import FeatureMatch, distribution_matching_loss
 from lightning_kd.losses.validation import check_alpha, check_temperature
 from lightning_kd.models.taps import NetworkOutput, forward_with_taps
+from lightning_kd.naming import join_variants
 from lightning_kd.optim import SGD, ScheduleSpec
-from lightning_kd.tasks.base import join_variants
-from lightning_kd.tasks.distillation import DistillationTask
+from lightning_kd.tasks.feature_distillation import FeatureDistillationTask, FeaturePair
 
 DEFAULT_MATCHES: tuple[dict[str, Any], ...] = ({},)
 """One match with every default: exact W2 between the penultimate features, lambda 1e-4."""
@@ -48,21 +47,10 @@ def pool_features(features: Tensor, pooling: str) -> Tensor:
         return pooled.flatten(1)
     if features.ndim == 3:  # tokens (B, N, C)
         return features.mean(dim=1) if pooling == "avg" else features.amax(dim=1)
-    raise ValueError(f"cannot pool features of shape {tuple(features.shape)}")
+    raise Refusal(f"cannot pool features of shape {tuple(features.shape)}")
 
 
-def _width(features: Tensor) -> int:
-    """Channels of a feature map, else the last dimension."""
-    return int(features.shape[1] if features.ndim == 4 else features.shape[-1])
-
-
-def _projector(in_width: int, out_width: int, maps: bool) -> nn.Module:
-    """A 1x1 convolution between feature maps' channels, else a linear map between widths."""
-    return nn.Conv2d(in_width, out_width, 1, bias=False) if maps else nn.Linear(in_width, out_width)
-
-
-
-class DistributionMatchingKD(DistillationTask):
+class DistributionMatchingKD(FeatureDistillationTask):
     """``(1 - kd_alpha) CE + kd_alpha T^2 KL + sum_i lambda_i D_i(student features, teacher features)`` (KD^2M).
 
     Logs ``train/ce_loss``, ``train/kd_loss`` (with ``kd_alpha > 0``) and each match's distance as
@@ -110,76 +98,26 @@ class DistributionMatchingKD(DistillationTask):
     def configure_losses(self) -> None:
         matches = self.hparams["matches"]
         if isinstance(matches, Mapping) or not isinstance(matches, Sequence) or not matches:
-            raise ValueError("matches must be a non-empty list of feature matches (mappings of FeatureMatch settings)")
+            raise Refusal("matches must be a non-empty list of feature matches (mappings of FeatureMatch settings)")
         self.matches = [FeatureMatch.from_dict(match) for match in matches]
         check_alpha(self.hparams["kd_alpha"])
         check_temperature(self.hparams["temperature"])
         self.smoothing = self.label_smoothing()
-        self.projectors = nn.ModuleList(nn.Identity() for _ in self.matches)
-        self._projectors_built = False
 
-    # -- projectors -------------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if self._projectors_built:
-            return
-        trainer = attached_trainer(self)
-        input_shape = getattr(getattr(trainer, "datamodule", None), "input_shape", None)
-        if input_shape is None:
-            raise ValueError("DistributionMatchingKD sizes its projectors from the data's input_shape: use a data "
-                             "module with `input_shape` (every lightning_kd data module has one)")
-        self.build_projectors(tuple(input_shape))
+    def feature_pairs(self) -> list[FeaturePair]:
+        return [FeaturePair(match.student_layer, match.teacher_layer, match.projector, match.compares_across_widths)
+                for match in self.matches]
 
-    def build_projectors(self, input_shape: tuple[int, ...]) -> None:
-        """Size each match's projector from one eval-mode forward of zeros; refuse features that cannot match.
+    def pair_name(self, index: int) -> str:
+        return f"match {index + 1} ({self.matches[index].distance})"
 
-        Raises:
-            ValueError: A layer is unknown (the message suggests the closest), or the widths differ where
-                the match has ``projector: none``, or the pooled shapes still differ.
-        """
-        parameter = next(self.student.parameters())
-        x = torch.zeros(2, *input_shape, device=parameter.device)
-        was_training = self.student.training
-        self.student.eval()
-        try:
-            with torch.no_grad():
-                dummy = {"input": x, "target": torch.zeros(2, dtype=torch.long, device=x.device)}
-                student, teacher = self._raw_features(*self._tapped(dummy))
-        finally:
-            self.student.train(was_training)
-        for index, (match, s, t) in enumerate(zip(self.matches, student, teacher, strict=True)):
-            widths_differ = _width(s) != _width(t)
-            wanted = match.projector == "linear" or (match.projector == "auto" and widths_differ
-                                                     and not match.compares_across_widths)
-            if wanted:
-                self.projectors[index] = _projector(_width(s), _width(t), s.ndim == 4).to(parameter.device)
-            elif widths_differ and not match.compares_across_widths:
-                raise ValueError(
-                    f"match {index + 1} ({match.distance}): the student's {match.student_layer!r} has width "
-                    f"{_width(s)} and the teacher's {match.teacher_layer!r} width {_width(t)}; set projector: "
-                    "auto or linear to learn a map between them")
-            projected = pool_features(self.projectors[index](s), match.pooling)
-            target = pool_features(t, match.pooling)
-            if projected.shape[1:] != target.shape[1:] and not match.compares_across_widths:
-                raise ValueError(
-                    f"match {index + 1} ({match.distance}): pooled student features {tuple(projected.shape[1:])} "
-                    f"and teacher features {tuple(target.shape[1:])} differ (maps of different sizes?); use "
-                    "pooling: avg or max")
-        self._projectors_built = True
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        # the projectors' sizes, from their weights (built before the state dict is loaded into them)
-        state = checkpoint.get("state_dict", {})
-        for index in range(len(self.matches)):
-            weight = state.get(f"projectors.{index}.weight")
-            if weight is None:
-                continue
-            self.projectors[index] = _projector(weight.shape[1], weight.shape[0], weight.ndim == 4)
-        self._projectors_built = True
-
-    def cached_teacher_layers(self) -> list[str]:
-        return [match.teacher_layer for match in self.matches]
+    def check_pair(self, index: int, pair: FeaturePair, projected: Tensor, teacher: Tensor) -> None:
+        match = self.matches[index]
+        student, target = pool_features(projected, match.pooling), pool_features(teacher, match.pooling)
+        if student.shape[1:] != target.shape[1:] and not match.compares_across_widths:
+            raise Refusal(
+                f"{self.pair_name(index)}: pooled student features {tuple(student.shape[1:])} and teacher features "
+                f"{tuple(target.shape[1:])} differ (maps of different sizes?); use pooling: avg or max")
 
     # -- training ---------------------------------------------------------------------------------
     def _tapped(self, batch: Batch) -> tuple[NetworkOutput, NetworkOutput]:
@@ -193,10 +131,8 @@ class DistributionMatchingKD(DistillationTask):
                 [teacher.features[match.teacher_layer] for match in self.matches])
 
     def training_losses(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
-        student_out, teacher_out = self._tapped(batch)
-        student_raw, teacher_raw = self._raw_features(student_out, teacher_out)
-        student = [pool_features(projector(f), match.pooling)
-                   for match, projector, f in zip(self.matches, self.projectors, student_raw, strict=True)]
+        projected, teacher_raw, student_out, teacher_out = self.matched_features(batch)
+        student = [pool_features(f, match.pooling) for match, f in zip(self.matches, projected, strict=True)]
         teacher = [pool_features(f, match.pooling) for match, f in zip(self.matches, teacher_raw, strict=True)]
         losses = distribution_matching_loss(student_out.logits, batch["target"], student, teacher, self.matches,
                                             teacher_out.logits, self.hparams["kd_alpha"], self.hparams["temperature"],

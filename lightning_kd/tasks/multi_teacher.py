@@ -10,6 +10,7 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_kd.data.base import Batch
+from lightning_kd.errors import Refusal
 from lightning_kd.losses import (
     DEFAULT_ALPHA,
     DEFAULT_SMOOTHING_CONVENTION,
@@ -17,8 +18,8 @@ from lightning_kd.losses import (
     SmoothingConvention,
 )
 from lightning_kd.losses.multi_teacher import MultiTeacherKDLoss, MultiTeacherReduction, MultiTeacherWeighting
+from lightning_kd.naming import join_variants
 from lightning_kd.optim import SGD, ScheduleSpec
-from lightning_kd.tasks.base import join_variants
 from lightning_kd.tasks.distillation import DistillationTask
 from lightning_kd.teachers import CheckpointSpec, TeacherSpec
 
@@ -92,7 +93,7 @@ class MultiTeacherKD(DistillationTask):
         super().configure_models(student, teacher, teacher_ckpt)
         weights = self.hparams["teacher_weights"]
         if weights is not None and len(weights) != len(self.teachers):
-            raise ValueError(f"teacher_weights has {len(weights)} entries for {len(self.teachers)} teachers; "
+            raise Refusal(f"teacher_weights has {len(weights)} entries for {len(self.teachers)} teachers; "
                              "give one per teacher")
         # each teacher's weight averaged over every training sample of the fit (synced under DDP)
         self.weight_means = nn.ModuleDict({role: torchmetrics.MeanMetric() for role in self.teachers})
@@ -104,8 +105,8 @@ class MultiTeacherKD(DistillationTask):
         weights = self.criterion.weights(logits, teacher_logits, batch["target"])
         for k, role in enumerate(self.teachers):
             self.weight_means[role].update(weights[:, k])
-            self.log(f"train/weight_{role}", weights[:, k].mean(), on_step=False, on_epoch=True,
-                     batch_size=len(weights), sync_dist=True)
+        self.log_epoch_means({f"train/weight_{role}": weights[:, k].mean() for k, role in enumerate(self.teachers)},
+                             len(weights))
         return self.criterion(logits, teacher_logits, batch["target"], weights), logits
 
     def summary_columns(self) -> dict[str, dict[str, float]]:

@@ -32,19 +32,21 @@ from torch import Tensor, nn
 
 from lightning_kd.compat import attached_trainer
 from lightning_kd.data.base import Batch
+from lightning_kd.errors import Refusal
 from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, SmoothingConvention
 from lightning_kd.losses.mutual import dml_loss, dml_peer_loss
 from lightning_kd.losses.validation import check_choice
-from lightning_kd.metrics import accuracy, ensemble_probabilities, evaluation_metrics
+from lightning_kd.metrics import EVALUATION_STAGES, accuracy, ensemble_probabilities, evaluation_metrics
 from lightning_kd.models.ensemble import SoftmaxEnsemble
 from lightning_kd.models.stacked import StackedForward
-from lightning_kd.optim import SGD, ScheduleSpec, build_optimization
-from lightning_kd.tasks.base import BaseTask, join_variants
+from lightning_kd.naming import join_variants
+from lightning_kd.optim import SGD, ScheduleSpec
+from lightning_kd.tasks.base import BaseTask
+from lightning_kd.tasks.manual_optimization import PerNetworkOptimization
 
 DMLScheme = Literal["simultaneous", "alternating"]
 """How the peers are updated on each batch (see the module)."""
 DML_SCHEMES: tuple[str, ...] = get_args(DMLScheme)
-STAGES = ("val", "test")
 DML_KEY = "deep_mutual_learning"
 """Checkpoint entry recording which peer the checkpoint hands on."""
 
@@ -59,7 +61,7 @@ def peer_role(index: int) -> str:
     return f"peer_{index + 1}"
 
 
-class DeepMutualLearning(BaseTask):
+class DeepMutualLearning(PerNetworkOptimization, BaseTask):
     """K >= 2 peers, each minimising ``CE(z_k, y) + 1/(K-1) sum_{l != k} KL(softmax(z_l) || softmax(z_k))``.
 
     Peers may have any architectures with the same class count. Each peer has its own optimizer and
@@ -106,7 +108,7 @@ class DeepMutualLearning(BaseTask):
         lr_scheduler: ScheduleSpec = "cosine",
     ) -> None:
         super().__init__(optimizer, lr_scheduler, peers=peers)
-        self.automatic_optimization = False  # one optimizer per peer, stepped by this task
+        self.automatic_optimization = False  # one optimizer per peer, stepped by this task (the escape hatch)
 
     def configure_losses(self) -> None:
         check_choice("mutual learning scheme", self.hparams["scheme"], DML_SCHEMES)
@@ -115,18 +117,18 @@ class DeepMutualLearning(BaseTask):
     def configure_models(self, peers: list[nn.Module] | None) -> None:  # type: ignore[override]
         networks = list(peers) if isinstance(peers, (list, tuple)) else []
         if len(networks) < 2 or any(not isinstance(net, nn.Module) for net in networks):
-            raise ValueError(f"DeepMutualLearning needs `peers`: a list of at least 2 networks, got "
+            raise Refusal(f"DeepMutualLearning needs `peers`: a list of at least 2 networks, got "
                              f"{len(networks) if isinstance(peers, (list, tuple)) else type(peers).__name__}")
         self.peers = nn.ModuleList(networks)
         hand_on = self.hparams["hand_on"]
         roles = [peer_role(i) for i in range(len(networks))]
         if hand_on != "best" and hand_on not in roles:
-            raise ValueError(f"hand_on must be one of {', '.join(roles)} or 'best', got {hand_on!r}")
+            raise Refusal(f"hand_on must be one of {', '.join(roles)} or 'best', got {hand_on!r}")
         self.handed_on = "peer_1" if hand_on == "best" else hand_on
         self._stacked: StackedForward | None = None
         if self.hparams["batched"]:
             if self.hparams["scheme"] != "simultaneous":
-                raise ValueError("batched: true runs all peers in one call, which only the 'simultaneous' scheme "
+                raise Refusal("batched: true runs all peers in one call, which only the 'simultaneous' scheme "
                                  "does; the 'alternating' scheme updates one peer at a time")
             self._stacked = StackedForward(list(self.peers))
 
@@ -145,35 +147,6 @@ class DeepMutualLearning(BaseTask):
         """A copy of every peer as one plain network whose softmax is the peers' averaged softmax (eval mode)."""
         return SoftmaxEnsemble([copy.deepcopy(peer) for peer in self.peers]).eval()
 
-    # -- optimisation -----------------------------------------------------------------------------
-    def configure_optimizers(self) -> Any:
-        groups = [list(self.trainable_parameters())] if self.hparams["shared_optimizer"] else [
-            [p for p in peer.parameters() if p.requires_grad] for peer in self.peers]
-        optimizers, schedulers = [], []
-        for parameters in groups:
-            built = build_optimization(parameters, self.optimizer, self.lr_scheduler, self.schedule_epochs())
-            if isinstance(built, dict):
-                optimizers.append(built["optimizer"])
-                schedulers.append(built["lr_scheduler"])
-            else:
-                optimizers.append(built)
-        return optimizers, schedulers
-
-    def _optimizers(self) -> list[Any]:
-        optimizers = self.optimizers()
-        return list(optimizers) if isinstance(optimizers, list) else [optimizers]
-
-    def _optimizer_of(self, peer: int) -> Any:
-        optimizers = self._optimizers()
-        return optimizers[0] if self.hparams["shared_optimizer"] else optimizers[peer]
-
-    def on_train_epoch_end(self) -> None:
-        super().on_train_epoch_end()
-        # manual optimization: Lightning leaves the (epoch-wise) schedules to the task
-        schedulers = self.lr_schedulers()
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
-            scheduler.step()
-
     # -- training ---------------------------------------------------------------------------------
     def training_losses(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
         """Every peer's loss on the batch (no update): the simultaneous scheme's losses."""
@@ -187,12 +160,7 @@ class DeepMutualLearning(BaseTask):
         if self.hparams["scheme"] == "simultaneous":
             losses, logits = self.training_losses(batch)
             self._stop_if_not_finite(losses)
-            optimizers = self._optimizers()
-            for optimizer in optimizers:
-                optimizer.zero_grad()
-            self.manual_backward(losses["loss"])  # one backward of the summed losses: DDP syncs once
-            for optimizer in optimizers:
-                optimizer.step()
+            self.step_all(losses["loss"])
         else:
             losses, logits = self._alternating_step(batch)
         self.log_training(batch, losses, logits)
@@ -209,32 +177,13 @@ class DeepMutualLearning(BaseTask):
             logits = peer(x)
             out = dml_peer_loss([logits if z is None else z for z in others], k, y, self.smoothing)
             self._stop_if_not_finite(out)
-            optimizer = self._optimizer_of(k)
-            optimizer.zero_grad()
-            self._backward_one_peer(out["loss"], peer)
-            optimizer.step()
+            self.step_one(out["loss"], k)
             parts[f"{peer_role(k)}/ce"], parts[f"{peer_role(k)}/kl"] = out["ce"].detach(), out["kl"].detach()
             total = total + out["loss"].detach()
             if k == self._handed_on_index():
                 handed_on_logits = logits.detach()
         assert handed_on_logits is not None
         return {"loss": total, **parts}, handed_on_logits
-
-    def _backward_one_peer(self, loss: Tensor, peer: nn.Module) -> None:
-        """Back-propagate into one peer; under DDP without DDP's sync (which expects every parameter), then
-        average that peer's gradients over the processes."""
-        trainer = self.trainer
-        wrapper = trainer.strategy.model if trainer.world_size > 1 else None
-        if wrapper is None or not hasattr(wrapper, "no_sync"):
-            self.manual_backward(loss)
-            return
-        with wrapper.no_sync():
-            self.manual_backward(loss)
-        gradients = [p.grad for p in peer.parameters() if p.grad is not None]
-        if gradients:
-            flat = trainer.strategy.reduce(torch.cat([g.flatten() for g in gradients]), reduce_op="mean")
-            for gradient, averaged in zip(gradients, flat.split([g.numel() for g in gradients]), strict=True):
-                gradient.copy_(averaged.view_as(gradient))
 
     def _handed_on_index(self) -> int:
         return int(self.handed_on.removeprefix("peer_")) - 1
@@ -245,13 +194,13 @@ class DeepMutualLearning(BaseTask):
         roles = [peer_role(i) for i in range(len(self.peers))]
         self.peer_metrics = nn.ModuleDict({
             stage: nn.ModuleDict({role: evaluation_metrics(num_classes, prefix=f"{stage}/{role}/") for role in roles})
-            for stage in STAGES})
+            for stage in EVALUATION_STAGES})
         self.peer_losses = nn.ModuleDict({
-            stage: nn.ModuleDict({role: torchmetrics.MeanMetric() for role in roles}) for stage in STAGES})
-        self.peers_ensemble_metrics = nn.ModuleDict({stage: accuracy(num_classes) for stage in STAGES})
+            stage: nn.ModuleDict({role: torchmetrics.MeanMetric() for role in roles}) for stage in EVALUATION_STAGES})
+        self.peers_ensemble_metrics = nn.ModuleDict({stage: accuracy(num_classes) for stage in EVALUATION_STAGES})
         self.agreement_metrics = nn.ModuleDict({
             stage: nn.ModuleDict({f"{a}-{b}": accuracy(num_classes) for a, b in itertools.combinations(roles, 2)})
-            for stage in STAGES})
+            for stage in EVALUATION_STAGES})
 
     def evaluation_step(self, batch: Batch, stage: str) -> Tensor:
         all_logits = [peer(batch["input"]) for peer in self.peers]

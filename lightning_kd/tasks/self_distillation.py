@@ -20,22 +20,22 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import CatMetric
 
-from lightning_kd.callbacks.reporting import log_wandb_line_plot, log_wandb_table, percent, print_table
 from lightning_kd.compat import attached_trainer
 from lightning_kd.data.base import Batch
+from lightning_kd.errors import Refusal
 from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, SmoothingConvention
 from lightning_kd.losses.self_distillation import (
     SelfDistillationLoss,
     SelfDistillationPreset,
     self_distillation_weights,
 )
-from lightning_kd.metrics import accuracy, ensemble_probabilities, evaluation_metrics
+from lightning_kd.metrics import EVALUATION_STAGES, accuracy, ensemble_probabilities, evaluation_metrics
 from lightning_kd.models.early_exit import DEFAULT_THRESHOLDS, EarlyExitResult, early_exit_sweep, exit_confidences
 from lightning_kd.models.multi_exit import MultiExitNetwork
+from lightning_kd.naming import join_variants
 from lightning_kd.optim import SGD, ScheduleSpec
-from lightning_kd.tasks.base import BaseTask, join_variants
-
-STAGES = ("val", "test")
+from lightning_kd.reporting import Report, percent, publish
+from lightning_kd.tasks.base import BaseTask
 
 
 def exit_metric_name(stage: str, exit: int, metric: str = "acc") -> str:
@@ -56,6 +56,10 @@ def exits_ensemble_metric_name(stage: str) -> str:
         'val/exits_ensemble_acc'
     """
     return f"{stage}/exits_ensemble_acc"
+
+
+def _millions(macs: float) -> str:
+    return f"{macs / 1e6:,.2f}M"
 
 
 class SelfDistillation(BaseTask):
@@ -119,12 +123,12 @@ class SelfDistillation(BaseTask):
                                             hparams["feature_weight"])
         thresholds = list(hparams["early_exit_thresholds"])
         if not thresholds or not all(math.isfinite(t) for t in thresholds):
-            raise ValueError(f"early_exit_thresholds must be a non-empty list of finite numbers, got {thresholds}")
+            raise Refusal(f"early_exit_thresholds must be a non-empty list of finite numbers, got {thresholds}")
         self.criterion = SelfDistillationLoss(weights, self.label_smoothing())
 
     def configure_models(self, net: nn.Module | None) -> None:  # type: ignore[override]
         if not isinstance(net, MultiExitNetwork):
-            raise ValueError(
+            raise Refusal(
                 f"SelfDistillation needs a MultiExitNetwork as `net`, got {type(net).__name__}: wrap the backbone, "
                 "e.g. MultiExitNetwork(backbone, exits='stages', input_shape=(3, 32, 32)); in a config, "
                 "net: {class_path: lightning_kd.models.MultiExitNetwork, init_args: {backbone: ...}}"
@@ -147,8 +151,8 @@ class SelfDistillation(BaseTask):
         exits = range(1, self.net.num_exits + 1)
         self.exit_metrics = nn.ModuleDict({
             stage: nn.ModuleList(evaluation_metrics(num_classes, prefix=exit_metric_name(stage, i, "")) for i in exits)
-            for stage in STAGES})
-        self.exits_ensemble_metrics = nn.ModuleDict({stage: accuracy(num_classes) for stage in STAGES})
+            for stage in EVALUATION_STAGES})
+        self.exits_ensemble_metrics = nn.ModuleDict({stage: accuracy(num_classes) for stage in EVALUATION_STAGES})
         # the test's outputs of every exit, for the early-exit sweep (gathered over DDP processes)
         self.test_confidences, self.test_predictions, self.test_targets = CatMetric(), CatMetric(), CatMetric()
 
@@ -193,18 +197,18 @@ class SelfDistillation(BaseTask):
         rows = [[str(cost.exit), cost.parameters, cost.macs, cost.macs / full,
                  float(logged[name]) if (name := exit_metric_name(stage, cost.exit)) in logged else None]
                 for cost in costs]
-        header = ["exit", "parameters", "multiply-adds", "share of full compute", "accuracy"]
         ensemble = logged.get(exits_ensemble_metric_name(stage))
         if ensemble is not None:  # every exit run: the backbone once, every head
             parameters, macs = self.net.ensemble_cost()
             rows.append(["ensemble", parameters, macs, macs / full, float(ensemble)])
-        log_wandb_table(trainer, f"exits/{stage}", header, rows)
-        log_wandb_line_plot(trainer, f"exits/{stage}/accuracy_vs_compute", header, rows[:len(costs)], "multiply-adds",
-                            "accuracy", f"Accuracy of each exit against its compute ({stage})")
-        shown = [[exit, f"{parameters:,}", f"{macs / 1e6:,.2f}M", percent(share), percent(acc)]
-                 for exit, parameters, macs, share, acc in rows]
-        print_table(f"lightning-kd exits: {'validation (last epoch)' if stage == 'val' else 'test'}, in %",
-                    ["exit", "parameters", "MACs", "compute", "accuracy"], shown)
+        title = f"lightning-kd exits: {'validation (last epoch)' if stage == 'val' else 'test'}, in %"
+        publish(trainer, Report(
+            f"exits/{stage}", title, ["exit", "parameters", "multiply-adds", "share of full compute", "accuracy"], rows,
+            console=[("exit", str), ("parameters", "{:,}".format), ("MACs", _millions), ("compute", percent),
+                     ("accuracy", percent)],
+            plot=(f"exits/{stage}/accuracy_vs_compute", "multiply-adds", "accuracy",
+                  f"Accuracy of each exit against its compute ({stage})"),
+            plot_rows=len(costs)))
 
     def _early_exit_sweep(self) -> list[EarlyExitResult]:
         if self.test_targets.update_count == 0:
@@ -221,16 +225,15 @@ class SelfDistillation(BaseTask):
             return
         full = self.net.exit_costs()[-1].macs or 1
         exits = range(1, self.net.num_exits + 1)
-        header = ["threshold", "accuracy", "mean multiply-adds", "share of full compute",
-                  *(f"stopped at exit {i}" for i in exits)]
         rows = [[r.threshold, r.accuracy, r.mean_macs, r.mean_macs / full, *r.exit_fractions] for r in results]
-        log_wandb_table(trainer, "early_exit/test", header, rows)
-        log_wandb_line_plot(trainer, "early_exit/test/accuracy_vs_compute", header, rows, "mean multiply-adds",
-                            "accuracy", "Early exit: accuracy against mean compute (test)")
-        shown = [[f"{r.threshold:g}", percent(r.accuracy), f"{r.mean_macs / 1e6:,.2f}M", percent(r.mean_macs / full),
-                  *(percent(f) for f in r.exit_fractions)] for r in results]
-        print_table("lightning-kd early exit on the test split, in %: stop at the first exit this confident",
-                    ["threshold", "accuracy", "MACs", "compute", *(f"at exit {i}" for i in exits)], shown)
+        publish(trainer, Report(
+            "early_exit/test", "lightning-kd early exit on the test split, in %: stop at the first exit this confident",
+            ["threshold", "accuracy", "mean multiply-adds", "share of full compute",
+             *(f"stopped at exit {i}" for i in exits)], rows,
+            console=[("threshold", "{:g}".format), ("accuracy", percent), ("MACs", _millions), ("compute", percent),
+                     *((f"at exit {i}", percent) for i in exits)],
+            plot=("early_exit/test/accuracy_vs_compute", "mean multiply-adds", "accuracy",
+                  "Early exit: accuracy against mean compute (test)")))
 
     @classmethod
     def run_variant(cls, arguments: dict[str, Any]) -> str | None:

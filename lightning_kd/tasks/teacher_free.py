@@ -14,6 +14,7 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_kd.data.base import Batch
+from lightning_kd.errors import Refusal
 from lightning_kd.losses import (
     DEFAULT_REG_ALPHA,
     DEFAULT_REG_TEMPERATURE,
@@ -23,8 +24,9 @@ from lightning_kd.losses import (
     TfKDRegLoss,
     TfKDRegMode,
 )
+from lightning_kd.naming import join_variants
 from lightning_kd.optim import SGD, ScheduleSpec
-from lightning_kd.tasks.base import BaseTask, join_variants
+from lightning_kd.tasks.base import BaseTask
 
 
 class TeacherFreeKD(BaseTask):
@@ -84,7 +86,7 @@ class TeacherFreeKD(BaseTask):
 
     def configure_models(self, student: nn.Module | None) -> None:  # type: ignore[override]
         if student is None:
-            raise ValueError("TeacherFreeKD needs a student network (`student`)")
+            raise Refusal("TeacherFreeKD needs a student network (`student`)")
         self.student = student
 
     def trained_networks(self) -> dict[str, nn.Module]:

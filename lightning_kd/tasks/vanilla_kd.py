@@ -16,8 +16,8 @@ from lightning_kd.losses import (
     HintonKDLoss,
     SmoothingConvention,
 )
+from lightning_kd.naming import join_variants
 from lightning_kd.optim import SGD, ScheduleSpec
-from lightning_kd.tasks.base import join_variants
 from lightning_kd.tasks.distillation import DistillationTask
 
 

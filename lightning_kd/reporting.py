@@ -1,4 +1,6 @@
-"""Reporting shared by the callbacks: metrics to every logger, W&B summaries and tables, console tables.
+"""Reporting shared by callbacks and tasks: metrics to every logger, W&B summaries and tables, console tables.
+
+Below both layers: a task reports through it as a callback does, and neither imports the other.
 
 One convention for the console: accuracies, agreements and calibration errors are shown in percent
 with two decimals (:func:`percent`); the loggers, JSON files and W&B keep fractions.
@@ -6,7 +8,8 @@ with two decimals (:func:`percent`); the loggers, JSON files and W&B keep fracti
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
@@ -98,3 +101,42 @@ def print_table(title: str, header: Sequence[str], rows: Iterable[Sequence[str]]
     for row in rows:
         table.add_row(*row)
     get_console().print(table)  # the console a live progress bar draws on: the table goes above the bar
+
+
+@dataclass
+class Report:
+    """A table a task or callback publishes (:func:`publish`): to W&B as a table and a plot, and to the console.
+
+    ``rows`` hold the values (fractions stay fractions for W&B); ``console`` gives, per column, the
+    console's header and how it shows a value (e.g. :func:`percent`).
+
+    Example:
+        >>> report = Report("exits/val", "Exits", ["exit", "accuracy"], [["1", 0.91], ["2", 0.95]],
+        ...                 console=[("exit", str), ("accuracy", percent)])
+        >>> report.console_rows()
+        [['1', '91.00'], ['2', '95.00']]
+    """
+
+    key: str
+    """W&B key of the table."""
+    title: str
+    """Title of the console table."""
+    columns: list[str]
+    rows: list[list[Any]]
+    console: list[tuple[str, Callable[[Any], str]]]
+    plot: tuple[str, str, str, str] | None = None
+    """``(key, x column, y column, title)`` of a W&B line plot of the rows, if any."""
+    plot_rows: int | None = None
+    """How many rows, from the first, the plot draws (default: all)."""
+
+    def console_rows(self) -> list[list[str]]:
+        return [[show(value) for (_, show), value in zip(self.console, row, strict=True)] for row in self.rows]
+
+
+def publish(trainer: pl.Trainer, report: Report) -> None:
+    """Log ``report`` to every W&B run of the trainer (table, and plot if it has one) and print it (rank zero)."""
+    log_wandb_table(trainer, report.key, report.columns, report.rows)
+    if report.plot is not None:
+        key, x, y, title = report.plot
+        log_wandb_line_plot(trainer, key, report.columns, report.rows[:report.plot_rows], x, y, title)
+    print_table(report.title, [header for header, _ in report.console], report.console_rows())

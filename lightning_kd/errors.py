@@ -1,0 +1,28 @@
+"""The one exception type for a user's mistake (a leaf module: every layer may raise it).
+
+A :class:`Refusal` says what is wrong and how to fix it, in one line; the ``lightning-kd`` command
+prints it as ``lightning-kd: error: <message>`` and exits with status 2. Any other exception is a bug
+(of this package or of a library) and keeps its traceback.
+
+Example:
+    >>> raise Refusal("temperature must be finite and > 0, got inf")
+    Traceback (most recent call last):
+    ...
+    lightning_kd.errors.Refusal: temperature must be finite and > 0, got inf
+    >>> issubclass(Refusal, ValueError)  # code that catches ValueError keeps working
+    True
+"""
+
+from __future__ import annotations
+
+
+class Refusal(ValueError):
+    """A user's input that the package refuses: a bad value, a missing file, a network that does not fit the data."""
+
+
+class MissingFileRefusal(Refusal, FileNotFoundError):
+    """A file or folder the user named (data, a checkpoint) does not exist; the message says how to get it."""
+
+
+class NonFiniteLossError(Refusal, FloatingPointError):
+    """A training loss became NaN or infinite: the run stops there, before any checkpoint of such weights."""
