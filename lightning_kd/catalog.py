@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from importlib.resources import files
 from pathlib import Path
@@ -26,3 +27,50 @@ def shipped_configs() -> dict[str, Path]:
     folder = files("lightning_kd") / "configs"
     return {entry.name.removesuffix(".yaml"): Path(str(entry)) for entry in sorted(folder.iterdir(), key=str)
             if entry.name.endswith(".yaml")}
+
+
+def method_configs() -> dict[str, list[str]]:
+    """The shipped configs of each method, by task class name (a config's ``model.class_path``)."""
+    import yaml
+
+    found: dict[str, list[str]] = {}
+    for name, path in shipped_configs().items():
+        model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
+        class_path = model.get("class_path", "") if isinstance(model, dict) else ""
+        found.setdefault(class_path.rsplit(".", 1)[-1], []).append(name)
+    return found
+
+
+def methods_table() -> str:
+    """The README's methods table, from the registry: class, paper (its module's first line), configs, docs page.
+
+    ``python -m lightning_kd.catalog README.md`` writes it between the README's ``methods table`` markers;
+    ``tests/test_readme.py`` checks that the README holds the current one.
+    """
+    configs = method_configs()
+    rows = ["| method | class | configs | docs |", "|---|---|---|---|"]
+    for cls in task_classes():
+        module = importlib.import_module(cls.__module__)
+        paper = (inspect.getdoc(module) or "").splitlines()[0].split(":")[0].rstrip(".")
+        page = cls.__module__.rsplit(".", 1)[-1]
+        shipped = ", ".join(f"`{name}`" for name in configs.get(cls.__name__, [])) or "(Python only)"
+        docs = f"[{page}](docs/methods/{page}.rst)" if cls.__name__ != "Classifier" else "(teachers, baselines)"
+        rows.append(f"| {paper} | `lightning_kd.{cls.__name__}` | {shipped} | {docs} |")
+    return "\n".join(rows)
+
+
+TABLE_START = "<!-- methods table: written by `python -m lightning_kd.catalog README.md` -->"
+TABLE_END = "<!-- end of methods table -->"
+
+
+def write_methods_table(readme: Path) -> None:
+    """Replace the text between the methods-table markers of ``readme`` with :func:`methods_table`."""
+    text = readme.read_text()
+    start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
+    readme.write_text(text[:start] + "\n" + methods_table() + "\n" + text[end:])
+
+
+if __name__ == "__main__":
+    import sys
+
+    write_methods_table(Path(sys.argv[1]))

@@ -7,7 +7,7 @@ entry names the network it hands on and, for CLI runs, how to build it) or a pla
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import torch
@@ -156,3 +156,25 @@ def load_weights(network: nn.Module, state_dict: Mapping[str, Tensor], source: s
 def _preview(items: list[str], limit: int = 5) -> str:
     shown = ", ".join(items[:limit])
     return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)} in all)"
+
+
+def plain(value: Any) -> tuple[bool, Any]:
+    """``(True, value)`` for data (safe to store in a checkpoint and log; paths as strings), else ``(False, None)``.
+
+    Example:
+        >>> from pathlib import Path, PurePath
+        >>> plain([1, Path("a.ckpt")]), plain(torch.nn.Linear(1, 1))
+        ((True, [1, 'a.ckpt']), (False, None))
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True, value
+    if isinstance(value, PurePath):
+        return True, str(value)
+    if isinstance(value, (list, tuple)):
+        items = [plain(v) for v in value]
+        return all(ok for ok, _ in items), [v for _, v in items]
+    if isinstance(value, dict):
+        entries = {k: plain(v) for k, v in value.items()}
+        ok = all(isinstance(k, str) and ok for k, (ok, _) in entries.items())
+        return ok, {k: v for k, (_, v) in entries.items()}
+    return False, None

@@ -12,6 +12,11 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_DISABLE_CODE", "true")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--task-class", action="append", metavar="DOTTED.PATH",
+                     help="also run the task contract (tests/test_contract.py) on this task class")
 CONFIGS = REPO / "configs"
 
 

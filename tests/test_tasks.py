@@ -339,3 +339,42 @@ def test_an_epoch_cut_short_by_max_steps_still_logs_its_means() -> None:
     (epoch_write,) = [m for _, m in recorder.writes if "train/kd_loss_epoch" in m]
     mean = sum(size * kd for size, kd in recorded) / sum(size for size, _ in recorded)
     assert epoch_write["train/kd_loss_epoch"] == pytest.approx(mean, rel=1e-5) and "train/acc" in epoch_write
+
+
+def test_student_ckpt_starts_the_student_from_a_checkpoint_read_once(tmp_path) -> None:
+    import torch
+
+    from lightning_kd import VanillaKD
+    from lightning_kd.checkpoints import CHECKPOINT_KEY
+    from lightning_kd.data import DigitsDataModule
+    from lightning_kd.models import MLP, SmallCNN
+    from tests.helpers import cpu_trainer
+
+    first_stage = MLP(hidden_sizes=(16,), num_classes=10)
+    torch.save(first_stage.state_dict(), tmp_path / "stage1.pt")
+    task = VanillaKD(MLP(hidden_sizes=(16,), num_classes=10), SmallCNN(widths=(8, 16), num_classes=10),
+                     student_ckpt=tmp_path / "stage1.pt")
+    assert all(torch.equal(a, b) for a, b in zip(task.student.state_dict().values(),
+                                                 first_stage.state_dict().values(), strict=True))
+    trainer = cpu_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+    trainer.save_checkpoint(tmp_path / "stage2.ckpt")
+    (tmp_path / "stage1.pt").unlink()  # the second stage's checkpoint holds the weights: no need of the first
+    saved = torch.load(tmp_path / "stage2.ckpt", weights_only=True)
+    assert saved["hyper_parameters"]["student_ckpt"] is None
+    assert saved[CHECKPOINT_KEY]["student_ckpt"] == str(tmp_path / "stage1.pt")
+    VanillaKD.load_from_checkpoint(tmp_path / "stage2.ckpt", student=MLP(hidden_sizes=(16,), num_classes=10),
+                                   teacher=SmallCNN(widths=(8, 16), num_classes=10))
+
+
+def test_a_student_ckpt_that_does_not_fit_is_refused_naming_the_file(tmp_path) -> None:
+    import pytest
+    import torch
+
+    from lightning_kd import VanillaKD
+    from lightning_kd.errors import Refusal
+    from lightning_kd.models import MLP
+
+    torch.save(MLP(hidden_sizes=(32,), num_classes=10).state_dict(), tmp_path / "other.pt")
+    with pytest.raises(Refusal, match=r"other\.pt"):
+        VanillaKD(MLP(hidden_sizes=(16,), num_classes=10), MLP(num_classes=10), student_ckpt=tmp_path / "other.pt")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
 from collections.abc import Iterator
-from pathlib import PurePath
 from typing import Any, ClassVar
 
 import torch
@@ -23,42 +22,21 @@ from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from lightning_kd.checkpoints import CHECKPOINT_KEY, network_record
+from lightning_kd.checkpoints import CHECKPOINT_KEY, network_record, plain
 from lightning_kd.compat import IgnoredByDDP, attached_trainer, hyperparameters_given_by_cli
 from lightning_kd.console import restore_warning, silence_eval_mode_warning
 from lightning_kd.data.base import Batch
 from lightning_kd.errors import NonFiniteLossError, Refusal
+from lightning_kd.guards import stop_if_not_finite
 from lightning_kd.loggers import wandb_run_reference
 from lightning_kd.losses import LabelSmoothing, label_smoothing_from
-from lightning_kd.metrics import evaluation_metrics, training_metric_name
+from lightning_kd.metrics import evaluation_metrics
 from lightning_kd.models.base import check_network_fits
 from lightning_kd.naming import join_variants, smoothing_variant
 from lightning_kd.optim import SGD, ScheduleSpec, build_optimization
 from lightning_kd.training_log import TrainingLog
 
-__all__ = ["BaseTask", "NonFiniteLossError", "join_variants", "plain"]
-
-
-def plain(value: Any) -> tuple[bool, Any]:
-    """``(True, value)`` for data (safe to store in a checkpoint and log; paths as strings), else ``(False, None)``.
-
-    Example:
-        >>> from pathlib import Path
-        >>> plain([1, Path("a.ckpt")]), plain(torch.nn.Linear(1, 1))
-        ((True, [1, 'a.ckpt']), (False, None))
-    """
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return True, value
-    if isinstance(value, PurePath):
-        return True, str(value)
-    if isinstance(value, (list, tuple)):
-        items = [plain(v) for v in value]
-        return all(ok for ok, _ in items), [v for _, v in items]
-    if isinstance(value, dict):
-        entries = {k: plain(v) for k, v in value.items()}
-        ok = all(isinstance(k, str) and ok for k, (ok, _) in entries.items())
-        return ok, {k: v for k, (_, v) in entries.items()}
-    return False, None
+__all__ = ["BaseTask", "NonFiniteLossError", "join_variants"]
 
 
 class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
@@ -246,24 +224,9 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         self.training_log.end_epoch(self)
 
     def _stop_if_not_finite(self, losses: dict[str, Tensor]) -> None:
-        """Stop at the first step whose loss (or a part of it) is NaN or infinite, on every DDP process.
-
-        Raised before the optimizer steps, so no checkpoint of such weights is ever written.
-        """
-        finite = bool(torch.isfinite(torch.stack([v.detach().float().sum() for v in losses.values()])).all())
-        trainer = attached_trainer(self)
-        if trainer is not None and trainer.world_size > 1:  # every process stops, not one alone
-            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
-        if finite:
-            return
-        bad = [f"{training_metric_name(name)} = {float(v.detach().float().sum())}"
-               for name, v in losses.items() if not torch.isfinite(v.detach()).all()]
-        where = f"step {trainer.global_step} (epoch {trainer.current_epoch})" if trainer is not None else "a step"
-        raise NonFiniteLossError(
-            f"training stopped at {where}: {', '.join(bad) or 'the loss of another process'} is not finite. "
-            "Likely causes: a learning rate too high for this network (the optimizer's lr), an extreme "
-            "hyperparameter, or NaN inputs (the data's normalisation). No checkpoint of these weights was written."
-        )
+        """Stop at the first step whose loss (or a part of it) is NaN or infinite, on every DDP process
+        (see :func:`~lightning_kd.guards.stop_if_not_finite`); before the optimizer steps."""
+        stop_if_not_finite(losses, attached_trainer(self))
 
     def evaluation_step(self, batch: Batch, stage: str) -> Tensor:
         """Log ``{stage}/loss`` and the ``{stage}/`` metrics of the handed-on network; return its logits."""

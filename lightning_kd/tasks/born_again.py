@@ -115,6 +115,7 @@ class BornAgain(DistillationTask):
         student: nn.Module | list[nn.Module] | tuple[nn.Module, ...] | None,
         teacher: nn.Module | None,
         teacher_ckpt: str | Path | None,
+        student_ckpt: str | Path | None = None,
     ) -> None:
         # a list or tuple only: nn.Sequential is a network, not a list of generations
         networks = list(student) if isinstance(student, (list, tuple)) else [student]
@@ -124,7 +125,7 @@ class BornAgain(DistillationTask):
         # these, re-initialised (taken now, before any training, and kept off the device)
         self._templates = [copy.deepcopy(net) for net in networks] if not self._student_configs() else []
         self._num_architectures = len(networks)
-        super().configure_models(networks[0], teacher, teacher_ckpt)
+        super().configure_models(networks[0], teacher, teacher_ckpt, student_ckpt)
         self.first_generation = 0 if self.teacher is None else 1
         self.generation = self.first_generation
         self.generation_epochs: dict[int, int] = {}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from lightning_kd.checkpoints import CHECKPOINT_KEY
+from lightning_kd.checkpoints import CHECKPOINT_KEY, load_network
 from lightning_kd.compat import attached_trainer
 from lightning_kd.data.base import Batch
 from lightning_kd.errors import Refusal
@@ -51,6 +52,9 @@ class DistillationTask(BaseTask):
         teacher_ckpt: Path of the teacher's weights, or one path (or null) per teacher.
         optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`.
         lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`.
+        student_ckpt: Weights to start the student from (a checkpoint of this package, e.g. a first stage's,
+            or a plain state dict): two-stage methods (FitNets' hints, then KD) chain runs this way. Read once,
+            when the task is built; the task's own checkpoints hold the weights after that.
     """
 
     teacher_required: ClassVar[bool] = True
@@ -65,15 +69,18 @@ class DistillationTask(BaseTask):
         teacher_ckpt: CheckpointSpec = None,
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
+        student_ckpt: str | Path | None = None,
     ) -> None:
-        super().__init__(optimizer, lr_scheduler, student=student, teacher=teacher, teacher_ckpt=teacher_ckpt)
+        super().__init__(optimizer, lr_scheduler, student=student, teacher=teacher, teacher_ckpt=teacher_ckpt,
+                         student_ckpt=student_ckpt)
 
     def configure_models(  # type: ignore[override]
-        self, student: nn.Module | None, teacher: TeacherSpec, teacher_ckpt: CheckpointSpec
+        self, student: nn.Module | None, teacher: TeacherSpec, teacher_ckpt: CheckpointSpec,
+        student_ckpt: str | Path | None = None,
     ) -> None:
         if student is None:
             raise Refusal(f"{type(self).__name__} needs a student network (`student`)")
-        self.student = student
+        self.student = load_network(student_ckpt, student) if student_ckpt is not None else student
         self.teachers = Teachers.load(teacher, teacher_ckpt)
         self.teacher_version = 0
         """Counts the teacher replacements (:meth:`set_teacher`): a teacher-output cache filled for an older
@@ -174,6 +181,9 @@ class DistillationTask(BaseTask):
         # The checkpoint holds the teachers' weights: reloading it must not read teacher_ckpt again (a path
         # relative to where training ran). Record how to build the teachers instead, where known.
         hparams = checkpoint.get("hyper_parameters")
+        if hparams and hparams.get("student_ckpt") is not None:  # the student's weights are in this checkpoint
+            checkpoint[CHECKPOINT_KEY]["student_ckpt"] = hparams["student_ckpt"]
+            hparams["student_ckpt"] = None
         if not hparams or hparams.get("teacher_ckpt") is None:
             return
         checkpoint[CHECKPOINT_KEY]["teacher_ckpt"] = hparams["teacher_ckpt"]  # what the run was given, for resume

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,6 +55,7 @@ class MultiTeacherKD(DistillationTask):
         smoothing_convention: ``"uniform"`` or ``"others"`` (see :class:`~lightning_kd.tasks.Classifier`).
         optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`.
         lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`.
+        student_ckpt: Weights to start the student from (see :class:`~lightning_kd.tasks.DistillationTask`).
 
     Example:
         >>> from lightning_kd.models import MLP, SmallCNN
@@ -79,8 +81,9 @@ class MultiTeacherKD(DistillationTask):
         smoothing_convention: SmoothingConvention = DEFAULT_SMOOTHING_CONVENTION,
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
+        student_ckpt: str | Path | None = None,
     ) -> None:
-        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler)
+        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler, student_ckpt)
 
     def configure_losses(self) -> None:
         hparams = self.hparams
@@ -88,9 +91,10 @@ class MultiTeacherKD(DistillationTask):
                                             hparams["temperature"], hparams["teacher_weights"], self.label_smoothing())
 
     def configure_models(  # type: ignore[override]
-        self, student: nn.Module | None, teacher: TeacherSpec, teacher_ckpt: CheckpointSpec
+        self, student: nn.Module | None, teacher: TeacherSpec, teacher_ckpt: CheckpointSpec,
+        student_ckpt: str | Path | None = None,
     ) -> None:
-        super().configure_models(student, teacher, teacher_ckpt)
+        super().configure_models(student, teacher, teacher_ckpt, student_ckpt)
         weights = self.hparams["teacher_weights"]
         if weights is not None and len(weights) != len(self.teachers):
             raise Refusal(f"teacher_weights has {len(weights)} entries for {len(self.teachers)} teachers; "

@@ -38,6 +38,7 @@ class VanillaKD(DistillationTask):
         smoothing_convention: ``"uniform"`` or ``"others"`` (see :class:`~lightning_kd.tasks.Classifier`).
         optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`.
         lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`.
+        student_ckpt: Weights to start the student from (see :class:`~lightning_kd.tasks.DistillationTask`).
 
     Example:
         >>> from lightning_kd.models import SmallCNN
@@ -57,8 +58,9 @@ class VanillaKD(DistillationTask):
         smoothing_convention: SmoothingConvention = DEFAULT_SMOOTHING_CONVENTION,
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
+        student_ckpt: str | Path | None = None,
     ) -> None:
-        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler)
+        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler, student_ckpt)
 
     @classmethod
     def run_variant(cls, arguments: dict[str, Any]) -> str | None:
