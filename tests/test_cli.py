@@ -16,25 +16,30 @@ from lightning_kd.cli import KDLightningCLI, main
 from lightning_kd.models import MLP, SmallCNN
 from tests.conftest import CONFIGS, write_tiny_cifar
 
-# each distillation config names the config that trains its teacher
-TEACHER_CONFIG = {
-    "digits_kd.yaml": ["digits_teacher.yaml"],
-    "cifar100_resnet32x4_resnet8x4_kd.yaml": ["cifar100_resnet32x4_teacher.yaml"],
-    "cifar100_multi_teacher.yaml": ["cifar100_resnet32x4_teacher.yaml", "cifar100_wrn_40_2_teacher.yaml",
-                                    "cifar100_resnet18_baseline.yaml"],
-    "mnist5k_tfkd_self.yaml": ["mnist5k_student.yaml"],
-    "mnist5k_rekd.yaml": ["mnist5k_student.yaml"],
-    "mnist5k_kd.yaml": ["mnist5k_teacher.yaml"],
-    "mnist5k_kd2m.yaml": ["mnist5k_teacher.yaml"],
-    "cifar100_resnet34_resnet18_kd2m.yaml": ["cifar100_resnet34_teacher.yaml"],
-    "mnist5k_dekd.yaml": ["mnist5k_teacher.yaml"],
-    "mnist5k_multi_teacher.yaml": ["mnist5k_teacher.yaml", "mnist5k_teacher_resnet.yaml", "mnist5k_student.yaml"],
-}
-# configs that differ from another only in the loss: a small network keeps them quick on CPU (DenseNet-112-33
-# takes seconds per step here); cifar100_densenet112_ban.yaml runs the full-size network
+
+def _written_checkpoints(settings: dict) -> set[str]:
+    """The checkpoint files a config's ModelCheckpoint writes (``dirpath/filename.ckpt``)."""
+    callbacks = settings["trainer"].get("callbacks", [])
+    return {f"{c['init_args']['dirpath']}/{c['init_args']['filename']}.ckpt" for c in callbacks
+            if c["class_path"].endswith("ModelCheckpoint") and "filename" in c.get("init_args", {})}
+
+
+def teacher_configs(settings: dict) -> list[Path]:
+    """The shipped configs that write the checkpoints a config's ``teacher_ckpt`` names, in its order."""
+    wanted = settings["model"]["init_args"].get("teacher_ckpt") or []
+    writers = {path: config for config in sorted(CONFIGS.glob("*.yaml"))
+               for path in _written_checkpoints(yaml.safe_load(config.read_text()))}
+    missing = [path for path in (wanted if isinstance(wanted, list) else [wanted]) if path not in writers]
+    assert not missing, f"no shipped config writes the teacher checkpoint {missing}"
+    return [writers[path] for path in (wanted if isinstance(wanted, list) else [wanted])]
+
+
+# full-size networks take seconds per step here: the configs run with small ones (the full-size DenseNet-112-33
+# of the Born-Again configs is built and run once in test_the_full_size_born_again_densenet_runs_a_forward)
 SMALL_NETWORK = {
     name: ["--model.init_args.student.init_args.depth", "10", "--model.init_args.student.init_args.growth_rate", "4"]
-    for name in ("cifar100_densenet112_ban_l.yaml", "cifar100_densenet112_cwtm.yaml", "cifar100_densenet112_dkpp.yaml")
+    for name in ("cifar100_densenet112_ban.yaml", "cifar100_densenet112_ban_l.yaml", "cifar100_densenet112_cwtm.yaml",
+                 "cifar100_densenet112_dkpp.yaml")
 } | {  # cifar100_resnet18_baseline.yaml runs the full-size ResNet-18
     name: [f"--model.init_args.{role}.init_args.widths", "[8, 8, 16, 16, 32]"]
     for name, role in (("cifar100_resnet18_lsr.yaml", "net"), ("cifar100_resnet18_tfkd_reg.yaml", "student"),
@@ -104,8 +109,8 @@ def test_every_shipped_config_fits(config: Path, in_tmp: Path, skip_cifar_checks
     settings = yaml.safe_load(config.read_text())
     teacher_ckpt = settings["model"]["init_args"].get("teacher_ckpt")
     if teacher_ckpt:
-        for teacher_config in TEACHER_CONFIG[config.name]:
-            _run(CONFIGS / teacher_config, in_tmp)
+        for teacher_config in teacher_configs(settings):
+            _run(teacher_config, in_tmp)
             wandb.finish()
         for path in teacher_ckpt if isinstance(teacher_ckpt, list) else [teacher_ckpt]:
             assert (in_tmp / path).is_file()
@@ -249,11 +254,9 @@ def test_digits_born_again_at_seed_0_matches_the_recorded_run(in_tmp: Path) -> N
 def test_cli_refuses_to_train_when_network_configs_were_not_saved(in_tmp: Path, monkeypatch) -> None:
     # a Lightning that stopped handing the parsed config to save_hyperparameters would make checkpoints that
     # cannot rebuild their networks: the CLI says so before training rather than writing them
-    import contextlib
+    import lightning_kd.tasks.base
 
-    import lightning_kd.cli.app
-
-    monkeypatch.setattr(lightning_kd.cli.app, "building_from_config", contextlib.nullcontext)
+    monkeypatch.setattr(lightning_kd.tasks.base, "hyperparameters_given_by_cli", lambda: False)
     with pytest.raises(RuntimeError, match="did not save the config of `net`"):
         main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), *TINY, "--trainer.logger", "false"])
 
@@ -433,3 +436,14 @@ def test_the_readme_main_job_prints_no_warning(tmp_path: Path) -> None:
     assert "Born-Again generations" in output and "epoch 80/80" in output
     warnings = [line for line in output.splitlines() if "warn" in line.lower()]
     assert not warnings, warnings
+
+
+def test_the_full_size_born_again_densenet_runs_a_forward() -> None:
+    from lightning_kd.checkpoints import build_network
+
+    settings = yaml.safe_load((CONFIGS / "cifar100_densenet112_ban.yaml").read_text())
+    student = dict(settings["model"]["init_args"]["student"])
+    student["init_args"] = {**student["init_args"], "num_classes": 100}
+    network = build_network(student).eval()
+    with torch.no_grad():
+        assert network(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
