@@ -16,6 +16,7 @@ from lightning_kd import BornAgain, Classifier
 from lightning_kd.callbacks import Generations
 from lightning_kd.checkpoints import load_network
 from lightning_kd.data import DigitsDataModule
+from lightning_kd.errors import Refusal
 from lightning_kd.metrics import ensemble_probabilities, prediction_metrics
 from lightning_kd.models import MLP, SmallCNN, reinitialize
 from tests.helpers import KillAtEpoch, cpu_trainer
@@ -283,7 +284,7 @@ def test_bad_settings_are_refused_with_a_clear_message(tmp_path: Path) -> None:
     task, _ = born_again_fit(tmp_path, generations=1, epochs=1)
     with pytest.raises(ValueError, match="already trained up to generation 1; a new sequence needs a new task"):
         cpu_trainer(callbacks=[Generations(generations=1, epochs=1)], **FAST).fit(task, DigitsDataModule())
-    with pytest.raises(TypeError, match="drives a BornAgain task, not Classifier"):
+    with pytest.raises(Refusal, match=r"drives a task with generations \(such as BornAgain\), not Classifier"):
         cpu_trainer(callbacks=[Generations(epochs=1)]).fit(Classifier(SmallCNN(num_classes=10)), DigitsDataModule())
 
 

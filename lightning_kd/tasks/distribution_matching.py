@@ -35,6 +35,7 @@ def pool_features(features: Tensor, pooling: str) -> Tensor:
     """``(B, C, H, W)`` maps or ``(B, N, C)`` tokens to ``(B, D)`` vectors: averaged, max-pooled or flattened.
 
     Example:
+        >>> import torch
         >>> pool_features(torch.ones(2, 3, 4, 4), "avg").shape, pool_features(torch.ones(2, 3, 4, 4), "flatten").shape
         (torch.Size([2, 3]), torch.Size([2, 48]))
     """
