@@ -37,13 +37,18 @@ def quiet_known_noise() -> None:
         logger.addFilter(_DropHarmless())
 
 
-def silence_eval_mode_warning(in_eval: int) -> Any:
-    """Silence Lightning's "Found N module(s) in eval mode" for exactly ``in_eval`` modules; returns the filter.
+def silence_eval_mode_warning(modules: list[Any], frozen: list[Any]) -> Any:
+    """Silence Lightning's "Found N module(s) in eval mode" when the modules in eval are exactly ``frozen`` ones.
 
-    A task calls this when the modules in eval mode at the start of training are exactly its frozen
-    teachers' (by design), and removes the filter with :func:`restore_warning` once training started.
+    A task calls this at the start of a fit (its frozen teachers are in eval mode by design) and removes
+    the filter with :func:`restore_warning` once training started. Returns the filter, or ``None`` when
+    another module is in eval mode (then the warning is the user's to see).
     """
-    warnings.filterwarnings("ignore", message=re.escape(f"Found {in_eval} module(s) in eval mode"))
+    frozen_ids = {id(module) for module in frozen}
+    in_eval = [module for module in modules if not module.training]
+    if not in_eval or not all(id(module) in frozen_ids for module in in_eval):
+        return None
+    warnings.filterwarnings("ignore", message=re.escape(f"Found {len(in_eval)} module(s) in eval mode"))
     return warnings.filters[0]
 
 

@@ -262,3 +262,28 @@ def test_a_value_that_does_not_parse_is_reported_in_a_few_lines(tmp_path: Path) 
     assert len(lines) <= 4, result.stderr  # not jsonargparse's 50-line usage and union dump
     assert lines[-1] == ('error: Parser key "model" (lightning_kd.VanillaKD): Parser key "temperature": '
                          "Expected a <class 'float'>. Got value: abc")
+
+
+def test_a_refusal_is_one_line_and_any_other_error_keeps_its_traceback(monkeypatch, capsys) -> None:
+    import lightning_kd.cli.app as app
+    from lightning_kd.errors import Refusal
+
+    def refused() -> None:
+        try:
+            raise Refusal("alpha must be in [0, 1], got 2")
+        except Refusal as error:  # as a library would wrap it
+            raise RuntimeError("instantiation failed") from error
+
+    monkeypatch.delenv("LIGHTNING_KD_DEBUG", raising=False)
+    monkeypatch.setattr(app, "main", refused)
+    with pytest.raises(SystemExit) as exit_info:
+        app.console()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[0] == "lightning-kd: error: alpha must be in [0, 1], got 2"
+
+    def bug() -> None:
+        raise KeyError("an internal bug")
+
+    monkeypatch.setattr(app, "main", bug)
+    with pytest.raises(KeyError, match="an internal bug"):  # not condensed: the traceback is the report
+        app.console()

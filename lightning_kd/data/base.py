@@ -183,3 +183,19 @@ class ClassificationDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, train=False)
+
+
+def data_sizes(trainer: Any, network: Any) -> tuple[int, tuple[int, ...] | None]:
+    """The class count and input shape a task sets itself up for: its trainer's data module's, else the class
+    count its network states (``num_classes``) and no input shape.
+
+    Raises:
+        Refusal: Neither the data module nor the network tells the number of classes.
+    """
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    num_classes = getattr(datamodule, "num_classes", None) or getattr(network, "num_classes", None)
+    if num_classes is None:
+        raise Refusal("cannot tell the number of classes: use a ClassificationDataModule (or any data module with "
+                      "`num_classes`) or a network with a `num_classes` attribute")
+    input_shape = getattr(datamodule, "input_shape", None)
+    return num_classes, None if input_shape is None else tuple(input_shape)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from lightning_kd.checkpoints import CHECKPOINT_KEY, network_record, plain
 from lightning_kd.compat import IgnoredByDDP, attached_trainer, hyperparameters_given_by_cli
 from lightning_kd.console import restore_warning, silence_eval_mode_warning
-from lightning_kd.data.base import Batch
+from lightning_kd.data.base import Batch, data_sizes
 from lightning_kd.errors import NonFiniteLossError, Refusal
 from lightning_kd.guards import stop_if_not_finite
 from lightning_kd.loggers import wandb_run_reference
@@ -168,20 +168,10 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
 
     # -- setup ------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        trainer = attached_trainer(self)
-        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-        num_classes = getattr(datamodule, "num_classes", None)
-        input_shape = getattr(datamodule, "input_shape", None)
-        if num_classes is None:
-            num_classes = getattr(self.network, "num_classes", None)
-        if num_classes is None:
-            raise Refusal(
-                "cannot tell the number of classes: use a ClassificationDataModule (or any data module "
-                "with `num_classes`) or a network with a `num_classes` attribute"
-            )
+        num_classes, input_shape = data_sizes(attached_trainer(self), self.network)
         if input_shape is not None:
             for role, network in self.networks().items():
-                check_network_fits(role, network, num_classes, tuple(input_shape))
+                check_network_fits(role, network, num_classes, input_shape)
             # lets Lightning's model summary show input/output sizes and the forward's FLOPs
             self.example_input_array = torch.zeros(1, *input_shape)
         if self.num_classes is None:
@@ -192,12 +182,9 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
 
     # -- hooks ------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
-        # Lightning warns about modules in eval mode at the start of training; when they are exactly the
-        # frozen teachers' modules, that is by design: silence that one message for this fit
-        frozen = {id(m) for network in self.teacher_networks().values() for m in network.modules()}
-        in_eval = [module for module in self.modules() if not module.training]
-        if in_eval and all(id(module) in frozen for module in in_eval):
-            self._eval_mode_filter = silence_eval_mode_warning(len(in_eval))
+        # Lightning warns about modules in eval mode at the start of training: the frozen teachers are, by design
+        frozen = [m for network in self.teacher_networks().values() for m in network.modules()]
+        self._eval_mode_filter = silence_eval_mode_warning(list(self.modules()), frozen)
 
     def on_train_start(self) -> None:
         restore_warning(self.__dict__.pop("_eval_mode_filter", None))
