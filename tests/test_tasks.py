@@ -233,7 +233,8 @@ def test_python_built_task_saves_its_plain_arguments_only(tmp_path: Path) -> Non
     task = VanillaKD(MLP(num_classes=10), SmallCNN(widths=(8, 16)), path, 0.5, temperature=2.0)
     # positional and keyword arguments alike; networks and callables left out; paths as strings
     assert dict(task.hparams) == {"teacher_ckpt": str(path), "alpha": 0.5, "temperature": 2.0,
-                                  "label_smoothing": 0.0, "smoothing_convention": "uniform", "lr_scheduler": "cosine"}
+                                  "label_smoothing": 0.0, "smoothing_convention": "uniform", "lr_scheduler": "cosine",
+                                  "student_ckpt": None}
     import copy
     import pickle
 
