@@ -158,6 +158,20 @@ def _preview(items: list[str], limit: int = 5) -> str:
     return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)} in all)"
 
 
+def task_record(task: Any, wandb_run: dict[str, str] | None = None) -> dict[str, Any]:
+    """The record a task writes into each checkpoint (:data:`CHECKPOINT_KEY`): how to hand its network on as a
+    teacher (:func:`network_record`) and, when it logs to W&B, the run (``test``/``predict`` continue it).
+
+    ``task`` is a :class:`~lightning_kd.tasks.base.BaseTask` (any module with its ``network``, ``handed_on``,
+    ``network_config``, ``num_classes`` and ``networks``).
+    """
+    path = next(name for name, module in task.named_modules() if module is task.network)
+    record = network_record(path, task.network_config(task.handed_on), task.num_classes, task.networks())
+    if wandb_run is not None:
+        record["wandb"] = wandb_run
+    return record
+
+
 def plain(value: Any) -> tuple[bool, Any]:
     """``(True, value)`` for data (safe to store in a checkpoint and log; paths as strings), else ``(False, None)``.
 

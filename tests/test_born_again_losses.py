@@ -1,4 +1,4 @@
-"""Born-Again losses (BAN, BAN+L, CWTM, DKPP) against naive references written from METHODS.md.
+"""Born-Again losses (BAN, BAN+L, CWTM, DKPP) against naive references written from the papers' formulas.
 
 (The ``"kd"`` entry is Hinton's loss, checked against its own naive reference in test_losses.py.)
 """

@@ -1,4 +1,4 @@
-"""Losses against naive references written straight from METHODS.md."""
+"""Losses against naive references written straight from the papers' formulas."""
 
 from __future__ import annotations
 

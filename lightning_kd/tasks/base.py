@@ -22,7 +22,7 @@ from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from lightning_kd.checkpoints import CHECKPOINT_KEY, network_record, plain
+from lightning_kd.checkpoints import CHECKPOINT_KEY, plain, task_record
 from lightning_kd.compat import IgnoredByDDP, attached_trainer, hyperparameters_given_by_cli
 from lightning_kd.console import restore_warning, silence_eval_mode_warning
 from lightning_kd.data.base import Batch, data_sizes
@@ -252,18 +252,11 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
 
     # -- checkpoints ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # what load_network needs to hand the network on as a teacher, and what each role was
-        path = next(name for name, module in self.named_modules() if module is self.network)
-        checkpoint[CHECKPOINT_KEY] = network_record(
-            path, self.network_config(self.handed_on), self.num_classes, self.networks()
-        )
-        reference = wandb_run_reference(attached_trainer(self))
-        if reference is not None:  # test/predict from this checkpoint continue this run
-            checkpoint[CHECKPOINT_KEY]["wandb"] = reference
+        # what load_network needs to hand the network on as a teacher, what each role was, and the W&B run
+        checkpoint[CHECKPOINT_KEY] = task_record(self, wandb_run_reference(attached_trainer(self)))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # a reload rebuilds the networks as objects, which hparams leave out; keep the checkpoint's
-        # configs so a checkpoint saved again still records how to build its networks
-        for name, value in checkpoint.get("hyper_parameters", {}).items():
-            if not name.startswith("_") and name not in self.hparams:
-                self.hparams[name] = value
+        # a reload rebuilds the networks as objects, which hparams leave out; keep the checkpoint's configs so a
+        # checkpoint saved again still records how to build its networks
+        self.hparams.update({name: value for name, value in checkpoint.get("hyper_parameters", {}).items()
+                             if not name.startswith("_") and name not in self.hparams})
