@@ -57,10 +57,16 @@ def write_tiny_cifar(root: Path, num_classes: int, train_per_file: int = 8, test
         pickle.dump(meta, handle)
 
 
-@pytest.fixture
-def skip_cifar_checksums(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tiny CIFAR files cannot match the real archives' MD5s; everything else is torchvision's real code."""
+def skip_cifar_checksums_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What :func:`skip_cifar_checksums` does, with a given monkeypatch (for a narrower scope)."""
     import torchvision
 
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda path, md5=None: True)
+
+
+@pytest.fixture
+def skip_cifar_checksums(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny CIFAR files cannot match the real archives' MD5s; everything else is torchvision's real code."""
+    skip_cifar_checksums_in(monkeypatch)
+

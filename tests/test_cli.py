@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from lightning_kd import BornAgain, Classifier, VanillaKD
 from lightning_kd.checkpoints import load_network
 from lightning_kd.cli import KDLightningCLI, main
 from lightning_kd.models import MLP, SmallCNN
-from tests.conftest import CONFIGS, write_tiny_cifar
+from tests.conftest import CONFIGS, skip_cifar_checksums_in, write_tiny_cifar
 
 
 def _written_checkpoints(settings: dict) -> set[str]:
@@ -110,21 +111,39 @@ def _prepare(config: Path, root: Path) -> tuple[Path, list[str]]:
     return config, args
 
 
+@pytest.fixture(scope="session")
+def teacher_runs(tmp_path_factory: pytest.TempPathFactory):
+    """Run a teacher config once per session (in a folder of its own); later calls return that folder."""
+    folders: dict[str, Path] = {}
+
+    def run(config: Path) -> Path:
+        if config.name not in folders:
+            folder = tmp_path_factory.mktemp(f"teacher-{config.stem}")
+            with pytest.MonkeyPatch.context() as monkeypatch:
+                monkeypatch.chdir(folder)  # configs write relative paths
+                skip_cifar_checksums_in(monkeypatch)
+                _run(config, folder)
+                wandb.finish()
+            folders[config.name] = folder
+        return folders[config.name]
+
+    return run
+
+
 def _run(config: Path, root: Path, *extra: str) -> None:
     config, args = _prepare(config, root)
     main(["fit", "--config", str(config), *args, *extra])
 
 
 @pytest.mark.parametrize("config", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_config_fits(config: Path, in_tmp: Path, skip_cifar_checksums: None) -> None:
+def test_every_shipped_config_fits(config: Path, in_tmp: Path, skip_cifar_checksums: None, teacher_runs) -> None:
     settings = yaml.safe_load(config.read_text())
     teacher_ckpt = settings["model"]["init_args"].get("teacher_ckpt")
-    if teacher_ckpt:
-        for teacher_config in teacher_configs(settings):
-            _run(teacher_config, in_tmp)
-            wandb.finish()
-        for path in teacher_ckpt if isinstance(teacher_ckpt, list) else [teacher_ckpt]:
-            assert (in_tmp / path).is_file()
+    if teacher_ckpt:  # the teachers' files, from one run of each teacher config for the whole session
+        for path, teacher_config in zip(teacher_ckpt if isinstance(teacher_ckpt, list) else [teacher_ckpt],
+                                        teacher_configs(settings), strict=True):
+            (in_tmp / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(teacher_runs(teacher_config) / path, in_tmp / path)
     _run(config, in_tmp)
     checkpoint_dir = in_tmp / settings["trainer"]["callbacks"][0]["init_args"]["dirpath"]
     assert any(checkpoint_dir.glob("*.ckpt"))
