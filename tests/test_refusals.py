@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -85,17 +86,42 @@ def test_every_ddp_process_stops_on_a_non_finite_loss(tmp_path: Path) -> None:
     ],
 )
 def test_the_command_line_refuses_in_one_readable_message(tmp_path: Path, config: str, args: list[str],
-                                                           message: str) -> None:
+                                                           message: str, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # the command's own entry point, in this process (the real process: the test below)
+    import sys
+
+    from lightning_kd.cli import console
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("LIGHTNING_KD_DEBUG", raising=False)
+    monkeypatch.setattr(sys, "argv", ["lightning-kd", "fit", "--config", config, *QUIET, *args])
+    with pytest.raises(SystemExit) as exit_info:
+        console()
+    assert exit_info.value.code == 2
+    # the message closes the output, with no traceback before it
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-2:] == [f"lightning-kd: error: {message}",
+                                             "(set LIGHTNING_KD_DEBUG=1 for the traceback)"]
+    assert "Traceback" not in err
+    monkeypatch.setenv("LIGHTNING_KD_DEBUG", "1")  # the traceback, on demand
+    with pytest.raises(Exception, match=re.escape(message)):
+        console()
+
+
+def test_a_real_process_refuses_in_one_line_and_shows_the_traceback_on_demand(tmp_path: Path) -> None:
     import os
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "lightning_kd", "fit", "--config", config, *QUIET, *args]
+    message = "alpha must be in [0, 1], got 2.0"
+    command = [sys.executable, "-m", "lightning_kd", "fit", "--config", "digits_kd", *QUIET,
+               "--model.init_args.alpha", "2"]
     env = {**os.environ, "WANDB_MODE": "offline"}
     env.pop("LIGHTNING_KD_DEBUG", None)
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
-    # the message closes the output, with no traceback before it
     assert result.stderr.strip().splitlines()[-2:] == [f"lightning-kd: error: {message}",
                                                        "(set LIGHTNING_KD_DEBUG=1 for the traceback)"]
     assert "Traceback" not in result.stderr
