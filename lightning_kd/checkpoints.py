@@ -6,7 +6,7 @@ entry names the network it hands on and, for CLI runs, how to build it) or a pla
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -170,6 +170,38 @@ def task_record(task: Any, wandb_run: dict[str, str] | None = None) -> dict[str,
     if wandb_run is not None:
         record["wandb"] = wandb_run
     return record
+
+
+def objects_among(arguments: Mapping[str, Any]) -> list[str]:
+    """Names of the arguments that are objects, not data (networks, optimizer classes).
+
+    A task built in Python leaves them out of its saved hyperparameters, or checkpoints would pickle whole
+    modules; ``load_from_checkpoint`` then takes them as arguments.
+
+    Example:
+        >>> objects_among({"student": torch.nn.Linear(1, 1), "temperature": 4.0})
+        ['student']
+    """
+    return [name for name, value in arguments.items() if not plain(value)[0]]
+
+
+def keep_plain(hparams: MutableMapping[str, Any]) -> None:
+    """Keep only the data in ``hparams``, paths as strings (checkpoints then load with ``weights_only``).
+
+    An object left (one a task takes besides its networks) is dropped: an argument of ``load_from_checkpoint``.
+
+    Example:
+        >>> from pathlib import Path
+        >>> hparams = {"teacher_ckpt": Path("t.ckpt"), "head": torch.nn.Linear(1, 1)}
+        >>> keep_plain(hparams)
+        >>> hparams
+        {'teacher_ckpt': 't.ckpt'}
+    """
+    for name, (is_plain, value) in [(name, plain(value)) for name, value in hparams.items()]:
+        if is_plain:
+            hparams[name] = value
+        else:
+            del hparams[name]
 
 
 def plain(value: Any) -> tuple[bool, Any]:

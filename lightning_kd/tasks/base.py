@@ -22,7 +22,7 @@ from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from lightning_kd.checkpoints import CHECKPOINT_KEY, plain, task_record
+from lightning_kd.checkpoints import CHECKPOINT_KEY, keep_plain, objects_among, task_record
 from lightning_kd.compat import IgnoredByDDP, attached_trainer, hyperparameters_given_by_cli
 from lightning_kd.console import restore_warning, silence_eval_mode_warning
 from lightning_kd.data.base import Batch, data_sizes
@@ -67,13 +67,9 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         # out, or checkpoints would pickle whole modules (load_from_checkpoint then takes them as arguments)
         given = {"optimizer": optimizer, "lr_scheduler": lr_scheduler, **models}
         from_config = hyperparameters_given_by_cli()
-        objects = [] if from_config else [name for name, value in given.items() if not plain(value)[0]]
-        self.save_hyperparameters(ignore=objects)
-        for name, (is_plain, value) in [] if from_config else [(n, plain(v)) for n, v in self.hparams.items()]:
-            if is_plain:  # paths as strings: checkpoints then load with weights_only
-                self.hparams[name] = value
-            else:  # an object a subclass takes besides its networks: an argument of load_from_checkpoint too
-                del self.hparams[name]
+        self.save_hyperparameters(ignore=[] if from_config else objects_among(given))
+        if not from_config:
+            keep_plain(self.hparams)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.num_classes: int | None = None
@@ -192,7 +188,7 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
     # -- steps ------------------------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         losses, logits = self.training_losses(batch)
-        self._stop_if_not_finite(losses)
+        stop_if_not_finite(losses, attached_trainer(self))  # before the optimizer steps, on every DDP process
         self.log_training(batch, losses, logits)
         return losses["loss"]
 
@@ -209,11 +205,6 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
     def on_train_epoch_end(self) -> None:
         # an epoch cut short (max_steps) never reaches its last batch: its means are logged here instead
         self.training_log.end_epoch(self)
-
-    def _stop_if_not_finite(self, losses: dict[str, Tensor]) -> None:
-        """Stop at the first step whose loss (or a part of it) is NaN or infinite, on every DDP process
-        (see :func:`~lightning_kd.guards.stop_if_not_finite`); before the optimizer steps."""
-        stop_if_not_finite(losses, attached_trainer(self))
 
     def evaluation_step(self, batch: Batch, stage: str) -> Tensor:
         """Log ``{stage}/loss`` and the ``{stage}/`` metrics of the handed-on network; return its logits."""

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from lightning_kd.compat import attached_trainer
 from lightning_kd.data.base import Batch
 from lightning_kd.errors import Refusal
+from lightning_kd.guards import stop_if_not_finite
 from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, SmoothingConvention
 from lightning_kd.losses.mutual import dml_loss, dml_peer_loss
 from lightning_kd.losses.validation import check_choice
@@ -159,7 +160,7 @@ class DeepMutualLearning(PerNetworkOptimization, BaseTask):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         if self.hparams["scheme"] == "simultaneous":
             losses, logits = self.training_losses(batch)
-            self._stop_if_not_finite(losses)
+            stop_if_not_finite(losses, attached_trainer(self))
             self.step_all(losses["loss"])
         else:
             losses, logits = self._alternating_step(batch)
@@ -176,7 +177,7 @@ class DeepMutualLearning(PerNetworkOptimization, BaseTask):
                 others = [other(x) if index != k else None for index, other in enumerate(self.peers)]
             logits = peer(x)
             out = dml_peer_loss([logits if z is None else z for z in others], k, y, self.smoothing)
-            self._stop_if_not_finite(out)
+            stop_if_not_finite(out, attached_trainer(self))
             self.step_one(out["loss"], k)
             parts[f"{peer_role(k)}/ce"], parts[f"{peer_role(k)}/kl"] = out["ce"].detach(), out["kl"].detach()
             total = total + out["loss"].detach()
