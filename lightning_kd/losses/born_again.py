@@ -13,6 +13,7 @@ from lightning_kd.errors import Refusal
 from lightning_kd.losses.divergences import soft_cross_entropy
 from lightning_kd.losses.kd import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, hinton_kd_loss
 from lightning_kd.losses.label_smoothing import LabelSmoothing
+from lightning_kd.losses.positions import per_position
 from lightning_kd.losses.validation import LossOutput, check_alpha, check_choice, check_same_shape, check_temperature
 
 __all__ = [
@@ -33,6 +34,7 @@ BornAgainLossName = Literal["ban", "ban+l", "cwtm", "dkpp", "kd"]
 BORN_AGAIN_LOSSES: tuple[str, ...] = get_args(BornAgainLossName)
 
 
+@per_position
 def ban_loss(student_logits: Tensor, teacher_logits: Tensor) -> LossOutput:
     """BAN: cross-entropy against the teacher's softmax only (``T = 1``, no labels).
 
@@ -46,6 +48,7 @@ def ban_loss(student_logits: Tensor, teacher_logits: Tensor) -> LossOutput:
     return {"loss": soft_cross_entropy(student_logits, F.softmax(teacher_logits.detach(), dim=1))}
 
 
+@per_position
 def ban_label_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor,
                    label_smoothing: LabelSmoothing | None = None) -> LossOutput:
     """BAN+L: the BAN loss plus cross-entropy with the labels, an unweighted sum (the paper gives no weight).
@@ -58,6 +61,7 @@ def ban_label_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tens
     return {"loss": ce + kd, "ce": ce, "kd": kd}
 
 
+@per_position
 def cwtm_weights(teacher_logits: Tensor) -> Tensor:
     """CWTM sample weights ``w_s = max_c p_t(c|x_s) / sum_u max_c p_t(c|x_u)``; they sum to 1 over the batch.
 
@@ -67,6 +71,7 @@ def cwtm_weights(teacher_logits: Tensor) -> Tensor:
     return confidence / confidence.sum()
 
 
+@per_position
 def cwtm_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor,
               label_smoothing: LabelSmoothing | None = None) -> LossOutput:
     """CWTM (confidence weighted by teacher max): ``sum_s w_s * CE(zs_s, y_s)`` with :func:`cwtm_weights`.
@@ -109,6 +114,7 @@ def permute_non_argmax(probs: Tensor, generator: torch.Generator | None = None) 
     return torch.empty_like(probs).scatter_(1, destinations, probs.gather(1, sources))
 
 
+@per_position
 def dkpp_loss(student_logits: Tensor, teacher_logits: Tensor, generator: torch.Generator | None = None) -> LossOutput:
     """DKPP (dark knowledge with permuted predictions): BAN's loss against :func:`permute_non_argmax` targets.
 
@@ -131,6 +137,7 @@ LABEL_TERM_LOSSES = ("ban+l", "cwtm", "kd")
 assert set(_LOSSES) == set(BORN_AGAIN_LOSSES), "every Born-Again loss name has one implementation"
 
 
+@per_position
 def born_again_loss(
     name: str,
     student_logits: Tensor,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_kd.losses.positions import per_position
 from lightning_kd.losses.validation import check_same_shape, check_temperature
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
 ]
 
 
+@per_position
 def soft_target_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
     """``T^2 * KL(softmax(zt / T) || softmax(zs / T))``, averaged over the batch.
 
@@ -33,6 +35,7 @@ def soft_target_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: 
     return kl * temperature**2
 
 
+@per_position
 def soft_cross_entropy(student_logits: Tensor, target_probs: Tensor) -> Tensor:
     """``-(p * log_softmax(zs)).sum(1).mean()``: cross-entropy against a distribution ``p`` per sample.
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from lightning_kd.errors import Refusal
 from lightning_kd.losses.label_smoothing import LabelSmoothing
+from lightning_kd.losses.positions import per_position
 from lightning_kd.losses.validation import LossOutput, check_same_shape, check_temperature, check_weight
 
 __all__ = ["DKDLoss", "DKD_DEFAULTS", "dkd_loss", "dkd_warmup"]
@@ -33,6 +34,7 @@ def _target_and_others(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]
     return logits[is_target], logits[~is_target].view(len(logits), -1)
 
 
+@per_position
 def dkd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,

@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from lightning_kd.losses.divergences import soft_target_kl
 from lightning_kd.losses.label_smoothing import LabelSmoothing
+from lightning_kd.losses.positions import per_position
 from lightning_kd.losses.validation import LossOutput, check_alpha, check_temperature
 
 __all__ = [
@@ -21,6 +22,7 @@ DEFAULT_TEMPERATURE = 4.0
 """Hinton KD's usual softmax temperature."""
 
 
+@per_position
 def hinton_kd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,

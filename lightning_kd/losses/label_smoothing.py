@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_kd.errors import Refusal
+from lightning_kd.losses.positions import per_position
 from lightning_kd.losses.validation import check_choice, check_smoothing
 
 __all__ = [
@@ -86,6 +87,7 @@ class LabelSmoothing:
         check_smoothing(self.eps)
         check_choice("label smoothing convention", self.convention, SMOOTHING_CONVENTIONS)
 
+    @per_position
     def __call__(self, logits: Tensor, targets: Tensor, reduction: Literal["mean", "none"] = "mean") -> Tensor:
         """Cross-entropy of ``(B, C)`` logits against the smoothed labels, averaged (or per sample)."""
         if self.convention == "uniform" or self.eps == 0:  # PyTorch's own kernel computes this one

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from lightning_kd.errors import Refusal
 from lightning_kd.losses.kd import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from lightning_kd.losses.label_smoothing import LabelSmoothing
+from lightning_kd.losses.positions import per_position
 from lightning_kd.losses.validation import LossOutput, check_alpha, check_choice, check_same_shape, check_temperature
 
 __all__ = [
@@ -216,6 +217,7 @@ def ae_kd_weights(student_logits: Tensor, teacher_logits: Sequence[Tensor] | Ten
     return weights.expand(student_logits.shape[0], -1).clone()
 
 
+@per_position
 def multi_teacher_weights(
     weighting: str,
     student_logits: Tensor,
@@ -247,6 +249,7 @@ def multi_teacher_weights(
     return weights.detach()
 
 
+@per_position
 def multi_teacher_kd_loss(
     student_logits: Tensor,
     teacher_logits: Sequence[Tensor] | Tensor,

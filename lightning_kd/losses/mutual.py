@@ -14,6 +14,7 @@ from torch import Tensor
 
 from lightning_kd.errors import Refusal
 from lightning_kd.losses.label_smoothing import LabelSmoothing
+from lightning_kd.losses.positions import per_position
 from lightning_kd.losses.validation import LossOutput, check_same_shape
 
 __all__ = ["dml_loss", "dml_peer_loss"]
@@ -26,6 +27,7 @@ def _check_peers(peer_logits: Sequence[Tensor]) -> None:
         check_same_shape(peer_logits[0], logits, what=f"peer {index}'s logits")
 
 
+@per_position
 def dml_peer_loss(peer_logits: Sequence[Tensor], peer: int, targets: Tensor,
                   label_smoothing: LabelSmoothing | None = None) -> LossOutput:
     """Peer ``peer``'s (0-based) loss: ``CE(z_k, y) + 1/(K-1) sum_{l != k} KL(softmax(z_l) || softmax(z_k))``.
@@ -48,6 +50,7 @@ def dml_peer_loss(peer_logits: Sequence[Tensor], peer: int, targets: Tensor,
     return {"loss": ce + kl, "ce": ce, "kl": kl}
 
 
+@per_position
 def dml_loss(peer_logits: Sequence[Tensor], targets: Tensor, label_smoothing: LabelSmoothing | None = None
              ) -> LossOutput:
     """Every peer's loss and their sum (what one backward of the simultaneous scheme minimises).

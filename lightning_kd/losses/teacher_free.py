@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from lightning_kd.errors import Refusal
 from lightning_kd.losses.label_smoothing import LabelSmoothing
+from lightning_kd.losses.positions import per_position
 from lightning_kd.losses.validation import LossOutput, check_alpha, check_choice, check_temperature
 
 __all__ = [
@@ -106,6 +107,7 @@ def virtual_teacher_target(
     return F.softmax(logits / temperature, dim=1)
 
 
+@per_position
 def tf_kd_reg_loss(
     student_logits: Tensor,
     targets: Tensor,
