@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_calibration_error
 
@@ -84,20 +88,88 @@ def teachers_ensemble_metric_name(stage: str) -> str:
     return f"{stage}/teachers_ensemble_acc"
 
 
-def evaluation_metrics(num_classes: int, prefix: str) -> MetricCollection:
-    """``{prefix}acc``, ``{prefix}acc_top5`` (when there are more than 5 classes) and ``{prefix}ece``.
+class TokenNLL(Metric):
+    """Mean negative log-likelihood per token over a whole split: ``total NLL / total tokens``.
 
-    ECE uses 15 equal-width confidence bins (Guo et al. 2017).
+    Sums (not per-batch means) are kept and summed across DDP processes, so the value is exact however the
+    split is batched or shared out. :class:`Perplexity` and :class:`BitsPerCharacter` are its exponential
+    and its base-2 form (in a ``MetricCollection`` they share one update).
+
+    Example:
+        >>> metric = TokenNLL()
+        >>> metric.update(torch.zeros(3, 4), torch.tensor([0, 1, 2]))  # uniform over 4 tokens
+        >>> round(float(metric.compute()), 4), round(float(torch.log(torch.tensor(4.0))), 4)
+        (1.3863, 1.3863)
+    """
+
+    full_state_update = False
+    higher_is_better = False
+    total: Tensor
+    count: Tensor
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, logits: Tensor, targets: Tensor) -> None:
+        """Add ``(N, V)`` logits of ``N`` valid positions and their ``(N,)`` tokens."""
+        self.total += F.cross_entropy(logits.double(), targets, reduction="sum")
+        self.count += targets.numel()
+
+    def compute(self) -> Tensor:
+        return self.total / self.count
+
+
+class Perplexity(TokenNLL):
+    """``exp(total NLL / total tokens)`` over the whole split (not a mean of per-batch perplexities)."""
+
+    def compute(self) -> Tensor:
+        return torch.exp(super().compute())
+
+
+class BitsPerCharacter(TokenNLL):
+    """``total NLL / total characters / ln 2``: a character-level model's bits per character."""
+
+    def compute(self) -> Tensor:
+        return super().compute() / math.log(2)
+
+
+def evaluation_metrics(num_classes: int, prefix: str, unit: str | None = None) -> MetricCollection:
+    """``{prefix}acc``, ``{prefix}acc_top5`` (when there are more than 5 classes) and ``{prefix}ece``; for tokens
+    (``unit`` ``"word"`` or ``"char"``) also ``{prefix}nll`` and ``{prefix}ppl``, and ``{prefix}bpc`` for characters.
+
+    ECE uses 15 equal-width confidence bins (Guo et al. 2017). On tokens accuracy and ECE are per token.
 
     Example:
         >>> sorted(evaluation_metrics(10, "val/").keys(keep_base=False))
         ['val/acc', 'val/acc_top5', 'val/ece']
+        >>> sorted(evaluation_metrics(10, "val/", unit="char").keys(keep_base=False))
+        ['val/acc', 'val/acc_top5', 'val/bpc', 'val/ece', 'val/nll', 'val/ppl']
     """
-    metrics = {"acc": accuracy(num_classes)}
+    metrics: dict[str, Metric] = {"acc": accuracy(num_classes)}
     if num_classes > 5:
         metrics["acc_top5"] = accuracy(num_classes, top_k=5)
     metrics["ece"] = MulticlassCalibrationError(num_classes=num_classes, n_bins=15, norm="l1")
+    if unit is not None:
+        metrics |= {"nll": TokenNLL(), "ppl": Perplexity()}
+        if unit == "char":
+            metrics["bpc"] = BitsPerCharacter()
     return MetricCollection(metrics, prefix=prefix)
+
+
+def ensemble_perplexity(members: Sequence[TokenPredictions]) -> float:
+    """Perplexity of the ensemble that averages its members' probabilities per token (Born-Again's ensembles).
+
+    Example:
+        >>> one = lambda p: TokenPredictions(torch.tensor([p]), torch.tensor([0]), torch.tensor([p]))
+        >>> half, quarter = one(0.5), one(0.25)
+        >>> round(ensemble_perplexity([half, quarter]), 6)  # 1 / ((0.5 + 0.25) / 2)
+        2.666667
+    """
+    if not members:
+        raise Refusal("an ensemble needs at least one member")
+    return float(torch.exp(-torch.stack([m.target.double() for m in members]).mean(dim=0).log().mean()))
 
 
 def ensemble_probabilities(member_probabilities: Sequence[Tensor]) -> Tensor:
@@ -113,8 +185,77 @@ def ensemble_probabilities(member_probabilities: Sequence[Tensor]) -> Tensor:
     return torch.stack(list(member_probabilities)).mean(dim=0)
 
 
-def prediction_metrics(probabilities: Tensor, targets: Tensor, reference: Tensor | None = None) -> dict[str, float]:
-    """``acc``, ``ece`` (15 bins) and, given a reference model's probabilities, top-1 ``agreement`` with it."""
+@dataclass(frozen=True)
+class TokenPredictions:
+    """What scoring keeps of a language model's softmax over a split: per token, the true token's probability,
+    the most probable token and its probability (the full ``(N, V)`` softmax would take gigabytes).
+
+    Example:
+        >>> kept = TokenPredictions.of(torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]), torch.tensor([0, 1]))
+        >>> kept.target.tolist(), kept.top.tolist()
+        ([0.699999988079071, 0.30000001192092896], [0, 2])
+    """
+
+    target: Tensor
+    top: Tensor
+    confidence: Tensor
+
+    @classmethod
+    def of(cls, probabilities: Tensor, targets: Tensor) -> TokenPredictions:
+        """Keep what is needed of ``(N, V)`` probabilities of tokens ``targets`` ``(N,)``."""
+        confidence, top = probabilities.max(dim=1)
+        return cls(probabilities.gather(1, targets.unsqueeze(1)).squeeze(1), top, confidence)
+
+    @classmethod
+    def cat(cls, parts: Sequence[TokenPredictions]) -> TokenPredictions:
+        return cls(*(torch.cat([getattr(part, name) for part in parts]) for name in ("target", "top", "confidence")))
+
+    def isfinite(self) -> bool:
+        return bool(torch.isfinite(self.target).all() and torch.isfinite(self.confidence).all())
+
+    def as_dict(self) -> dict[str, Tensor]:
+        """Plain tensors, for a checkpoint that loads with ``weights_only``."""
+        return {"token_target": self.target, "token_top": self.top, "token_confidence": self.confidence}
+
+    @staticmethod
+    def is_dict(value: Any) -> bool:
+        return isinstance(value, dict) and set(value) == {"token_target", "token_top", "token_confidence"}
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Tensor]) -> TokenPredictions:
+        return cls(value["token_target"], value["token_top"], value["token_confidence"])
+
+    def cpu(self) -> TokenPredictions:
+        return TokenPredictions(self.target.cpu(), self.top.cpu(), self.confidence.cpu())
+
+
+def calibration_error(confidence: Tensor, correct: Tensor, bins: int = 15) -> float:
+    """Expected calibration error (l1, equal-width bins, as torchmetrics bins them) from top-1 confidences.
+
+    Example:
+        >>> round(calibration_error(torch.tensor([0.9, 0.9]), torch.tensor([True, False])), 6)
+        0.4
+    """
+    boundaries = torch.linspace(0, 1, bins + 1, dtype=confidence.dtype)
+    index = (torch.bucketize(confidence, boundaries, right=True) - 1).clamp(0, bins - 1)
+    # sum over bins of |mean correct - mean confidence| * bin share = |sum correct - sum confidence| / N per bin
+    accuracy_sum = torch.zeros(bins).index_add_(0, index, correct.float())
+    confidence_sum = torch.zeros(bins).index_add_(0, index, confidence.float())
+    return float((accuracy_sum - confidence_sum).abs().sum() / len(confidence))
+
+
+def prediction_metrics(probabilities: Tensor | TokenPredictions, targets: Tensor,
+                       reference: Tensor | TokenPredictions | None = None) -> dict[str, float]:
+    """``acc``, ``ece`` (15 bins) and, given a reference model's probabilities, top-1 ``agreement`` with it;
+    for :class:`TokenPredictions` per token, and ``ppl`` too."""
+    if isinstance(probabilities, TokenPredictions):
+        correct = probabilities.top == targets
+        nll = -probabilities.target.double().log().mean()
+        metrics = {"acc": float(correct.float().mean()), "ppl": float(torch.exp(nll)),
+                   "ece": calibration_error(probabilities.confidence, correct)}
+        if isinstance(reference, TokenPredictions):
+            metrics["agreement"] = float((probabilities.top == reference.top).float().mean())
+        return metrics
     num_classes = probabilities.shape[1]
     metrics = {
         "acc": float(multiclass_accuracy(probabilities, targets, num_classes, average="micro")),

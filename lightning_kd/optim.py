@@ -2,7 +2,8 @@
 
 ``optimizer`` takes any ``torch.optim`` class (``class_path``/``init_args``); ``lr_scheduler`` any
 ``torch.optim.lr_scheduler`` class, or ``"cosine"`` (cosine decay over the trainer's ``max_epochs``,
-the default) or ``"none"``.
+the default) or ``"none"``. Lightning's ``pytorch_lightning.cli.ReduceLROnPlateau`` steps on the metric its
+``monitor`` names (the language-model recipe: ``val/ppl``, ``factor: 0.25``, ``patience: 0``).
 """
 
 from __future__ import annotations
@@ -61,4 +62,7 @@ def build_optimization(
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
     else:
         scheduler = lr_scheduler(opt)
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+    schedule = {"scheduler": scheduler, "interval": "epoch"}
+    if getattr(scheduler, "monitor", None):  # Lightning's ReduceLROnPlateau: steps on the metric it names
+        schedule["monitor"] = scheduler.monitor
+    return {"optimizer": opt, "lr_scheduler": schedule}

@@ -17,6 +17,7 @@ from pytorch_lightning import LightningModule
 from torch import Tensor, nn
 
 from lightning_kd.compat import step_metrics_are_written
+from lightning_kd.losses import flatten_positions
 from lightning_kd.metrics import EpochSums, accuracy, training_metric_name
 
 
@@ -42,10 +43,11 @@ class TrainingLog(nn.Module):
         """Add one training batch: its losses (``{"loss": total, **parts}``) and the handed-on network's logits."""
         trainer = task.trainer
         self._start_epoch_if_new(trainer.current_epoch)
+        logits, target = flatten_positions(logits.detach(), target)  # per token for sequences
         batch_size = len(target)
         named = {training_metric_name(name): value.detach() for name, value in losses.items()}
         self.losses.add(named, batch_size)
-        self.accuracy.update(logits.detach(), target)  # the epoch's value only: no per-batch compute
+        self.accuracy.update(logits, target)  # the epoch's value only: no per-batch compute
         written = step_metrics_are_written(trainer)
         for key, value in named.items():
             shown = key == "train/loss" and trainer.progress_bar_callback is not None

@@ -9,11 +9,19 @@ from pytorch_lightning.utilities.seed import isolate_rng
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from lightning_kd.losses import flatten_positions
+from lightning_kd.metrics import TokenPredictions
+from lightning_kd.models.language import begin_stream
+
 SPLITS = ("val", "test")
 
 
 def evaluation_loaders(trainer: pl.Trainer) -> dict[str, DataLoader]:
-    """Fresh (unsharded) val and test loaders from the trainer's data module; a split it lacks is left out."""
+    """Fresh (unsharded) val and test loaders from the trainer's data module; a split it lacks is left out.
+
+    A data module that shards its own loaders (token streams) gives its whole split by
+    ``evaluation_dataloader(split)``.
+    """
     datamodule = trainer.datamodule
     if datamodule is None:
         rank_zero_warn("no data module, so no per-split scores")
@@ -21,7 +29,8 @@ def evaluation_loaders(trainer: pl.Trainer) -> dict[str, DataLoader]:
     loaders = {}
     for split in SPLITS:
         try:
-            loaders[split] = getattr(datamodule, f"{split}_dataloader")()
+            whole = getattr(datamodule, "evaluation_dataloader", None)
+            loaders[split] = whole(split) if whole is not None else getattr(datamodule, f"{split}_dataloader")()
         except Exception as error:  # a data module without that split; say so and go on
             rank_zero_warn(f"no {split} loader from {type(datamodule).__name__} ({error}); that split is skipped")
     return loaders
@@ -30,8 +39,12 @@ def evaluation_loaders(trainer: pl.Trainer) -> dict[str, DataLoader]:
 @torch.no_grad()
 def predict_splits(
     trainer: pl.Trainer, network: nn.Module, loaders: dict[str, DataLoader]
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+) -> tuple[dict[str, Tensor | TokenPredictions], dict[str, Tensor]]:
     """Softmax outputs and targets of each split, on the CPU, in the loader's (fixed) order.
+
+    For token data (``(B, T, V)`` logits) the valid positions are flattened, and what is kept of each
+    token's softmax is :class:`~lightning_kd.metrics.TokenPredictions`; a recurrent network reads each
+    split as a fresh stream of its own.
 
     Inputs go through the trainer's precision plugin as in Lightning's own loops. Every process runs
     the whole split (up to the trainer's ``limit_{val,test}_batches``): no collective is needed and
@@ -54,19 +67,25 @@ def predict_splits(
             if limit == 0:
                 continue
             probs, labels = [], []
+            begin_stream(network, f"score/{split}")
             for _, batch in zip(range(limit), loader, strict=False):
-                inputs = trainer.precision_plugin.convert_input(batch["input"].to(device))
+                inputs = batch["input"].to(device)
+                inputs = trainer.precision_plugin.convert_input(inputs) if inputs.is_floating_point() else inputs
                 with trainer.precision_plugin.forward_context():
                     logits = network(inputs)
-                probs.append(logits.float().softmax(dim=1).cpu())
-                labels.append(batch["target"])
-            probabilities[split] = torch.cat(probs)
+                logits, target = flatten_positions(logits.float(), batch["target"].to(logits.device))
+                kept = logits.softmax(dim=1)
+                probs.append(kept.cpu() if batch["target"].ndim == 1 else TokenPredictions.of(kept, target).cpu())
+                labels.append(target.cpu())
+            probabilities[split] = TokenPredictions.cat(probs) if batch["target"].ndim > 1 else torch.cat(probs)
             targets[split] = torch.cat(labels)
-            if not torch.isfinite(probabilities[split]).all():  # reported, never tabulated as an accuracy
+            finite = probabilities[split]
+            if not (finite.isfinite() if isinstance(finite, TokenPredictions) else torch.isfinite(finite).all()):
                 raise FloatingPointError(
                     f"{type(network).__name__} gives NaN or infinite outputs on the {split} split; it is not scored"
                 )
     network.train(was_training)
+    begin_stream(network, "train", fresh=False)
     return probabilities, targets
 
 

@@ -17,7 +17,7 @@ from lightning_kd.callbacks.evaluation import SPLITS, evaluation_loaders, predic
 from lightning_kd.callbacks.rng import collect_rng_states, set_rng_states
 from lightning_kd.compat import LIGHTNING_DEFAULT_MAX_EPOCHS, rewrap_for_ddp, set_epoch_budget
 from lightning_kd.errors import Refusal
-from lightning_kd.metrics import ensemble_probabilities, prediction_metrics
+from lightning_kd.metrics import TokenPredictions, ensemble_perplexity, ensemble_probabilities, prediction_metrics
 from lightning_kd.protocols import Promotable
 from lightning_kd.reporting import (
     log_metrics,
@@ -268,7 +268,11 @@ class Generations(Callback):
                 break
             row: dict[str, Any] = {"ensemble/generations": size, "ensemble/size": len(members)}
             for split in self._splits():
-                probs = ensemble_probabilities([self.records[g][split] for g in members])
+                predictions = [self.records[g][split] for g in members]
+                if isinstance(predictions[0], TokenPredictions):  # tokens: the paper's perplexity (no argmax kept)
+                    row[f"ensemble/{split}/ppl"] = ensemble_perplexity(predictions)
+                    continue
+                probs = ensemble_probabilities(predictions)
                 row[f"ensemble/{split}/acc"] = prediction_metrics(probs, self.targets[split])["acc"]
             rows.append(row)
         return rows
@@ -285,7 +289,7 @@ class Generations(Callback):
         by_generation = {row["ensemble/generations"]: row for row in ensembles}
         for row in rows:
             ensemble = by_generation.get(row["generation"], {})
-            row.update({key: value for key, value in ensemble.items() if key.endswith("/acc")})
+            row.update({key: value for key, value in ensemble.items() if key.endswith(("/acc", "/ppl"))})
         self.results = {
             "generations": rows,
             "ensembles": ensembles,
@@ -304,10 +308,12 @@ class Generations(Callback):
                                        for row in rows for key in columns if row.get(key) is not None})
         if self.print_table:
             shown = [(key, header) for key, header in _CONSOLE_COLUMNS if any(key in row for row in rows)]
+            if any(key.endswith("/ppl") for key, _ in shown):  # language models: perplexities (accuracies in the JSON)
+                shown = [(key, header) for key, header in shown if key.endswith("/ppl") or key == "test/agreement"]
             title = "Born-Again generations" + (
                 " (ensembles include generation 0)" if self.ensemble_include_teacher else "")
             print_table(title, ["gen", *(header for _, header in shown)],
-                        [[str(row["generation"]), *(percent(row.get(key)) for key, _ in shown)] for row in rows])
+                        [[str(row["generation"]), *(_shown(key, row.get(key)) for key, _ in shown)] for row in rows])
 
     @rank_zero_only
     def _write_json(self, trainer: pl.Trainer) -> None:
@@ -320,7 +326,9 @@ class Generations(Callback):
 
     # -- checkpoint state -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"records": self.records, "targets": self.targets, "rng": collect_rng_states(), "plan": dict(self.plan)}
+        records = {generation: {split: value.as_dict() if isinstance(value, TokenPredictions) else value
+                                for split, value in record.items()} for generation, record in self.records.items()}
+        return {"records": records, "targets": self.targets, "rng": collect_rng_states(), "plan": dict(self.plan)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved = {int(g): int(e) for g, e in state_dict.get("plan", {}).items()}
@@ -331,7 +339,11 @@ class Generations(Callback):
                 f"{_describe_plan(self.plan)}. Resume with the same Generations settings (generations, epochs), "
                 "or start a new run without ckpt_path"
             )
-        self.records = dict(state_dict["records"])
+        self.records = {
+            generation: {split: TokenPredictions.from_dict(value) if TokenPredictions.is_dict(value) else value
+                         for split, value in record.items()}
+            for generation, record in state_dict["records"].items()
+        }
         self.targets = dict(state_dict["targets"])
         if "rng" in state_dict:
             set_rng_states(state_dict["rng"])
@@ -346,8 +358,17 @@ def _column_order(key: str) -> tuple[int, int, str]:
     return (key.startswith("ensemble/"), split, key)
 
 
+def _shown(key: str, value: float | None) -> str:
+    """A console cell: perplexities as they are, fractions as percents."""
+    return percent(value) if not key.endswith("/ppl") or value is None else f"{value:.2f}"
+
+
 # the console table: (column, header); the JSON file and the W&B table hold every column
 _CONSOLE_COLUMNS = (
+    ("val/ppl", "val ppl"),
+    ("test/ppl", "test ppl"),
+    ("ensemble/val/ppl", "ensemble 1..g\nval ppl"),
+    ("ensemble/test/ppl", "ensemble 1..g\ntest ppl"),
     ("val/acc", "val acc"),
     ("test/acc", "test acc"),
     ("test/agreement", "test agreement\nwith teacher"),

@@ -1,9 +1,10 @@
-"""Lightning data modules; every batch is ``{"input", "target", "index"}``."""
+"""Lightning data modules; every batch is ``{"input", "target", "index"}`` (images, or token streams)."""
 
 from lightning_kd.data.base import Batch, ClassificationDataModule, IndexedDataset, split_indices
 from lightning_kd.data.cifar import CIFAR10DataModule, CIFAR100DataModule
 from lightning_kd.data.embedded import DigitsDataModule, MNIST5kDataModule
 from lightning_kd.data.folder import ImageFolderDataModule
+from lightning_kd.data.text import JaneAustenDataModule, TextDataModule
 
 __all__ = [
     "Batch",
@@ -13,6 +14,8 @@ __all__ = [
     "DigitsDataModule",
     "ImageFolderDataModule",
     "IndexedDataset",
+    "JaneAustenDataModule",
     "MNIST5kDataModule",
+    "TextDataModule",
     "split_indices",
 ]

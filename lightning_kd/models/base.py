@@ -134,19 +134,26 @@ def _reset_layers(network: nn.Module) -> None:
             module.reset_parameters()
 
 
-def check_network_fits(role: str, network: nn.Module, num_classes: int, input_shape: tuple[int, ...]) -> None:
+def check_network_fits(role: str, network: nn.Module, num_classes: int, example: Tensor) -> None:
     """One eval-mode forward of a dummy batch: refuse a network that does not fit the data, naming its role.
 
+    Args:
+        role: The network's role (named in the message).
+        network: The network.
+        num_classes: The data's class count (a vocabulary's size for token data).
+        example: One sample of the data's shape and type (zeros); a batch of two is run.
+
     Raises:
-        Refusal: The network fails on inputs of ``input_shape``, or predicts another number of classes.
+        Refusal: The network fails on such inputs, or predicts another number of classes (in its last dimension).
     """
+    input_shape = tuple(example.shape[1:])
     parameter = next(network.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     was_training = network.training
     network.eval()
     try:
         with torch.no_grad():
-            logits = network(torch.zeros(2, *input_shape, device=device))
+            logits = network(torch.zeros(2, *input_shape, dtype=example.dtype, device=device))
     except Exception as error:  # the network's own error names the layer; add what we know
         raise Refusal(
             f"the {role} network ({type(network).__name__}) fails on inputs of shape {input_shape} "
@@ -154,8 +161,9 @@ def check_network_fits(role: str, network: nn.Module, num_classes: int, input_sh
         ) from error
     finally:
         network.train(was_training)
-    if logits.ndim != 2 or logits.shape[1] != num_classes:
+    if logits.ndim < 2 or logits.shape[-1] != num_classes:
+        per = "position" if logits.ndim > 2 else "sample"
         raise Refusal(
-            f"the {role} network ({type(network).__name__}) predicts {tuple(logits.shape[1:])} outputs per "
-            f"sample but the data has {num_classes} classes"
+            f"the {role} network ({type(network).__name__}) predicts {tuple(logits.shape[-1:])} outputs per "
+            f"{per} but the data has {num_classes} classes{' (tokens)' if example.dtype == torch.long else ''}"
         )

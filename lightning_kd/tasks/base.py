@@ -29,9 +29,10 @@ from lightning_kd.data.base import Batch, data_sizes
 from lightning_kd.errors import NonFiniteLossError, Refusal
 from lightning_kd.guards import stop_if_not_finite
 from lightning_kd.loggers import wandb_run_reference
-from lightning_kd.losses import LabelSmoothing, label_smoothing_from
+from lightning_kd.losses import LabelSmoothing, flatten_positions, label_smoothing_from
 from lightning_kd.metrics import evaluation_metrics
 from lightning_kd.models.base import check_network_fits
+from lightning_kd.models.language import begin_stream
 from lightning_kd.naming import join_variants, smoothing_variant
 from lightning_kd.optim import SGD, ScheduleSpec, build_optimization
 from lightning_kd.training_log import TrainingLog
@@ -73,6 +74,7 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.num_classes: int | None = None
+        self.token_unit: str | None = None  # "word"/"char" when the data are token streams (from the data module)
         # losses first: their hyperparameters are checked before a teacher checkpoint is read
         self.configure_losses()
         self.configure_models(**models)
@@ -86,10 +88,10 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         """Build loss modules from ``self.hparams``; validate their arguments here."""
 
     def configure_metrics(self, num_classes: int) -> None:
-        """Build the metrics once the class count is known (called from ``setup``)."""
+        """Build the metrics once the class count is known (called from ``setup``); token data add perplexity."""
         self.training_log = TrainingLog(num_classes)
-        self.val_metrics = evaluation_metrics(num_classes, prefix="val/")
-        self.test_metrics = evaluation_metrics(num_classes, prefix="test/")
+        self.val_metrics = evaluation_metrics(num_classes, prefix="val/", unit=self.token_unit)
+        self.test_metrics = evaluation_metrics(num_classes, prefix="test/", unit=self.token_unit)
 
     @abstractmethod
     def training_losses(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
@@ -164,19 +166,37 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
 
     # -- setup ------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        num_classes, input_shape = data_sizes(attached_trainer(self), self.network)
+        trainer = attached_trainer(self)
+        num_classes, input_shape = data_sizes(trainer, self.network)
+        datamodule = getattr(trainer, "datamodule", None)
         if input_shape is not None:
+            example = torch.zeros(1, *input_shape, dtype=getattr(datamodule, "input_dtype", torch.float32))
             for role, network in self.networks().items():
-                check_network_fits(role, network, num_classes, input_shape)
-            # lets Lightning's model summary show input/output sizes and the forward's FLOPs
-            self.example_input_array = torch.zeros(1, *input_shape)
+                check_network_fits(role, network, num_classes, example)
+            self.example_input_array = example  # Lightning's model summary shows sizes and FLOPs from it
         if self.num_classes is None:
-            self.num_classes = num_classes
+            self.num_classes, self.token_unit = num_classes, getattr(datamodule, "unit", None)
             self.configure_metrics(num_classes)
         elif self.num_classes != num_classes:
             raise Refusal(f"this task was set up for {self.num_classes} classes, the data now has {num_classes}")
 
     # -- hooks ------------------------------------------------------------------------------------
+    # recurrent networks carry their state within one pass over a split only (see models.language)
+    def on_train_epoch_start(self) -> None:
+        begin_stream(self, "train")
+
+    def on_validation_epoch_start(self) -> None:
+        begin_stream(self, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        begin_stream(self, "train", fresh=False)  # back to the training stream, where it was
+
+    def on_test_epoch_start(self) -> None:
+        begin_stream(self, "test")
+
+    def on_predict_epoch_start(self) -> None:
+        begin_stream(self, "predict")
+
     def on_fit_start(self) -> None:
         # Lightning warns about modules in eval mode at the start of training: the frozen teachers are, by design
         frozen = [m for network in self.teacher_networks().values() for m in network.modules()]
@@ -213,11 +233,13 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         return logits
 
     def log_evaluation(self, batch: Batch, logits: Tensor, stage: str) -> None:
-        """Log ``{stage}/loss`` and the ``{stage}/`` metrics (accuracy, top-5, ECE) of the handed-on network."""
-        batch_size = len(batch["target"])
+        """Log ``{stage}/loss`` and the ``{stage}/`` metrics (accuracy, top-5, ECE; on tokens perplexity too) of the
+        handed-on network, over the batch's samples or valid positions."""
+        logits, targets = flatten_positions(logits, batch["target"])
+        batch_size = len(targets)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        metrics.update(logits, batch["target"])
-        self.log(f"{stage}/loss", F.cross_entropy(logits, batch["target"]), batch_size=batch_size, sync_dist=True)
+        metrics.update(logits, targets)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, targets), batch_size=batch_size, sync_dist=True)
         self.log_dict(metrics, batch_size=batch_size)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:

@@ -13,6 +13,7 @@ from lightning_kd.checkpoints import CHECKPOINT_KEY, load_network
 from lightning_kd.compat import attached_trainer
 from lightning_kd.data.base import Batch
 from lightning_kd.errors import Refusal
+from lightning_kd.losses import flatten_positions
 from lightning_kd.metrics import (
     EVALUATION_STAGES,
     accuracy,
@@ -160,18 +161,20 @@ class DistillationTask(BaseTask):
         logits = super().evaluation_step(batch, stage)
         if not self.teachers:
             return logits
-        batch_size = len(batch["target"])
+        student_logits, targets = flatten_positions(logits, batch["target"])  # per token for sequences
+        batch_size = len(targets)
         outputs = self.teacher_outputs(batch)
-        for role, output in zip(self.teachers, outputs, strict=True):
+        teacher_logits = [flatten_positions(output.logits, batch["target"])[0] for output in outputs]
+        for role, teacher in zip(self.teachers, teacher_logits, strict=True):
             metrics = self.teacher_metrics[stage][role]
             acc_name, agreement_name = teacher_metric_names(stage, role)
-            metrics["acc"](output.logits, batch["target"])
-            metrics["agreement"](logits, output.logits.argmax(dim=1))
+            metrics["acc"](teacher, targets)
+            metrics["agreement"](student_logits, teacher.argmax(dim=1))
             self.log(acc_name, metrics["acc"], batch_size=batch_size)
             self.log(agreement_name, metrics["agreement"], batch_size=batch_size)
         ensemble = getattr(self, "teachers_ensemble_metrics", None)
-        if ensemble is not None and len(outputs) > 1:
-            ensemble[stage](ensemble_probabilities([o.logits.softmax(dim=1) for o in outputs]), batch["target"])
+        if ensemble is not None and len(teacher_logits) > 1:
+            ensemble[stage](ensemble_probabilities([t.softmax(dim=1) for t in teacher_logits]), targets)
             self.log(teachers_ensemble_metric_name(stage), ensemble[stage], batch_size=batch_size)
         return logits
 
