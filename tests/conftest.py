@@ -27,6 +27,30 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def write_tiny_corpus(root: Path, layout: str = "ptb", sentences: tuple[int, int, int] = (60, 12, 12),
+                      seed: int = 0) -> Path:
+    """Write a tiny word corpus in Penn Treebank's format (one sentence per line, rare words as ``<unk>``;
+    ``train.txt``/``valid.txt``/``test.txt``) or WikiText-2's (``wiki.train.tokens``, ..., with headings and
+    blank lines). A bigram chain over 20 words, so a language model has something to learn."""
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(19)] + ["<unk>"]
+    root.mkdir(parents=True, exist_ok=True)
+    for split, count in zip(("train", "valid", "test"), sentences, strict=True):
+        lines = []
+        for _ in range(count):
+            word, line = int(rng.integers(20)), []
+            for _ in range(int(rng.integers(3, 9))):
+                line.append(words[word])
+                word = (3 * word + int(rng.integers(1, 3))) % 20
+            lines.append(" ".join(line))
+        name = f"{split}.txt" if layout == "ptb" else f"wiki.{split}.tokens"
+        text = "\n".join(lines) + "\n"
+        if layout == "wikitext":
+            text = " = Heading = \n\n " + text.replace("\n", " \n", 3)
+        (root / name).write_text(text)
+    return root
+
+
 def write_tiny_cifar(root: Path, num_classes: int, train_per_file: int = 8, test: int = 16, seed: int = 0) -> None:
     """Write CIFAR-10/100 in torchvision's on-disk python format (pickled dicts, uint8 rows of 3072)."""
     rng = np.random.default_rng(seed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from lightning_kd import BornAgain, Classifier, VanillaKD
 from lightning_kd.checkpoints import load_network
 from lightning_kd.cli import KDLightningCLI, main
 from lightning_kd.models import MLP, SmallCNN
-from tests.conftest import CONFIGS, skip_cifar_checksums_in, write_tiny_cifar
+from tests.conftest import CONFIGS, skip_cifar_checksums_in, write_tiny_cifar, write_tiny_corpus
 
 
 def _written_checkpoints(settings: dict) -> set[str]:
@@ -105,10 +106,30 @@ def _prepare(config: Path, root: Path) -> tuple[Path, list[str]]:
     if generations is not None or config.name in SHRUNK_IN_FILE:
         config = root / f"tiny-{config.name}"
         config.write_text(yaml.safe_dump(settings))
+    if settings["data"]["class_path"].endswith(("TextDataModule", "JaneAustenDataModule")):  # a tiny corpus, tiny LSTMs
+        data_args = settings["data"].get("init_args") or {}
+        write_tiny_corpus(root / data_args.get("root", "data/janeausten"))
+        _shrink_language_models(settings)
+        config = root / f"tiny-{config.name}"
+        config.write_text(yaml.safe_dump(settings))
+        args += ["--data.init_args.batch_size", "4", "--data.init_args.eval_batch_size", "2",
+                 "--data.init_args.bptt", "6"]
     if "CIFAR100" in settings["data"]["class_path"]:
         write_tiny_cifar(root / "data", 100, train_per_file=16)
         args += ["--data.init_args.num_workers", "0", "--data.init_args.batch_size", "8"]
     return config, args
+
+
+def _shrink_language_models(settings: Any) -> None:
+    """Every LSTM language model of a config at 2 x 16 units (in place)."""
+    if isinstance(settings, dict):
+        if str(settings.get("class_path", "")).endswith("LSTMLanguageModel"):
+            settings.setdefault("init_args", {})["hidden_size"] = 16
+        for value in settings.values():
+            _shrink_language_models(value)
+    elif isinstance(settings, list):
+        for value in settings:
+            _shrink_language_models(value)
 
 
 @pytest.fixture(scope="session")

@@ -100,9 +100,9 @@ class KDLightningCLI(LightningCLI):
     """LightningCLI for distillation: networks get the data's class count and input shape.
 
     Any network given to the model (``class_path``/``init_args``) whose constructor takes
-    ``num_classes``, ``in_channels`` or ``input_shape`` receives the data module's value unless the
-    config sets another one (then the task refuses the mismatch before training). A rich progress
-    bar (one line per epoch when the output is not a terminal) and a
+    ``num_classes``, ``in_channels``, ``input_shape`` or (token data) ``vocab_size`` receives the
+    data module's value unless the config sets another one (then the task refuses the mismatch before
+    training). A rich progress bar (one line per epoch when the output is not a terminal) and a
     :class:`~lightning_kd.callbacks.RunSummary` are added to every run; an
     :class:`~lightning_kd.callbacks.OutputLock` to every fit (one live run per checkpoint folder) and a
     :class:`~lightning_kd.callbacks.PredictionWriter` to ``predict``.
@@ -203,6 +203,7 @@ DESCRIPTION = """Knowledge distillation with PyTorch Lightning: one method per L
 
 Run a method:    lightning-kd fit --config digits_ban        (a shipped config by name, or any YAML file)
 See what ships:  lightning-kd list [methods|networks|configs]
+Make a corpus:   lightning-kd data janeausten --root data/janeausten   (from Debian's r-cran-janeaustenr)
 Version:         lightning-kd --version
 Each subcommand (fit, validate, test, predict) has its own --help; --print_config shows the config that runs."""
 
@@ -237,6 +238,11 @@ def main(args: list[str] | None = None) -> None:
         return
     if argv[:1] == ["list"]:
         print(listing(argv[1] if len(argv) > 1 else "all"))
+        return
+    if argv[:1] == ["data"]:
+        from lightning_kd.cli.data import data_command
+
+        data_command(argv[1:])
         return
     quiet_known_noise()
     with tempfile.TemporaryDirectory(prefix="lightning-kd-") as scratch:

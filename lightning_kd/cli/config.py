@@ -23,7 +23,8 @@ def import_object(path: str) -> Any:
 
 
 def _data_facts(data_config: Namespace | None) -> dict[str, Any]:
-    """``num_classes`` / ``input_shape`` of the configured data, if its module says them before loading."""
+    """``num_classes`` / ``input_shape`` (or ``vocab_size``) of the configured data, if its module says them before
+    loading."""
     if data_config is None or not data_config.get("class_path"):
         return {}
     data_class = import_object(data_config.class_path)
@@ -37,9 +38,11 @@ def _data_facts(data_config: Namespace | None) -> dict[str, Any]:
     input_shape = declared.get("input_shape")
     if isinstance(num_classes, int):
         facts["num_classes"] = num_classes
-    if isinstance(input_shape, (tuple, list)):
+    if isinstance(input_shape, (tuple, list)) and not isinstance(declared.get("vocab_size"), int):
         facts["input_shape"] = list(input_shape)
         facts["in_channels"] = input_shape[0]
+    if isinstance(declared.get("vocab_size"), int):  # token data: language models take the vocabulary's size
+        facts["vocab_size"] = declared["vocab_size"]
     return facts
 
 

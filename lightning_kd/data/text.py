@@ -176,14 +176,14 @@ class TextDataModule(LightningDataModule):
     @property
     def num_classes(self) -> int:
         """The vocabulary's size (every token a model can predict)."""
-        return len(self._vocabulary())
+        return len(self.read_vocabulary())
 
     @classmethod
     def data_facts(cls, **init_args: Any) -> dict[str, Any]:
         """The vocabulary's size (as ``num_classes`` and ``vocab_size``) and ``input_shape`` ``(bptt,)``, read from
         the training file (the CLI gives them to the networks)."""
         module = cls(**init_args)
-        size = len(module._vocabulary())
+        size = len(module.read_vocabulary())
         return {"num_classes": size, "vocab_size": size, "input_shape": (module.bptt,)}
 
     def split_path(self, split: str) -> Path:
@@ -207,13 +207,14 @@ class TextDataModule(LightningDataModule):
             raise Refusal(f"{path} holds no tokens{empty_lines}: the {split} split is empty")
         return tokens
 
-    def _vocabulary(self) -> Vocabulary:
+    def read_vocabulary(self) -> Vocabulary:
+        """The vocabulary of the training split (read once)."""
         if self.vocabulary is None:
             self.vocabulary = Vocabulary(list(self.tokens("train")))
         return self.vocabulary
 
     def setup(self, stage: str | None = None) -> None:
-        vocabulary = self._vocabulary()
+        vocabulary = self.read_vocabulary()
         for split in SPLITS:
             if split not in self.splits:
                 self.splits[split] = vocabulary.encode(list(self.tokens(split)), source=str(self.split_path(split)))

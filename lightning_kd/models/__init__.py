@@ -12,6 +12,7 @@ from lightning_kd.models.base import ClassifierNetwork, count_parameters, reinit
 from lightning_kd.models.densenet import DenseNet
 from lightning_kd.models.early_exit import EarlyExitNetwork, early_exit_sweep
 from lightning_kd.models.ensemble import SoftmaxEnsemble
+from lightning_kd.models.language import LSTMLanguageModel, TransformerLanguageModel
 from lightning_kd.models.multi_exit import ExitCost, MultiExitNetwork, TruncatedNetwork
 from lightning_kd.models.registry import create_model, list_models, register_model
 from lightning_kd.models.resnet_cifar import CifarResNet
@@ -29,11 +30,13 @@ __all__ = [
     "DenseNet",
     "EarlyExitNetwork",
     "ExitCost",
+    "LSTMLanguageModel",
     "NetworkOutput",
     "SmallCNN",
     "SoftmaxEnsemble",
     "TimmNetwork",
     "TorchvisionNetwork",
+    "TransformerLanguageModel",
     "TruncatedNetwork",
     "WideResNet",
     "count_parameters",

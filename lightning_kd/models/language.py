@@ -98,7 +98,7 @@ class LSTMLanguageModel(CarriedState):
     (Zaremba et al.'s initialisation).
 
     Args:
-        vocab_size: Tokens in the vocabulary (filled in by the CLI from the data).
+        vocab_size: Tokens in the vocabulary (the CLI fills in the data's; 10k, Penn Treebank's, by default).
         preset: ``"small"``, ``"medium"``, ``"large"`` or ``"paper"`` (:data:`LSTM_PRESETS`): the defaults of the
             arguments below; an argument given explicitly wins.
         hidden_size, num_layers, dropout, tie_weights, init_range: See above.
@@ -111,7 +111,7 @@ class LSTMLanguageModel(CarriedState):
         torch.Size([4, 7, 50])
     """
 
-    def __init__(self, vocab_size: int, preset: str | None = "medium", hidden_size: int | None = None,
+    def __init__(self, vocab_size: int = 10_000, preset: str | None = "medium", hidden_size: int | None = None,
                  num_layers: int | None = None, dropout: float | None = None, tie_weights: bool | None = None,
                  init_range: float | None = None, embedding_size: int | None = None,
                  carry_state: bool = True) -> None:
@@ -163,7 +163,7 @@ class TransformerLanguageModel(nn.Module):
     Each batch is read on its own (no state carried): a position sees the positions before it in its window.
 
     Args:
-        vocab_size: Tokens in the vocabulary.
+        vocab_size: Tokens in the vocabulary (the CLI fills in the data's).
         d_model, num_heads, num_layers, dim_feedforward, dropout: The blocks' sizes.
         max_length: The longest window (the positions learned).
         tie_weights: The decoder shares the embedding matrix.
@@ -174,7 +174,7 @@ class TransformerLanguageModel(nn.Module):
         torch.Size([2, 5, 30])
     """
 
-    def __init__(self, vocab_size: int, d_model: int = 256, num_heads: int = 4, num_layers: int = 4,
+    def __init__(self, vocab_size: int = 10_000, d_model: int = 256, num_heads: int = 4, num_layers: int = 4,
                  dim_feedforward: int | None = None, dropout: float = 0.1, max_length: int = 512,
                  tie_weights: bool = True) -> None:
         super().__init__()

@@ -24,7 +24,9 @@ class PerNetworkOptimization:
     """Mixin for a :class:`~lightning_kd.tasks.base.BaseTask`: an optimizer (and schedule) per trained network.
 
     The task sets ``self.automatic_optimization = False`` and, with ``shared_optimizer`` in its
-    hyperparameters, may put every network under one optimizer instead.
+    hyperparameters, may put every network under one optimizer instead. Lightning's ``gradient_clip_val``
+    does not apply to manual optimisation: a ``gradient_clip_val`` hyperparameter of the task clips each
+    optimizer's gradients (their norm) before it steps.
     """
 
     def optimized_networks(self) -> list[nn.Module]:
@@ -63,6 +65,7 @@ class PerNetworkOptimization:
             optimizer.zero_grad()
         self.manual_backward(loss)  # type: ignore[attr-defined]
         for optimizer in optimizers:
+            self._clip(optimizer)
             optimizer.step()
 
     def step_one(self, loss: Tensor, index: int) -> None:
@@ -86,7 +89,13 @@ class PerNetworkOptimization:
                 flat = trainer.strategy.reduce(torch.cat([g.flatten() for g in gradients]), reduce_op="mean")
                 for gradient, averaged in zip(gradients, flat.split([g.numel() for g in gradients]), strict=True):
                     gradient.copy_(averaged.view_as(gradient))
+        self._clip(optimizer)
         optimizer.step()
+
+    def _clip(self, optimizer: Any) -> None:
+        clip = self.hparams.get("gradient_clip_val")  # type: ignore[attr-defined]
+        if clip:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")  # type: ignore
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()  # type: ignore[misc]

@@ -34,9 +34,9 @@ from lightning_kd.compat import attached_trainer
 from lightning_kd.data.base import Batch
 from lightning_kd.errors import Refusal
 from lightning_kd.guards import stop_if_not_finite
-from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, SmoothingConvention
+from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, SmoothingConvention, flatten_positions
 from lightning_kd.losses.mutual import dml_loss, dml_peer_loss
-from lightning_kd.losses.validation import check_choice
+from lightning_kd.losses.validation import check_choice, check_weight
 from lightning_kd.metrics import EVALUATION_STAGES, accuracy, ensemble_probabilities, evaluation_metrics
 from lightning_kd.models.ensemble import SoftmaxEnsemble
 from lightning_kd.models.stacked import StackedForward
@@ -88,6 +88,9 @@ class DeepMutualLearning(PerNetworkOptimization, BaseTask):
         smoothing_convention: ``"uniform"`` or ``"others"`` (see :class:`~lightning_kd.tasks.Classifier`).
         optimizer: Optimizer class (see :class:`~lightning_kd.tasks.base.BaseTask`), one instance per peer.
         lr_scheduler: Schedule (see :class:`~lightning_kd.tasks.base.BaseTask`), one per optimizer.
+        gradient_clip_val: Clip each optimizer's gradient norm to this before it steps (the trainer's
+            ``gradient_clip_val`` does not apply to this task's manual optimisation; recurrent language models
+            need it).
 
     Example:
         >>> from lightning_kd.models import MLP, SmallCNN
@@ -107,12 +110,15 @@ class DeepMutualLearning(PerNetworkOptimization, BaseTask):
         smoothing_convention: SmoothingConvention = DEFAULT_SMOOTHING_CONVENTION,
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
+        gradient_clip_val: float | None = None,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, peers=peers)
         self.automatic_optimization = False  # one optimizer per peer, stepped by this task (the escape hatch)
 
     def configure_losses(self) -> None:
         check_choice("mutual learning scheme", self.hparams["scheme"], DML_SCHEMES)
+        if self.hparams.get("gradient_clip_val") is not None:
+            check_weight(self.hparams["gradient_clip_val"], "gradient_clip_val")
         self.smoothing = self.label_smoothing()
 
     def configure_models(self, peers: list[nn.Module] | None) -> None:  # type: ignore[override]
@@ -194,7 +200,8 @@ class DeepMutualLearning(PerNetworkOptimization, BaseTask):
         super().configure_metrics(num_classes)
         roles = [peer_role(i) for i in range(len(self.peers))]
         self.peer_metrics = nn.ModuleDict({
-            stage: nn.ModuleDict({role: evaluation_metrics(num_classes, prefix=f"{stage}/{role}/") for role in roles})
+            stage: nn.ModuleDict({role: evaluation_metrics(num_classes, prefix=f"{stage}/{role}/", unit=self.token_unit)
+                                  for role in roles})
             for stage in EVALUATION_STAGES})
         self.peer_losses = nn.ModuleDict({
             stage: nn.ModuleDict({role: torchmetrics.MeanMetric() for role in roles}) for stage in EVALUATION_STAGES})
@@ -204,21 +211,24 @@ class DeepMutualLearning(PerNetworkOptimization, BaseTask):
             for stage in EVALUATION_STAGES})
 
     def evaluation_step(self, batch: Batch, stage: str) -> Tensor:
-        all_logits = [peer(batch["input"]) for peer in self.peers]
-        batch_size = len(batch["target"])
+        outputs = [peer(batch["input"]) for peer in self.peers]
+        # per token for sequences: the valid positions as samples
+        all_logits = [flatten_positions(logits, batch["target"])[0] for logits in outputs]
+        targets = flatten_positions(outputs[0], batch["target"])[1]
+        batch_size = len(targets)
         for index, peer_logits in enumerate(all_logits):
             role = peer_role(index)
-            self.peer_metrics[stage][role].update(peer_logits, batch["target"])
-            self.peer_losses[stage][role].update(F.cross_entropy(peer_logits, batch["target"]), batch_size)
+            self.peer_metrics[stage][role].update(peer_logits, targets)
+            self.peer_losses[stage][role].update(F.cross_entropy(peer_logits, targets), batch_size)
         ensemble = self.peers_ensemble_metrics[stage]
-        ensemble(ensemble_probabilities([z.softmax(dim=1) for z in all_logits]), batch["target"])
+        ensemble(ensemble_probabilities([z.softmax(dim=1) for z in all_logits]), targets)
         self.log(f"{stage}/peers_ensemble_acc", ensemble, batch_size=batch_size)
         for (a, za), (b, zb) in itertools.combinations(enumerate(all_logits), 2):
             name = f"{peer_role(a)}-{peer_role(b)}"
             metric = self.agreement_metrics[stage][name]
             metric(za, zb.argmax(dim=1))
             self.log(f"{stage}/agreement/{name}", metric, batch_size=batch_size)
-        return all_logits[self._handed_on_index()]
+        return outputs[self._handed_on_index()]
 
     def _log_peers(self, stage: str) -> None:
         """Log every peer's metrics, choose the best peer when asked, and log the handed-on peer's as ``{stage}/...``.
