@@ -114,8 +114,8 @@ class TokenNLL(Metric):
 
     def update(self, logits: Tensor, targets: Tensor) -> None:
         """Add ``(N, V)`` logits of ``N`` valid positions and their ``(N,)`` tokens."""
-        self.total += F.cross_entropy(logits.double(), targets, reduction="sum")
-        self.count += targets.numel()
+        self.total = self.total + F.cross_entropy(logits.double(), targets, reduction="sum")
+        self.count = self.count + targets.numel()
 
     def compute(self) -> Tensor:
         return self.total / self.count

@@ -2,8 +2,8 @@
 
 ``optimizer`` takes any ``torch.optim`` class (``class_path``/``init_args``); ``lr_scheduler`` any
 ``torch.optim.lr_scheduler`` class, or ``"cosine"`` (cosine decay over the trainer's ``max_epochs``,
-the default) or ``"none"``. Lightning's ``pytorch_lightning.cli.ReduceLROnPlateau`` steps on the metric its
-``monitor`` names (the language-model recipe: ``val/ppl``, ``factor: 0.25``, ``patience: 0``).
+the default) or ``"none"``. :class:`PlateauDecay` decays on a monitored metric (the language-model recipe);
+Lightning's ``ReduceLROnPlateau`` works too, but a resumed run then skips one of its steps.
 """
 
 from __future__ import annotations
@@ -39,6 +39,79 @@ class SGD(torch.optim.SGD):
         super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
 
 
+class PlateauDecay(torch.optim.lr_scheduler.LRScheduler):
+    """Multiply the learning rate by ``factor`` when the ``monitor``ed metric (lower is better) stops improving.
+
+    The language-model recipe (Zaremba et al.; Born-Again's LSTMs: ``factor=0.25``, ``patience=0``; Kim et al.'s
+    character-aware model: ``factor=0.5``, ``threshold=0.5``). Unlike Lightning's ``ReduceLROnPlateau`` (which
+    Lightning does not step for the epoch a checkpoint was saved in when a run resumes), the task hands it the
+    metric at the end of validation (:meth:`observe`), before any checkpoint is written, and it decides when it
+    is stepped at the epoch's end: a resumed run decays exactly as an uninterrupted one.
+
+    Args:
+        optimizer: The optimizer whose learning rates decay.
+        monitor: The logged metric to watch (e.g. ``val/ppl``).
+        factor: The multiplier, in ``(0, 1)``.
+        patience: Epochs without improvement tolerated before a decay.
+        threshold: How much lower than the best a value must be to count as an improvement.
+
+    Example:
+        >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        >>> schedule = PlateauDecay(opt, factor=0.25)
+        >>> for value in (100.0, 90.0, 95.0, 80.0):
+        ...     schedule.observe(value)
+        ...     schedule.step()
+        >>> schedule.get_last_lr()  # 95 did not improve on 90
+        [0.25]
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, monitor: str = "val/ppl", factor: float = 0.25,
+                 patience: int = 0, threshold: float = 0.0) -> None:
+        if not 0 < factor < 1:
+            raise Refusal(f"factor must be in (0, 1), got {factor}")
+        if patience < 0 or threshold < 0:
+            raise Refusal(f"patience and threshold must be >= 0, got {patience} and {threshold}")
+        self.monitor, self.factor, self.patience, self.threshold = monitor, factor, patience, threshold
+        self.best, self.bad_epochs, self.observed = float("inf"), 0, None
+        super().__init__(optimizer)
+
+    def observe(self, value: float) -> None:
+        """The monitored metric's value this epoch (the next :meth:`step` decides on it)."""
+        self.observed = float(value)
+
+    def get_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def step(self, epoch: int | None = None) -> None:
+        if self.observed is not None:
+            if self.observed < self.best - self.threshold:
+                self.best, self.bad_epochs = self.observed, 0
+            else:
+                self.bad_epochs += 1
+                if self.bad_epochs > self.patience:
+                    for group in self.optimizer.param_groups:
+                        group["lr"] *= self.factor
+                    self.bad_epochs = 0
+            self.observed = None
+        self._last_lr = self.get_lr()
+
+
+def observe_monitored(schedulers: Any, metrics: dict[str, Any], sanity_checking: bool = False) -> None:
+    """Hand each :class:`PlateauDecay` its monitored metric (a torchmetrics metric of the task, computed now).
+
+    Raises:
+        Refusal: A schedule monitors a name that is not among ``metrics``.
+    """
+    if sanity_checking or schedulers is None:
+        return
+    for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+        if isinstance(scheduler, PlateauDecay):
+            if scheduler.monitor not in metrics:
+                raise Refusal(f"PlateauDecay monitors {scheduler.monitor!r}, which is not one of the task's evaluation "
+                              f"metrics: choose one of {', '.join(sorted(metrics))}")
+            scheduler.observe(float(metrics[scheduler.monitor].compute()))
+
+
 def build_optimization(
     parameters: Iterable[torch.nn.Parameter],
     optimizer: OptimizerCallable,
@@ -63,6 +136,6 @@ def build_optimization(
     else:
         scheduler = lr_scheduler(opt)
     schedule = {"scheduler": scheduler, "interval": "epoch"}
-    if getattr(scheduler, "monitor", None):  # Lightning's ReduceLROnPlateau: steps on the metric it names
-        schedule["monitor"] = scheduler.monitor
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):  # Lightning steps it on this metric
+        schedule["monitor"] = getattr(scheduler, "monitor", "val/loss")
     return {"optimizer": opt, "lr_scheduler": schedule}

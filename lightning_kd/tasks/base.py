@@ -32,15 +32,15 @@ from lightning_kd.loggers import wandb_run_reference
 from lightning_kd.losses import LabelSmoothing, flatten_positions, label_smoothing_from
 from lightning_kd.metrics import evaluation_metrics
 from lightning_kd.models.base import check_network_fits
-from lightning_kd.models.language import begin_stream
 from lightning_kd.naming import join_variants, smoothing_variant
 from lightning_kd.optim import SGD, ScheduleSpec, build_optimization
+from lightning_kd.tasks.streams import StreamHooks
 from lightning_kd.training_log import TrainingLog
 
 __all__ = ["BaseTask", "NonFiniteLossError", "join_variants"]
 
 
-class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
+class BaseTask(StreamHooks, IgnoredByDDP, LightningModule, metaclass=ABCMeta):
     """Base of every method: networks by role, losses, metrics, optimisation, checkpoints and logging.
 
     Subclasses implement :meth:`configure_models`, :meth:`trained_networks` and
@@ -181,22 +181,6 @@ class BaseTask(IgnoredByDDP, LightningModule, metaclass=ABCMeta):
             raise Refusal(f"this task was set up for {self.num_classes} classes, the data now has {num_classes}")
 
     # -- hooks ------------------------------------------------------------------------------------
-    # recurrent networks carry their state within one pass over a split only (see models.language)
-    def on_train_epoch_start(self) -> None:
-        begin_stream(self, "train")
-
-    def on_validation_epoch_start(self) -> None:
-        begin_stream(self, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        begin_stream(self, "train", fresh=False)  # back to the training stream, where it was
-
-    def on_test_epoch_start(self) -> None:
-        begin_stream(self, "test")
-
-    def on_predict_epoch_start(self) -> None:
-        begin_stream(self, "predict")
-
     def on_fit_start(self) -> None:
         # Lightning warns about modules in eval mode at the start of training: the frozen teachers are, by design
         frozen = [m for network in self.teacher_networks().values() for m in network.modules()]

@@ -219,6 +219,7 @@ class BornAgain(DistillationTask):
         return self.criterion(logits, teacher.logits, batch["target"]), logits
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         self.log("generation", float(self.generation), on_step=False, on_epoch=True, sync_dist=True)
 
     @classmethod

@@ -252,6 +252,13 @@ class DeepMutualLearning(PerNetworkOptimization, BaseTask):
 
     def on_validation_epoch_end(self) -> None:
         self._log_peers("val")
+        super().on_validation_epoch_end()
+
+    def monitored_metrics(self) -> dict[str, Any]:
+        # the handed-on peer's, under the names it is logged by (val/ppl, val/acc, ...)
+        role = peer_role(self._handed_on_index())
+        return {name.replace(f"val/{role}/", "val/"): metric
+                for name, metric in self.peer_metrics["val"][role].items(keep_base=False)}
 
     def on_test_epoch_end(self) -> None:
         self._log_peers("test")

@@ -174,6 +174,7 @@ class SelfDistillation(BaseTask):
         return out.logits[-1]
 
     def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
         for collected in (self.test_confidences, self.test_predictions, self.test_targets):
             collected.reset()
 
