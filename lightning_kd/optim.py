@@ -40,7 +40,7 @@ class SGD(torch.optim.SGD):
 
 
 class PlateauDecay(torch.optim.lr_scheduler.LRScheduler):
-    """Multiply the learning rate by ``factor`` when the ``monitor``ed metric (lower is better) stops improving.
+    """Multiply the learning rate by ``factor`` when the metric ``monitor`` names (lower is better) stops improving.
 
     The language-model recipe (Zaremba et al.; Born-Again's LSTMs: ``factor=0.25``, ``patience=0``; Kim et al.'s
     character-aware model: ``factor=0.5``, ``threshold=0.5``). Unlike Lightning's ``ReduceLROnPlateau`` (which

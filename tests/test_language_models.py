@@ -240,6 +240,15 @@ def test_a_teacher_with_another_vocabulary_is_refused_naming_both_sizes(corpus: 
         cpu_trainer(max_steps=1).fit(task, datamodule=module)
 
 
+def test_the_teacher_cache_refuses_token_streams_it_cannot_cache_yet(corpus: Path) -> None:
+    from lightning_kd.callbacks import TeacherOutputCache
+
+    module = TextDataModule(corpus, batch_size=2, bptt=4)
+    task = VanillaKD(tiny_lstm(21), teacher=tiny_lstm(21))
+    with pytest.raises(Refusal, match="not built yet: run without it"):
+        cpu_trainer(max_steps=1, callbacks=[TeacherOutputCache()]).fit(task, datamodule=module)
+
+
 def test_word_level_kd_trains_a_student_lstm(corpus: Path) -> None:
     module = TextDataModule(corpus, batch_size=4, eval_batch_size=2, bptt=6)
     seed_everything(0)

@@ -130,6 +130,9 @@ class TeacherOutputCache(Callback):
             raise Refusal(f"TeacherOutputCache serves teacher outputs, but {type(pl_module).__name__} has no "
                              "teacher: use it with a distillation method")
         datamodule = trainer.datamodule
+        if getattr(datamodule, "unit", None) is not None:
+            raise Refusal("TeacherOutputCache caches per-sample outputs; for token streams (language models) it is not "
+                          "built yet: run without it (the teacher then runs at every step)")
         if datamodule is None or not hasattr(datamodule, "train_set"):
             raise Refusal("TeacherOutputCache needs a lightning_kd data module (its training set and augmentation)")
         opaque = getattr(datamodule, "opaque_augmentation", None)
