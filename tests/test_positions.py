@@ -39,6 +39,10 @@ CASES: dict[str, Callable] = {
     "dml_peer_loss": lambda zs, zt, y, **m: losses.dml_peer_loss([zs, zt], 0, y, **m),
     "dml_loss": lambda zs, zt, y, **m: losses.dml_loss([zs, zt * 2], y, **m),
     "LabelSmoothing": lambda zs, zt, y, **m: LabelSmoothing(0.1)(zs, y, **m),
+    "reverse_kl": lambda zs, zt, y, **m: losses.reverse_kl(zs, zt, 2.0, **m),
+    "generalized_jsd": lambda zs, zt, y, **m: losses.generalized_jsd(zs, zt, 0.3, 1.5, **m),
+    "token_divergence": lambda zs, zt, y, **m: losses.token_divergence("jsd", zs, zt, 0.7, **m),
+    "token_kd_loss": lambda zs, zt, y, **m: losses.token_kd_loss(zs, zt, y, "reverse_kl", alpha=0.4, **m),
 }
 
 
@@ -68,7 +72,8 @@ def test_a_loss_over_sequences_is_the_loss_over_their_valid_positions(name: str)
     targets[0, 1] = targets[2, 3] = IGNORE_INDEX  # padding, say
     valid = targets != IGNORE_INDEX
     loss = CASES[name]
-    uses_targets = name not in {"soft_target_kl", "soft_cross_entropy", "ban_loss", "cwtm_weights", "dkpp_loss"}
+    uses_targets = name not in {"soft_target_kl", "soft_cross_entropy", "ban_loss", "cwtm_weights", "dkpp_loss",
+                                "reverse_kl", "generalized_jsd", "token_divergence"}
     mask = {} if uses_targets else {"mask": valid}
     on_sequences = loss(student, teacher, targets, **mask)
     # the reference: the valid positions picked by hand, as a batch of (N, V) samples
