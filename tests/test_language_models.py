@@ -435,3 +435,25 @@ def test_the_prepare_command_says_how_to_get_the_package(tmp_path: Path, monkeyp
     main(["data", "janeausten", "--root", "corpus", "--source", str(tmp_path / "pkg")])
     assert "corpus/train.txt" in capsys.readouterr().out
     assert json.loads((tmp_path / "corpus/janeausten.json").read_text())["splits"]["train"]["tokens"] > 0
+
+
+# -- Hugging Face models -----------------------------------------------------------------------------------
+def test_a_tiny_transformers_causal_lm_distils_into_another(corpus: Path) -> None:
+    pytest.importorskip("transformers")
+    from lightning_kd import TokenKD
+    from lightning_kd.models import HuggingFaceCausalLM
+
+    module = TextDataModule(corpus, batch_size=4, eval_batch_size=2, bptt=6)
+    torch.manual_seed(0)
+    teacher = HuggingFaceCausalLM("gpt2", dict(n_embd=16, n_layer=1, n_head=2, n_positions=16), vocab_size=21)
+    student = HuggingFaceCausalLM("llama", dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                                num_attention_heads=2, num_key_value_heads=2,
+                                                max_position_embeddings=16), vocab_size=21)
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    task = TokenKD(student, teacher=teacher, divergence="jsd", beta=0.5, alpha=0.5,
+                   optimizer=lambda p: torch.optim.Adam(p, lr=0.01), lr_scheduler="none")
+    (before,) = cpu_trainer().validate(task, datamodule=module, verbose=False)
+    cpu_trainer(max_epochs=3).fit(task, datamodule=module)
+    (after,) = cpu_trainer().validate(task, datamodule=module, verbose=False)
+    assert after["val/ppl"] < 0.8 * before["val/ppl"]  # the student learnt
+    assert all(torch.equal(teacher_before[k], v) for k, v in teacher.state_dict().items())  # the teacher did not

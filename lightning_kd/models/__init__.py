@@ -12,6 +12,7 @@ from lightning_kd.models.base import ClassifierNetwork, count_parameters, reinit
 from lightning_kd.models.densenet import DenseNet
 from lightning_kd.models.early_exit import EarlyExitNetwork, early_exit_sweep
 from lightning_kd.models.ensemble import SoftmaxEnsemble
+from lightning_kd.models.huggingface import HuggingFaceCausalLM
 from lightning_kd.models.language import LSTMLanguageModel, TransformerLanguageModel
 from lightning_kd.models.multi_exit import ExitCost, MultiExitNetwork, TruncatedNetwork
 from lightning_kd.models.registry import create_model, list_models, register_model
@@ -30,6 +31,7 @@ __all__ = [
     "DenseNet",
     "EarlyExitNetwork",
     "ExitCost",
+    "HuggingFaceCausalLM",
     "LSTMLanguageModel",
     "NetworkOutput",
     "SmallCNN",
