@@ -223,6 +223,14 @@ def test_perplexity_is_exp_of_the_total_nll_over_the_total_tokens(corpus: Path) 
     assert result["val/loss"] == pytest.approx(math.log(expected), rel=1e-5)
 
 
+def test_perplexity_under_two_process_ddp_is_the_whole_splits(corpus: Path) -> None:
+    module = TextDataModule(corpus, batch_size=2, eval_batch_size=2, bptt=4)  # 2 streams per process, 4 in all
+    module.setup()
+    task = Classifier(Bigram(module.num_classes))
+    (result,) = cpu_trainer(devices=2, strategy="ddp_spawn").validate(task, datamodule=module, verbose=False)
+    assert result["val/ppl"] == pytest.approx(hand_perplexity(task.net, module.splits["valid"], 4), rel=1e-6)
+
+
 def test_bits_per_character_for_character_models(corpus: Path) -> None:
     module = TextDataModule(corpus, level="char", batch_size=2, eval_batch_size=2, bptt=8)
     module.setup()
