@@ -121,10 +121,12 @@ def _prepare(config: Path, root: Path) -> tuple[Path, list[str]]:
 
 
 def _shrink_language_models(settings: Any) -> None:
-    """Every LSTM language model of a config at 2 x 16 units (in place)."""
+    """Every LSTM language model of a config at 2 x 16 units, every character-aware one small (in place)."""
     if isinstance(settings, dict):
         if str(settings.get("class_path", "")).endswith("LSTMLanguageModel"):
             settings.setdefault("init_args", {})["hidden_size"] = 16
+        if str(settings.get("class_path", "")).endswith("CharCNNLSTM"):
+            settings.setdefault("init_args", {})["preset"] = "small"
         for value in settings.values():
             _shrink_language_models(value)
     elif isinstance(settings, list):

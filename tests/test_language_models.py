@@ -465,3 +465,39 @@ def test_a_tiny_transformers_causal_lm_distils_into_another(corpus: Path) -> Non
     (after,) = cpu_trainer().validate(task, datamodule=module, verbose=False)
     assert after["val/ppl"] < 0.8 * before["val/ppl"]  # the student learnt
     assert all(torch.equal(teacher_before[k], v) for k, v in teacher.state_dict().items())  # the teacher did not
+
+
+# -- the character-aware model (the paper's ConvLSTM) ---------------------------------------------------------
+def test_the_papers_convlstm_has_19_4m_parameters() -> None:
+    from lightning_kd.models import CharCNNLSTM
+
+    with torch.device("meta"):
+        model = CharCNNLSTM(vocab_size=10_000, char_vocab_size=51, preset="large")
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == 19.4  # Kim et al.'s "LSTM-CharCNN-Large"
+
+
+def test_words_are_served_as_their_characters_and_the_model_reads_them(corpus: Path) -> None:
+    from lightning_kd.models import CharCNNLSTM
+
+    words = TextDataModule(corpus, batch_size=2, bptt=4)
+    chars = TextDataModule(corpus, batch_size=2, bptt=4, characters=True)
+    words.setup()
+    chars.setup()
+    spellings = chars.spellings()
+    for word_batch, char_batch in zip(words.train_dataloader(), chars.train_dataloader(), strict=True):
+        assert torch.equal(char_batch["input"], spellings.table[word_batch["input"]])  # (B, T, L)
+        assert torch.equal(char_batch["target"], word_batch["target"])  # the next word, as before
+    w3 = words.read_vocabulary().ids["w3"]
+    characters = {index: character for character, index in spellings.ids.items()}
+    assert [characters[i] for i in spellings.table[w3].tolist() if i] == list("{w3}")  # 0 pads
+    facts = TextDataModule.data_facts(root=str(corpus), characters=True)
+    assert facts["char_vocab_size"] == spellings.size and facts["input_shape"] == (35, spellings.table.shape[1])
+    seed_everything(0)
+    task = Classifier(CharCNNLSTM(chars.num_classes, spellings.size, preset="small"),
+                      optimizer=lambda p: torch.optim.Adam(p, lr=0.01), lr_scheduler="none")
+    (before,) = cpu_trainer().validate(task, datamodule=chars, verbose=False)
+    cpu_trainer(max_epochs=2, gradient_clip_val=0.5).fit(task, datamodule=chars)
+    (after,) = cpu_trainer().validate(task, datamodule=chars, verbose=False)
+    assert after["val/ppl"] < 0.8 * before["val/ppl"]
+    with pytest.raises(Refusal, match="characters=True spells each word"):
+        TextDataModule(corpus, level="char", characters=True)

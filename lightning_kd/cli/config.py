@@ -41,8 +41,9 @@ def _data_facts(data_config: Namespace | None) -> dict[str, Any]:
     if isinstance(input_shape, (tuple, list)) and not isinstance(declared.get("vocab_size"), int):
         facts["input_shape"] = list(input_shape)
         facts["in_channels"] = input_shape[0]
-    if isinstance(declared.get("vocab_size"), int):  # token data: language models take the vocabulary's size
-        facts["vocab_size"] = declared["vocab_size"]
+    for name in ("vocab_size", "char_vocab_size"):  # token data: language models take the vocabularies' sizes
+        if isinstance(declared.get(name), int):
+            facts[name] = declared[name]
     return facts
 
 

@@ -32,7 +32,16 @@ from torch.utils.data import DataLoader, IterableDataset
 from lightning_kd.data.base import Batch
 from lightning_kd.errors import MissingFileRefusal, Refusal
 
-__all__ = ["EOS", "BPTTBatches", "JaneAustenDataModule", "TextDataModule", "Vocabulary", "batchify", "read_tokens"]
+__all__ = [
+    "EOS",
+    "BPTTBatches",
+    "JaneAustenDataModule",
+    "Spellings",
+    "TextDataModule",
+    "Vocabulary",
+    "batchify",
+    "read_tokens",
+]
 
 EOS, UNK = "<eos>", "<unk>"
 Level = Literal["word", "char"]
@@ -100,6 +109,30 @@ def batchify(ids: Tensor, streams: int) -> Tensor:
     return ids[: steps * streams].view(streams, steps).T.contiguous()
 
 
+class Spellings:
+    """Each word of a vocabulary as character ids, for character-aware models (Kim et al. 2016's conventions).
+
+    A word is ``{`` + its characters + ``}``, padded with 0 to the longest word (cut at ``max_length``);
+    ``<unk>`` is spelled ``|`` and ``<eos>`` ``+``, as in Kim et al.'s code. Characters are numbered from 1
+    in order of first appearance.
+
+    Example:
+        >>> spellings = Spellings(["ab", "<eos>", "b"])
+        >>> spellings.table.tolist(), spellings.size
+        ([[1, 2, 3, 4], [1, 5, 4, 0], [1, 3, 4, 0]], 6)
+    """
+
+    def __init__(self, words: list[str], max_length: int = 65) -> None:
+        spelled = [["{", *({UNK: "|", EOS: "+"}.get(word) or word), "}"][:max_length] for word in words]
+        characters = list(dict.fromkeys(c for word in spelled for c in word))
+        self.ids = {c: index + 1 for index, c in enumerate(characters)}  # 0 pads
+        self.size = len(characters) + 1
+        length = max(len(word) for word in spelled)
+        self.table = torch.zeros(len(words), length, dtype=torch.long)
+        for row, word in enumerate(spelled):
+            self.table[row, : len(word)] = torch.tensor([self.ids[c] for c in word])
+
+
 class BPTTBatches(IterableDataset):
     """The batches of one split for one process: ``bptt`` steps of its streams at a time, in order.
 
@@ -110,10 +143,12 @@ class BPTTBatches(IterableDataset):
         stream: ``(steps, total_streams)`` from :func:`batchify`.
         bptt: Steps per batch (the last batch of a split may be shorter).
         columns: Which of the streams this process serves.
+        spellings: ``(V, L)`` character ids of each word: inputs are then ``(B, T, L)`` (see :class:`Spellings`).
     """
 
-    def __init__(self, stream: Tensor, bptt: int, columns: slice | None = None) -> None:
-        self.stream, self.bptt = stream, bptt
+    def __init__(self, stream: Tensor, bptt: int, columns: slice | None = None,
+                 spellings: Tensor | None = None) -> None:
+        self.stream, self.bptt, self.spellings = stream, bptt, spellings
         self.columns = columns or slice(0, stream.shape[1])
 
     def __len__(self) -> int:
@@ -125,8 +160,8 @@ class BPTTBatches(IterableDataset):
         for chunk, start in enumerate(range(0, self.stream.shape[0] - 1, self.bptt)):
             length = min(self.bptt, self.stream.shape[0] - 1 - start)
             window = self.stream[start : start + length + 1, self.columns].T
-            yield {"input": window[:, :-1].contiguous(), "target": window[:, 1:].contiguous(),
-                   "index": chunk * total + streams}
+            inputs = window[:, :-1] if self.spellings is None else self.spellings[window[:, :-1]]  # (B, T[, L])
+            yield {"input": inputs.contiguous(), "target": window[:, 1:].contiguous(), "index": chunk * total + streams}
 
 
 @functools.cache
@@ -148,6 +183,8 @@ class TextDataModule(LightningDataModule):
         batch_size: Training streams per process.
         eval_batch_size: Validation and test streams per process (10 in the standard recipe).
         bptt: Steps per batch (35 in Zaremba et al.'s recipe).
+        characters: Serve each input word as its characters ``(B, T, L)`` (:class:`Spellings`), for
+            character-aware models (:class:`~lightning_kd.models.CharCNNLSTM`); targets stay words.
     """
 
     prepare_command: ClassVar[str | None] = None
@@ -155,13 +192,17 @@ class TextDataModule(LightningDataModule):
     input_dtype: ClassVar[torch.dtype] = torch.long
 
     def __init__(self, root: str | Path = "data/ptb", layout: Layout = "ptb", level: Level = "word",
-                 batch_size: int = 20, eval_batch_size: int = 10, bptt: int = 35) -> None:
+                 batch_size: int = 20, eval_batch_size: int = 10, bptt: int = 35, characters: bool = False) -> None:
         super().__init__()
         _check_settings(layout, level, batch_size, eval_batch_size, bptt)
+        if characters and level == "char":
+            raise Refusal("characters=True spells each word in characters; with level='char' the tokens already are")
         self.save_hyperparameters()
         self.root, self.layout, self.level = Path(root), layout, level
         self.batch_size, self.eval_batch_size, self.bptt = batch_size, eval_batch_size, bptt
+        self.characters = characters
         self.vocabulary: Vocabulary | None = None
+        self._spellings: Spellings | None = None
         self.splits: dict[str, Tensor] = {}
 
     @property
@@ -170,8 +211,14 @@ class TextDataModule(LightningDataModule):
         return self.level
 
     @property
-    def input_shape(self) -> tuple[int]:
-        return (self.bptt,)
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.bptt,) if not self.characters else (self.bptt, self.spellings().table.shape[1])
+
+    def spellings(self) -> Spellings:
+        """The vocabulary's words as characters (``characters=True``)."""
+        if self._spellings is None:
+            self._spellings = Spellings(self.read_vocabulary().tokens)
+        return self._spellings
 
     @property
     def num_classes(self) -> int:
@@ -184,7 +231,8 @@ class TextDataModule(LightningDataModule):
         the training file (the CLI gives them to the networks)."""
         module = cls(**init_args)
         size = len(module.read_vocabulary())
-        return {"num_classes": size, "vocab_size": size, "input_shape": (module.bptt,)}
+        facts = {"num_classes": size, "vocab_size": size, "input_shape": module.input_shape}
+        return facts | ({"char_vocab_size": module.spellings().size} if module.characters else {})
 
     def split_path(self, split: str) -> Path:
         """The file of ``split``; refused, naming the command that writes it, when missing."""
@@ -230,7 +278,8 @@ class TextDataModule(LightningDataModule):
         if stream.shape[0] < 2:
             raise Refusal(f"the {split} split ({len(self.splits[split])} tokens) is too short for {streams * world} "
                           f"streams of at least 2 tokens: lower the batch size")
-        batches = BPTTBatches(stream, self.bptt, slice(rank * streams, (rank + 1) * streams))
+        spellings = self.spellings().table if self.characters else None
+        batches = BPTTBatches(stream, self.bptt, slice(rank * streams, (rank + 1) * streams), spellings)
         return DataLoader(batches, batch_size=None)
 
     def train_dataloader(self) -> DataLoader:
@@ -262,8 +311,8 @@ class JaneAustenDataModule(TextDataModule):
     prepare_command = "lightning-kd data janeausten --root {root}"
 
     def __init__(self, root: str | Path = "data/janeausten", level: Level = "word", batch_size: int = 20,
-                 eval_batch_size: int = 10, bptt: int = 35) -> None:
-        super().__init__(root, "ptb", level, batch_size, eval_batch_size, bptt)
+                 eval_batch_size: int = 10, bptt: int = 35, characters: bool = False) -> None:
+        super().__init__(root, "ptb", level, batch_size, eval_batch_size, bptt, characters)
 
 
 def _check_settings(layout: str, level: str, batch_size: int, eval_batch_size: int, bptt: int) -> None:

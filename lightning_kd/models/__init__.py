@@ -13,7 +13,7 @@ from lightning_kd.models.densenet import DenseNet
 from lightning_kd.models.early_exit import EarlyExitNetwork, early_exit_sweep
 from lightning_kd.models.ensemble import SoftmaxEnsemble
 from lightning_kd.models.huggingface import HuggingFaceCausalLM
-from lightning_kd.models.language import LSTMLanguageModel, TransformerLanguageModel
+from lightning_kd.models.language import CharCNNLSTM, LSTMLanguageModel, TransformerLanguageModel
 from lightning_kd.models.multi_exit import ExitCost, MultiExitNetwork, TruncatedNetwork
 from lightning_kd.models.registry import create_model, list_models, register_model
 from lightning_kd.models.resnet_cifar import CifarResNet
@@ -26,6 +26,7 @@ from lightning_kd.models.wide_resnet import WideResNet
 __all__ = [
     "MLP",
     "MultiExitNetwork",
+    "CharCNNLSTM",
     "CifarResNet",
     "ClassifierNetwork",
     "DenseNet",

@@ -134,6 +134,15 @@ def _reset_layers(network: nn.Module) -> None:
             module.reset_parameters()
 
 
+def check_networks_fit(networks: dict[str, nn.Module], num_classes: int, input_shape: tuple[int, ...],
+                       dtype: torch.dtype = torch.float32) -> Tensor:
+    """:func:`check_network_fits` for each network by role; returns the example sample (zeros, batch of one)."""
+    example = torch.zeros(1, *input_shape, dtype=dtype)
+    for role, network in networks.items():
+        check_network_fits(role, network, num_classes, example)
+    return example
+
+
 def check_network_fits(role: str, network: nn.Module, num_classes: int, example: Tensor) -> None:
     """One eval-mode forward of a dummy batch: refuse a network that does not fit the data, naming its role.
 

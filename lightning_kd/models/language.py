@@ -12,13 +12,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_kd.errors import Refusal
 
 __all__ = [
+    "CHAR_CNN_PRESETS",
     "LSTM_PRESETS",
     "CarriedState",
+    "CharCNNLSTM",
+    "Highway",
     "LSTMLanguageModel",
     "TransformerLanguageModel",
     "begin_stream",
@@ -224,3 +228,97 @@ def parameter_count_of_preset(preset: str, vocab_size: int = 10_000) -> int:
         model = LSTMLanguageModel(vocab_size, preset=preset)
     return sum(p.numel() for p in model.parameters())
 
+
+
+CHAR_CNN_PRESETS: dict[str, dict[str, Any]] = {
+    "small": dict(widths=(1, 2, 3, 4, 5, 6), filters_per_width=25, max_filters=None, highway_layers=1,
+                  hidden_size=300, dropout=0.5),
+    "large": dict(widths=(1, 2, 3, 4, 5, 6, 7), filters_per_width=50, max_filters=200, highway_layers=2,
+                  hidden_size=650, dropout=0.5),
+}
+"""Kim et al. (2016)'s small and large character-aware models (``large`` is the Born-Again paper's "ConvLSTM",
+about 19M parameters on Penn Treebank)."""
+
+
+class Highway(nn.Module):
+    """``t * relu(W_h x) + (1 - t) * x`` with the gate ``t = sigmoid(W_t x + b_t)``, ``b_t`` starting at -2."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.transform, self.gate = nn.Linear(size, size), nn.Linear(size, size)
+        nn.init.constant_(self.gate.bias, -2.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate = torch.sigmoid(self.gate(x))
+        return gate * torch.relu(self.transform(x)) + (1 - gate) * x
+
+
+class CharCNNLSTM(CarriedState):
+    """The character-aware language model of Kim et al. (2016): words read from their characters.
+
+    Each word's characters ``(B, T, L)`` (ids from the data module with ``characters=True``; 0 pads) are
+    embedded (15 dimensions), convolved with filters of several widths, max-pooled over the word and passed
+    through tanh and highway layers; a 2-layer LSTM then predicts the next **word** (logits ``(B, T, V)``).
+    Carries its state across batches like :class:`LSTMLanguageModel`.
+
+    Args:
+        vocab_size: Words in the vocabulary (what is predicted).
+        char_vocab_size: Characters in the character vocabulary (the CLI fills both in from the data).
+        preset: ``"small"`` or ``"large"`` (:data:`CHAR_CNN_PRESETS`; ``large`` is the paper's ConvLSTM).
+        char_embedding_size: Character embedding width (15 in the paper).
+        num_layers: LSTM layers (2).
+        init_range: Weights drawn from ``[-init_range, init_range]`` (0.05 in the paper).
+        carry_state: Carry the hidden state across batches of a stream.
+
+    Example:
+        >>> model = CharCNNLSTM(vocab_size=40, char_vocab_size=30, preset="small")
+        >>> model(torch.randint(1, 30, (2, 5, 9))).shape
+        torch.Size([2, 5, 40])
+    """
+
+    def __init__(self, vocab_size: int = 10_000, char_vocab_size: int = 51, preset: str = "large",
+                 char_embedding_size: int = 15, num_layers: int = 2, init_range: float = 0.05,
+                 carry_state: bool = True) -> None:
+        super().__init__()
+        if preset not in CHAR_CNN_PRESETS:
+            raise Refusal(f"character-aware preset must be one of {', '.join(CHAR_CNN_PRESETS)}, got {preset!r}")
+        settings = CHAR_CNN_PRESETS[preset]
+        self.num_classes = self.vocab_size = vocab_size
+        self.carry_state, self.init_range = carry_state, init_range
+        self.characters = nn.Embedding(char_vocab_size, char_embedding_size, padding_idx=0)
+        counts = [settings["filters_per_width"] * w if settings["max_filters"] is None
+                  else min(settings["max_filters"], settings["filters_per_width"] * w) for w in settings["widths"]]
+        self.convolutions = nn.ModuleList(nn.Conv1d(char_embedding_size, count, width)
+                                          for width, count in zip(settings["widths"], counts, strict=True))
+        self.min_word_length = max(settings["widths"])
+        width = sum(counts)
+        self.highways = nn.Sequential(*(Highway(width) for _ in range(settings["highway_layers"])))
+        self.drop = nn.Dropout(settings["dropout"])
+        self.lstm = nn.LSTM(width, settings["hidden_size"], num_layers, batch_first=True,
+                            dropout=settings["dropout"] if num_layers > 1 else 0.0)
+        self.decoder = nn.Linear(settings["hidden_size"], vocab_size)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Uniform ``[-init_range, init_range]`` weights; the highway gates' bias at -2 (carry at first)."""
+        for parameter in self.parameters():
+            nn.init.uniform_(parameter, -self.init_range, self.init_range)
+        for highway in self.highways:
+            nn.init.constant_(highway.gate.bias, -2.0)
+
+    def words(self, characters: Tensor) -> Tensor:
+        """``(B, T, L)`` character ids to ``(B, T, F)`` word vectors (convolutions, max over the word, highways)."""
+        batch, steps, length = characters.shape
+        if length < self.min_word_length:  # the widest filter needs that many characters
+            characters = F.pad(characters, (0, self.min_word_length - length))
+        embedded = self.characters(characters.reshape(batch * steps, -1)).transpose(1, 2)  # (B*T, E, L)
+        pooled = [torch.tanh(convolution(embedded)).amax(dim=2) for convolution in self.convolutions]
+        return self.highways(torch.cat(pooled, dim=1)).view(batch, steps, -1)
+
+    def forward(self, characters: Tensor) -> Tensor:
+        if characters.ndim != 3 or characters.is_floating_point():
+            raise Refusal(f"CharCNNLSTM takes character ids (B, T, L) of an integer type, got "
+                          f"{tuple(characters.shape)} {characters.dtype}: use a text data module with characters=True")
+        hidden, state = self.lstm(self.drop(self.words(characters)), self.carried(characters.shape[0]))
+        self.carry(state)
+        return self.decoder(self.drop(hidden))

@@ -31,7 +31,7 @@ from lightning_kd.guards import stop_if_not_finite
 from lightning_kd.loggers import wandb_run_reference
 from lightning_kd.losses import LabelSmoothing, flatten_positions, label_smoothing_from
 from lightning_kd.metrics import evaluation_metrics
-from lightning_kd.models.base import check_network_fits
+from lightning_kd.models.base import check_networks_fit
 from lightning_kd.naming import join_variants, smoothing_variant
 from lightning_kd.optim import SGD, ScheduleSpec, build_optimization
 from lightning_kd.tasks.streams import StreamHooks
@@ -169,11 +169,9 @@ class BaseTask(StreamHooks, IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         trainer = attached_trainer(self)
         num_classes, input_shape = data_sizes(trainer, self.network)
         datamodule = getattr(trainer, "datamodule", None)
-        if input_shape is not None:
-            example = torch.zeros(1, *input_shape, dtype=getattr(datamodule, "input_dtype", torch.float32))
-            for role, network in self.networks().items():
-                check_network_fits(role, network, num_classes, example)
-            self.example_input_array = example  # Lightning's model summary shows sizes and FLOPs from it
+        if input_shape is not None:  # the example lets Lightning's model summary show sizes and FLOPs
+            dtype = getattr(datamodule, "input_dtype", torch.float32)
+            self.example_input_array = check_networks_fit(self.networks(), num_classes, input_shape, dtype)
         if self.num_classes is None:
             self.num_classes, self.token_unit = num_classes, getattr(datamodule, "unit", None)
             self.configure_metrics(num_classes)
