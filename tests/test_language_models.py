@@ -468,6 +468,14 @@ def test_a_tiny_transformers_causal_lm_distils_into_another(corpus: Path) -> Non
 
 
 # -- the character-aware model (the paper's ConvLSTM) ---------------------------------------------------------
+class TrainingLosses(Callback):
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.values.append(float(trainer.callback_metrics["train/loss"]))
+
+
 def test_the_papers_convlstm_has_19_4m_parameters() -> None:
     from lightning_kd.models import CharCNNLSTM
 
@@ -493,11 +501,10 @@ def test_words_are_served_as_their_characters_and_the_model_reads_them(corpus: P
     facts = TextDataModule.data_facts(root=str(corpus), characters=True)
     assert facts["char_vocab_size"] == spellings.size and facts["input_shape"] == (35, spellings.table.shape[1])
     seed_everything(0)
-    task = Classifier(CharCNNLSTM(chars.num_classes, spellings.size, preset="small"),
-                      optimizer=lambda p: torch.optim.Adam(p, lr=0.01), lr_scheduler="none")
-    (before,) = cpu_trainer().validate(task, datamodule=chars, verbose=False)
-    cpu_trainer(max_epochs=2, gradient_clip_val=0.5).fit(task, datamodule=chars)
-    (after,) = cpu_trainer().validate(task, datamodule=chars, verbose=False)
-    assert after["val/ppl"] < 0.8 * before["val/ppl"]
+    task = Classifier(CharCNNLSTM(chars.num_classes, spellings.size, preset="small", dropout=0.0),
+                      optimizer=lambda p: torch.optim.Adam(p, lr=0.003), lr_scheduler="none")
+    losses = TrainingLosses()
+    cpu_trainer(max_epochs=5, callbacks=[losses]).fit(task, datamodule=chars)
+    assert losses.values[-1] < 0.9 * losses.values[0]  # it learns (a 4M-parameter model overfits 300 tokens fast)
     with pytest.raises(Refusal, match="characters=True spells each word"):
         TextDataModule(corpus, level="char", characters=True)

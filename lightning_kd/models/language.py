@@ -268,6 +268,7 @@ class CharCNNLSTM(CarriedState):
         char_embedding_size: Character embedding width (15 in the paper).
         num_layers: LSTM layers (2).
         init_range: Weights drawn from ``[-init_range, init_range]`` (0.05 in the paper).
+        dropout: Dropout before and after the LSTM (default: the preset's 0.5).
         carry_state: Carry the hidden state across batches of a stream.
 
     Example:
@@ -278,11 +279,11 @@ class CharCNNLSTM(CarriedState):
 
     def __init__(self, vocab_size: int = 10_000, char_vocab_size: int = 51, preset: str = "large",
                  char_embedding_size: int = 15, num_layers: int = 2, init_range: float = 0.05,
-                 carry_state: bool = True) -> None:
+                 dropout: float | None = None, carry_state: bool = True) -> None:
         super().__init__()
         if preset not in CHAR_CNN_PRESETS:
             raise Refusal(f"character-aware preset must be one of {', '.join(CHAR_CNN_PRESETS)}, got {preset!r}")
-        settings = CHAR_CNN_PRESETS[preset]
+        settings = {**CHAR_CNN_PRESETS[preset], **({} if dropout is None else {"dropout": dropout})}
         self.num_classes = self.vocab_size = vocab_size
         self.carry_state, self.init_range = carry_state, init_range
         self.characters = nn.Embedding(char_vocab_size, char_embedding_size, padding_idx=0)
