@@ -87,7 +87,7 @@ def main() -> None:
     write_record(
         args.output,
         command=f"python benchmarks/lm_born_again_seeds.py --seeds {' '.join(map(str, args.seeds))} --hidden "
-                f"{args.hidden} --epochs {args.epochs} --generations {args.generations} --corpus data/janeausten",
+                f"{args.hidden} --epochs {args.epochs} --generations {args.generations} --corpus {args.corpus}",
         metric="validation and test perplexity of each generation's final weights and of the ensembles 1..k "
                "(Jane Austen corpus, recipe janeausten-1)",
         started=started, config="configs/janeausten_lstm_ban_l.yaml", per_seed=runs, summary=summary)

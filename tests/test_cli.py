@@ -108,7 +108,7 @@ def _prepare(config: Path, root: Path) -> tuple[Path, list[str]]:
         config.write_text(yaml.safe_dump(settings))
     if settings["data"]["class_path"].endswith(("TextDataModule", "JaneAustenDataModule")):  # a tiny corpus, tiny LSTMs
         data_args = settings["data"].get("init_args") or {}
-        write_tiny_corpus(root / data_args.get("root", "data/janeausten"))
+        write_tiny_corpus(root / data_args.get("root", "data/janeausten"), layout=data_args.get("layout", "ptb"))
         _shrink_language_models(settings)
         config = root / f"tiny-{config.name}"
         config.write_text(yaml.safe_dump(settings))

@@ -271,6 +271,34 @@ def test_word_level_kd_trains_a_student_lstm(corpus: Path) -> None:
     assert "val/teacher_acc" in after and "val/agreement" in after  # per token
 
 
+def _every_method(vocab: int) -> dict[str, object]:
+    from lightning_kd import DecoupledKD, DeepMutualLearning, MultiTeacherKD, TeacherFreeKD, TokenKD
+
+    teacher = tiny_lstm(vocab, seed=5)
+    return {
+        "TeacherFreeKD": lambda: TeacherFreeKD(tiny_lstm(vocab), label_smoothing=0.1),
+        "MultiTeacherKD": lambda: MultiTeacherKD(tiny_lstm(vocab), teacher=[teacher, tiny_lstm(vocab, seed=6)],
+                                                 weighting="ae-kd"),
+        "DeepMutualLearning": lambda: DeepMutualLearning([tiny_lstm(vocab), tiny_lstm(vocab, seed=1)],
+                                                         gradient_clip_val=0.25),
+        "DecoupledKD": lambda: DecoupledKD(tiny_lstm(vocab), teacher=teacher),
+        "TokenKD": lambda: TokenKD(tiny_lstm(vocab), teacher=teacher, divergence="reverse_kl"),
+    }
+
+
+@pytest.mark.parametrize("method", ["TeacherFreeKD", "MultiTeacherKD", "DeepMutualLearning", "DecoupledKD", "TokenKD"])
+def test_every_method_trains_a_language_model_and_reports_perplexity(corpus: Path, method: str) -> None:
+    module = TextDataModule(corpus, batch_size=4, eval_batch_size=2, bptt=6)
+    seed_everything(0)
+    task = _every_method(21)[method]()
+    trainer = cpu_trainer(max_epochs=1, limit_train_batches=4, **({} if method == "DeepMutualLearning" else
+                                                                  {"gradient_clip_val": 0.25}))
+    trainer.fit(task, datamodule=module)
+    logged = trainer.callback_metrics
+    assert math.isfinite(float(logged["val/ppl"])) and float(logged["val/ppl"]) > 1
+    assert math.isfinite(float(logged["train/loss"]))
+
+
 class Promotions(Callback):
     """Each generation's network as it ends, and the teacher as the next generation starts, with their outputs."""
 
