@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from lightning_kd import BornAgain
@@ -44,3 +45,12 @@ def test_every_n_steps_and_the_bars_metrics(capsys) -> None:
     assert metrics["generation"] == "1/1" and metrics["val/acc"].endswith("%")
     with pytest.raises(ValueError, match="every_n_steps must be >= 1"):
         EpochLines(every_n_steps=0)
+
+
+def test_language_models_show_their_validation_perplexity() -> None:
+    from types import SimpleNamespace
+
+    from lightning_kd.callbacks.progress import progress_items
+
+    trainer = SimpleNamespace(callback_metrics={"val/ppl": torch.tensor(123.456), "val/acc": torch.tensor(0.25)})
+    assert progress_items(trainer, SimpleNamespace()) == {"val/ppl": "123.46", "val/acc": "25.00%"}

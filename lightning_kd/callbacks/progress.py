@@ -13,8 +13,8 @@ from pytorch_lightning.utilities import rank_zero_only
 from lightning_kd.errors import Refusal
 from lightning_kd.reporting import percent
 
-SHOWN_METRICS = ("val/acc",)
-"""Epoch-level metrics shown beside the losses (validation accuracy, in percent)."""
+SHOWN_METRICS = ("val/ppl", "val/acc")
+"""Epoch-level metrics shown beside the losses: validation perplexity (language models) and accuracy (in percent)."""
 
 
 def progress_items(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, str]:
@@ -24,7 +24,7 @@ def progress_items(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[s
     for key in SHOWN_METRICS:
         value = trainer.callback_metrics.get(key)
         if value is not None:
-            items[key] = f"{percent(float(value))}%"
+            items[key] = f"{float(value):.2f}" if key.endswith("/ppl") else f"{percent(float(value))}%"
     return items
 
 
