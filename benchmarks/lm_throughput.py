@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=200)
     parser.add_argument("--vocabulary", type=int, default=10_000)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/lm_throughput.json")
     args = parser.parse_args()
     started = time.time()
     with tempfile.TemporaryDirectory() as scratch:
@@ -105,9 +106,10 @@ def main() -> None:
     medians = {name: statistics.median(values) for name, values in times.items()}
     ratio = medians["lightning"] / medians["bare"]
     print(f"tokens/s: BornAgain {medians['lightning']:.0f}, bare loop {medians['bare']:.0f}, ratio {ratio:.3f}")
-    write_record(REPO / "benchmarks/results/lm_throughput.json",
+    write_record(args.output,
                  f"python benchmarks/lm_throughput.py --rounds {args.rounds} --batches {args.batches} "
-                 f"--hidden {args.hidden} --device {args.device}", "tokens per second (median of rounds)", started,
+                 f"--hidden {args.hidden} --device {args.device} --output {args.output.name}",
+                 "tokens per second (median of rounds)", started,
                  rounds=times, medians=medians, ratio_task_over_bare=round(ratio, 4),
                  setup=f"2 x {args.hidden} tied LSTMs, {runs.vocabulary} tokens, batch 20 x 35, BAN+L")
 

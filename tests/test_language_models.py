@@ -248,13 +248,96 @@ def test_a_teacher_with_another_vocabulary_is_refused_naming_both_sizes(corpus: 
         cpu_trainer(max_steps=1).fit(task, datamodule=module)
 
 
-def test_the_teacher_cache_refuses_token_streams_it_cannot_cache_yet(corpus: Path) -> None:
+class ServedTokens(Callback):
+    """At every training batch: the teacher's outputs the task is served, against the teacher run on that batch
+    in training's order (its state carried from batch to batch, as online distillation carries it)."""
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if pl_module.teachers:
+            (served,) = pl_module.teacher_outputs(batch)
+            (online,) = pl_module.teachers.outputs(batch["input"])
+            self.pairs.append((served.logits, online.logits))
+
+
+def test_the_teacher_cache_serves_every_token_what_the_teacher_gives_there(corpus: Path) -> None:
     from lightning_kd.callbacks import TeacherOutputCache
 
-    module = TextDataModule(corpus, batch_size=2, bptt=4)
+    module = TextDataModule(corpus, batch_size=3, eval_batch_size=2, bptt=5)  # the last window is shorter
+    for cache in (TeacherOutputCache(), TeacherOutputCache(precision="topk", top_k=4)):
+        spy = ServedTokens()
+        task = VanillaKD(tiny_lstm(21, seed=1), teacher=tiny_lstm(21), temperature=1.0)
+        cpu_trainer(max_epochs=2, callbacks=[cache, spy]).fit(task, datamodule=module)
+        assert len(spy.pairs) == 2 * len(module.train_dataloader()) and cache.fills == 1
+        assert {served.shape[1] for served, _ in spy.pairs} == {5, spy.pairs[-1][1].shape[1]}
+        for served, online in spy.pairs:
+            assert served.shape == online.shape
+            if cache.precision == "fp32":
+                assert torch.equal(served, online)
+            else:  # the top 4 tokens' probabilities exactly, the rest of the mass spread over the others
+                top = online.topk(4, dim=-1).indices
+                p, q = served.softmax(-1), online.softmax(-1)
+                torch.testing.assert_close(p.gather(-1, top), q.gather(-1, top))
+                torch.testing.assert_close(p.sum(-1), torch.ones(p.shape[:-1]))
+    assert cache.entries["teacher"]["values"].shape[1:] == (1, 5, 4)  # window x view x step x k
+
+
+def test_a_cached_born_again_lstm_run_trains_exactly_as_the_uncached_one(corpus: Path, tmp_path: Path) -> None:
+    from lightning_kd.callbacks import TeacherOutputCache
+
+    module = TextDataModule(corpus, batch_size=4, eval_batch_size=2, bptt=6)
+    students = {}
+    for name, extra in (("online", []), ("cached", [cache := TeacherOutputCache()])):
+        seed_everything(0)
+        task = BornAgain(tiny_lstm(21), loss="ban+l", optimizer=lambda p: torch.optim.SGD(p, lr=1.0),
+                         lr_scheduler="none")
+        schedule = Generations(generations=2, epochs=1, dirpath=tmp_path / name, print_table=False)
+        cpu_trainer(gradient_clip_val=0.25, callbacks=[schedule, *extra], max_epochs=None).fit(task, datamodule=module)
+        students[name] = task.student.state_dict()
+    assert cache.fills == 2  # filled again for the promoted teacher of generation 2
+    assert all(torch.equal(students["online"][k], students["cached"][k]) for k in students["online"])
+
+
+class ServedTokensReport(ServedTokens):
+    """:class:`ServedTokens` under DDP: each process writes how many batches it checked and the largest gap."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        gap = max(float((served - online).abs().max()) for served, online in self.pairs)
+        streams = list(range(4))[trainer.datamodule.train_dataloader().dataset.columns]
+        report = {"batches": len(self.pairs), "gap": gap, "streams": streams}
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
+
+
+def test_under_ddp_each_process_caches_and_is_served_its_own_streams(corpus: Path, tmp_path: Path) -> None:
+    from lightning_kd.callbacks import TeacherOutputCache
+
+    module = TextDataModule(corpus, batch_size=2, eval_batch_size=2, bptt=5)  # 2 streams per process, 4 in all
+    task = VanillaKD(tiny_lstm(21, seed=1), teacher=tiny_lstm(21))
+    cpu_trainer(devices=2, strategy="ddp_spawn", max_epochs=2, limit_val_batches=0,
+                callbacks=[TeacherOutputCache(), ServedTokensReport(tmp_path)]).fit(task, datamodule=module)
+    reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [r["streams"] for r in reports] == [[0, 1], [2, 3]]
+    assert all(r["gap"] == 0.0 and r["batches"] > 2 for r in reports)
+
+
+def test_a_full_vocabulary_token_cache_over_its_limit_is_refused_with_the_estimate(corpus: Path) -> None:
+    from lightning_kd.callbacks import TeacherOutputCache
+
+    module = TextDataModule(corpus, batch_size=3, bptt=5)
     task = VanillaKD(tiny_lstm(21), teacher=tiny_lstm(21))
-    with pytest.raises(Refusal, match="not built yet: run without it"):
-        cpu_trainer(max_steps=1, callbacks=[TeacherOutputCache()]).fit(task, datamodule=module)
+    cache = TeacherOutputCache(max_megabytes=0.001)
+    with pytest.raises(Refusal, match=r"the teacher cache would take 0 MB \(\d+ token positions x 1 teacher\(s\), "
+                                      r"fp32, 21 classes\), over max_megabytes 0; precision: topk \(top_k 10\) would "
+                                      r"take 0 MB; or raise max_megabytes"):
+        cpu_trainer(max_steps=1, callbacks=[cache]).fit(task, datamodule=module)
+    windows, steps = module.training_windows()
+    assert (windows, steps) == (3 * len(module.train_dataloader()), 5)
 
 
 def test_word_level_kd_trains_a_student_lstm(corpus: Path) -> None:

@@ -27,13 +27,24 @@ Precision (``precision``), with its error:
   exact on the top ``k`` classes, and the remaining mass is spread evenly over the others (at other
   temperatures the top-``k`` ratios stay exact; the tail is flattened). Features are kept in fp32.
 
-Under DDP every process fills a share of the batches and the shares are combined (in memory: summed
-over the processes; on disk: written to the same files, which must be on storage the processes share).
-The fill time and the cache's size are printed and logged (``cache/fill_seconds``, ``cache/megabytes``).
+Token streams (language models, :class:`~lightning_kd.data.TextDataModule`) are cached per position: an
+entry is one window of one stream (``batch["index"]``), holding the teacher's output at each of its
+``bptt`` steps. The pre-pass runs the teachers through the training batches in training's order, carrying
+their state across windows as online distillation does, so a served target is the one the teacher would
+have given at that step. ``precision: topk`` keeps the ``top_k`` logits of every token and the log-sum-exp
+(the remaining mass); a full-vocabulary cache (``fp32``/``fp16``) of a 10k vocabulary needs 40 kB per token,
+about 29 GB for Penn Treebank.
+
+A cache larger than ``max_megabytes`` is refused before it is allocated, with the estimate and what would
+fit. Under DDP every process fills a share of the batches (of token streams: its own streams) and the
+shares are combined (in memory: summed over the processes; on disk: written to the same files, which must
+be on storage the processes share). The fill time and the cache's size are printed and logged
+(``cache/fill_seconds``, ``cache/megabytes``).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,6 +62,7 @@ from torch.utils.data import DataLoader
 from lightning_kd.data.base import Batch, IndexedDataset
 from lightning_kd.errors import Refusal
 from lightning_kd.losses.validation import check_choice
+from lightning_kd.models.language import begin_stream
 from lightning_kd.models.taps import LayerSpec, NetworkOutput, layer_list
 from lightning_kd.protocols import TeacherServed
 from lightning_kd.reporting import log_metrics
@@ -79,11 +91,12 @@ class TeacherOutputCache(Callback):
         batch_size: Batch size of the pre-pass.
         reuse_unaugmented_targets: Accept a training pipeline whose augmentation cannot be replayed, with
             targets computed on the un-augmented training images (an approximation, said in the log).
+        max_megabytes: Refuse, before allocating it, a cache larger than this (``None``: no limit).
     """
 
     def __init__(self, precision: CachePrecision = "fp32", top_k: int = 10, storage: CacheStorage = "memory",
                  dirpath: str | Path | None = None, fill: CacheFill = "prepass", batch_size: int = 512,
-                 reuse_unaugmented_targets: bool = False) -> None:
+                 reuse_unaugmented_targets: bool = False, max_megabytes: float | None = 4096.0) -> None:
         check_choice("cache precision", precision, CACHE_PRECISIONS)
         check_choice("cache storage", storage, CACHE_STORAGES)
         check_choice("cache fill", fill, CACHE_FILLS)
@@ -94,6 +107,9 @@ class TeacherOutputCache(Callback):
             raise Refusal(f"top_k must be >= 1, got {top_k}")
         if batch_size < 1:
             raise Refusal(f"batch_size must be >= 1, got {batch_size}")
+        if max_megabytes is not None and not max_megabytes > 0:
+            raise Refusal(f"max_megabytes must be > 0 (or null for no limit), got {max_megabytes}")
+        self.max_megabytes = max_megabytes
         self.precision, self.top_k, self.storage, self.fill_mode = precision, top_k, storage, fill
         self.dirpath = Path(dirpath) if dirpath is not None else None
         self.batch_size = batch_size
@@ -103,7 +119,10 @@ class TeacherOutputCache(Callback):
         """Which (sample, view) entries hold the current teachers' outputs."""
         self.samples = 0
         self.views = 1
+        self.steps: int | None = None
+        """Steps per entry of a token stream (its ``bptt``); ``None`` for per-sample data."""
         self.layers: list[str] = []
+        self.teacher_count = 0
         self.filled_version: int | None = None
         self.online_batches = 0
         """Training batches whose outputs were computed online (``fill: first_use``) rather than served."""
@@ -130,11 +149,13 @@ class TeacherOutputCache(Callback):
             raise Refusal(f"TeacherOutputCache serves teacher outputs, but {type(pl_module).__name__} has no "
                              "teacher: use it with a distillation method")
         datamodule = trainer.datamodule
-        if getattr(datamodule, "unit", None) is not None:
-            raise Refusal("TeacherOutputCache caches per-sample outputs; for token streams (language models) it is not "
-                          "built yet: run without it (the teacher then runs at every step)")
+        if _token_windows(datamodule) is not None:  # token streams: no augmentation to replay
+            self._trainer = trainer
+            pl_module.use_teacher_cache(self)
+            return
         if datamodule is None or not hasattr(datamodule, "train_set"):
-            raise Refusal("TeacherOutputCache needs a lightning_kd data module (its training set and augmentation)")
+            raise Refusal("TeacherOutputCache needs a lightning_kd data module (its training set and augmentation, or "
+                          "its token streams)")
         opaque = getattr(datamodule, "opaque_augmentation", None)
         if opaque and not self.reuse_unaugmented_targets:
             raise Refusal(
@@ -196,9 +217,13 @@ class TeacherOutputCache(Callback):
                 raise Refusal(f"the teacher cache holds the layers {self.layers}, not {missing}: the task's "
                                  "cached_teacher_layers() must name every layer its teacher_outputs asks for")
             entry = self.entries[role]
-            logits = self._decode_logits(entry, index, view).to(device, non_blocking=True)
-            features = {layer: entry[f"feature:{layer}"][index, view].float().to(device, non_blocking=True)
-                        for layer in wanted}
+            logits = self._decode_logits(entry, index, view)
+            features = {layer: entry[f"feature:{layer}"][index, view].float() for layer in wanted}
+            if self.steps is not None:  # a token window: the batch's steps (the last window may be shorter)
+                steps = batch["target"].shape[1]
+                logits, features = logits[:, :steps], {k: v[:, :steps] for k, v in features.items()}
+            logits = logits.to(device, non_blocking=True)
+            features = {k: v.to(device, non_blocking=True) for k, v in features.items()}
             results.append(NetworkOutput(logits, features))
         return results
 
@@ -213,12 +238,15 @@ class TeacherOutputCache(Callback):
         """Compute every teacher's outputs for every training sample and view (this process's share, then combined)."""
         started = time.perf_counter()
         datamodule = trainer.datamodule
+        windows = _token_windows(datamodule)
         opaque = getattr(datamodule, "opaque_augmentation", None)
         augmented = getattr(datamodule, "augmentation", None) is not None and not opaque
         self.views = datamodule.augmentation_views if augmented else 1
         self.layers = layer_list(pl_module.cached_teacher_layers())
-        dataset = datamodule.train_set
-        self.samples, self.entries = len(dataset), {}
+        self.teacher_count = len(pl_module.teachers)
+        dataset = datamodule.train_set if windows is None else None
+        self.samples, self.steps = (len(dataset), None) if windows is None else windows  # type: ignore[arg-type]
+        self.entries = {}
         self.filled = torch.zeros(self.samples, self.views, dtype=torch.bool)
         self.complete = False
         self.filled_version = pl_module.teacher_version
@@ -226,6 +254,36 @@ class TeacherOutputCache(Callback):
         self.fills += 1
         if self.fill_mode == "first_use":
             return
+        if windows is not None:
+            self._fill_windows(trainer, pl_module, datamodule)
+        else:
+            self._fill_samples(trainer, pl_module, datamodule, dataset, opaque, augmented)
+        self._combine(trainer)
+        self.filled[:] = True
+        self.complete = True
+        seconds = self.fill_seconds = time.perf_counter() - started
+        megabytes = self.megabytes = sum(t.numel() * t.element_size() for e in self.entries.values()
+                                         for t in e.values()) / 2**20
+        what = "samples" if windows is None else f"windows of {self.steps} tokens"
+        rank_zero_info(f"teacher cache: {self.samples:,} {what} x {self.views} view(s) x {len(self.entries)} "
+                       f"teacher(s), {self.precision}, {self.storage}: {megabytes:,.1f} MB filled in {seconds:.1f} s")
+        log_metrics(trainer, {"cache/fill_seconds": seconds, "cache/megabytes": megabytes,
+                              "cache/unaugmented_targets": float(bool(opaque))})
+
+    def _fill_windows(self, trainer: pl.Trainer, pl_module: Any, datamodule: Any) -> None:
+        """This process's token streams, in training's order, the teachers' state carried from window to window."""
+        device = next(pl_module.student.parameters()).device
+        begin_stream(pl_module.teachers, "cache")
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for batch in datamodule.train_dataloader():
+                outputs = pl_module.teachers.outputs(batch["input"].to(device), self.layers)
+                for role, output in zip(pl_module.teachers, outputs, strict=True):
+                    self._store(trainer, role, output, batch["index"], 0)
+        begin_stream(pl_module.teachers, "train", fresh=False)  # online use (if any) goes on where it was
+
+    def _fill_samples(self, trainer: pl.Trainer, pl_module: Any, datamodule: Any, dataset: Any, opaque: Any,
+                      augmented: bool) -> None:
+        """Every training sample and view (this process's share of the batches)."""
         if opaque:  # reuse_unaugmented_targets: the training images through the evaluation transform
             dataset = IndexedDataset(dataset.dataset, dataset.indices, datamodule.eval_transform)
             rank_zero_info(f"teacher cache: targets from the un-augmented training images (the training data is "
@@ -245,16 +303,6 @@ class TeacherOutputCache(Callback):
                     outputs = pl_module.teachers.outputs(x, self.layers)
                     for role, output in zip(pl_module.teachers, outputs, strict=True):
                         self._store(trainer, role, output, index, view)
-        self._combine(trainer)
-        self.filled[:] = True
-        self.complete = True
-        seconds = self.fill_seconds = time.perf_counter() - started
-        megabytes = self.megabytes = sum(t.numel() * t.element_size() for e in self.entries.values()
-                                         for t in e.values()) / 2**20
-        rank_zero_info(f"teacher cache: {len(dataset):,} samples x {self.views} view(s) x {len(self.entries)} "
-                       f"teacher(s), {self.precision}, {self.storage}: {megabytes:,.1f} MB filled in {seconds:.1f} s")
-        log_metrics(trainer, {"cache/fill_seconds": seconds, "cache/megabytes": megabytes,
-                              "cache/unaugmented_targets": float(bool(opaque))})
 
     def _store(self, trainer: Any, role: str, output: NetworkOutput, index: Tensor, view: int | Tensor) -> None:
         if role not in self.entries:
@@ -262,35 +310,62 @@ class TeacherOutputCache(Callback):
         entry = self.entries[role]
         logits = output.logits.float().to(self._storage_device)
         index = index.to(self._storage_device)
+        # a token window fills its batch's steps (the last window of a split may be shorter than bptt)
+        at = (index, view) if self.steps is None else (index, view, slice(0, logits.shape[1]))
         if self.precision == "topk":
-            k = min(self.top_k, logits.shape[1])
-            values, indices = logits.topk(k, dim=1)
-            entry["values"][index, view] = values
-            entry["indices"][index, view] = indices.to(entry["indices"].dtype)
-            entry["logsumexp"][index, view] = logits.logsumexp(dim=1)
+            k = min(self.top_k, logits.shape[-1])
+            values, indices = logits.topk(k, dim=-1)
+            entry["values"][at] = values
+            entry["indices"][at] = indices.to(entry["indices"].dtype)
+            entry["logsumexp"][at] = logits.logsumexp(dim=-1)
         else:
-            entry["logits"][index, view] = logits.to(entry["logits"].dtype)
+            entry["logits"][at] = logits.to(entry["logits"].dtype)
         for layer in self.layers:
             store = entry[f"feature:{layer}"]
-            store[index, view] = output.features[layer].to(store.device, store.dtype)
+            store[at] = output.features[layer].to(store.device, store.dtype)
 
     def _allocate(self, trainer: pl.Trainer, role: str, samples: int, output: NetworkOutput) -> dict[str, Tensor]:
-        classes = output.logits.shape[1]
-        half = torch.float16 if self.precision == "fp16" else torch.float32
-        shapes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
-        if self.precision == "topk":
-            k = min(self.top_k, classes)
-            shapes |= {"values": ((samples, self.views, k), torch.float32),
-                       "indices": ((samples, self.views, k), torch.int32),
-                       "logsumexp": ((samples, self.views), torch.float32)}
-        else:
-            shapes["logits"] = ((samples, self.views, classes), half)
-        for layer in self.layers:
-            feature = output.features[layer]
-            shapes[f"feature:{layer}"] = ((samples, self.views, *feature.shape[1:]), half)
+        classes = output.logits.shape[-1]
+        steps = () if self.steps is None else (self.steps,)  # a token window: one output per step
+        shapes = self._shapes(samples, steps, classes, output)
+        megabytes = self.teacher_count * sum(
+            math.prod(shape) * torch.empty((), dtype=dtype).element_size() for shape, dtype in shapes.values()) / 2**20
+        if self.max_megabytes is not None and megabytes > self.max_megabytes:
+            raise Refusal(self._too_large(megabytes, samples, steps, classes, output))
         entry = {name: self._tensor(trainer, role, name, shape, dtype) for name, (shape, dtype) in shapes.items()}
         entry["num_classes"] = torch.tensor(classes)  # metadata, on the host
         return entry
+
+    def _shapes(self, samples: int, steps: tuple[int, ...], classes: int,
+                output: NetworkOutput) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """The cache's tensors for one teacher: name -> (shape, dtype)."""
+        half = torch.float16 if self.precision == "fp16" else torch.float32
+        lead = (samples, self.views, *steps)
+        shapes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+        if self.precision == "topk":
+            k = min(self.top_k, classes)
+            shapes |= {"values": ((*lead, k), torch.float32), "indices": ((*lead, k), torch.int32),
+                       "logsumexp": (lead, torch.float32)}
+        else:
+            shapes["logits"] = ((*lead, classes), half)
+        for layer in self.layers:
+            feature = output.features[layer]
+            shapes[f"feature:{layer}"] = ((*lead, *feature.shape[1 + len(steps):]), half)
+        return shapes
+
+    def _too_large(self, megabytes: float, samples: int, steps: tuple[int, ...], classes: int,
+                   output: NetworkOutput) -> str:
+        what = f"{samples:,} samples x {self.views} view(s)" if not steps else f"{samples * steps[0]:,} token positions"
+        message = (f"the teacher cache would take {megabytes:,.0f} MB ({what} x {self.teacher_count} "
+                   f"teacher(s), {self.precision}, {classes:,} classes), over max_megabytes {self.max_megabytes:,.0f}")
+        if self.precision != "topk":
+            saved, self.precision = self.precision, "topk"
+            topk = self.teacher_count * sum(math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+                                                    for shape, dtype in self._shapes(samples, steps, classes,
+                                                                                     output).values()) / 2**20
+            self.precision = saved
+            message += f"; precision: topk (top_k {self.top_k}) would take {topk:,.0f} MB"
+        return message + "; or raise max_megabytes (storage: disk keeps it out of memory)"
 
     def _tensor(self, trainer: pl.Trainer, role: str, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         if self.storage != "disk":
@@ -321,6 +396,12 @@ class TeacherOutputCache(Callback):
                 dist.all_reduce(wide, op=dist.ReduceOp.SUM)
                 tensor.copy_(wide.to(tensor.dtype))
         trainer.strategy.barrier()
+
+
+def _token_windows(datamodule: Any) -> tuple[int, int] | None:
+    """``(windows, steps)`` of a token-stream data module's training batches; ``None`` for per-sample data."""
+    windows = getattr(datamodule, "training_windows", None)
+    return windows() if callable(windows) else None
 
 
 def topk_logits(values: Tensor, indices: Tensor, logsumexp: Tensor, num_classes: int) -> Tensor:

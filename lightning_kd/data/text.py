@@ -285,6 +285,16 @@ class TextDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._batches("train", self.batch_size)
 
+    def training_windows(self) -> tuple[int, int]:
+        """How many windows the training batches name by ``index`` (every process's streams) and the steps of each
+        (``bptt``; the last window may be shorter): what a per-position teacher cache holds."""
+        if "train" not in self.splits:
+            raise RuntimeError(f"{type(self).__name__}.setup() has not been called")
+        trainer = self.trainer
+        streams = self.batch_size * (trainer.world_size if trainer is not None else 1)
+        stream = batchify(self.splits["train"], streams)
+        return len(BPTTBatches(stream, self.bptt)) * streams, min(self.bptt, max(stream.shape[0] - 1, 1))
+
     def val_dataloader(self) -> DataLoader:
         return self._batches("valid", self.eval_batch_size)
 
