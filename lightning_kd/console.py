@@ -14,6 +14,9 @@ from typing import Any
 _HARMLESS_WARNINGS = (
     # Lightning 2.6 on torch >= 2.10 uses torch's deprecated pytree API internally
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # the text data's batches are an IterableDataset of known length, read in the main process (no workers to
+    # split it): Lightning warns of every such dataset
+    r"Your `IterableDataset` has `__len__` defined",
 )
 _HARMLESS_LOG_RECORDS = (
     # Lightning advertises its hosted logger on every run

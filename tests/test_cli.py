@@ -159,7 +159,8 @@ def _run(config: Path, root: Path, *extra: str) -> None:
 
 
 @pytest.mark.parametrize("config", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_config_fits(config: Path, in_tmp: Path, skip_cifar_checksums: None, teacher_runs) -> None:
+def test_every_shipped_config_fits(config: Path, in_tmp: Path, skip_cifar_checksums: None, teacher_runs,
+                                   recwarn: pytest.WarningsRecorder) -> None:
     settings = yaml.safe_load(config.read_text())
     teacher_ckpt = settings["model"]["init_args"].get("teacher_ckpt")
     if teacher_ckpt:  # the teachers' files, from one run of each teacher config for the whole session
@@ -178,6 +179,8 @@ def test_every_shipped_config_fits(config: Path, in_tmp: Path, skip_cifar_checks
         assert len(table["generations"]) == generations["generations"] + 1
     for epoch in _kept_epochs(settings):  # what EpochCheckpoints promised
         assert any(checkpoint_dir.glob(f"*{epoch}.ckpt"))
+    # the text data's known-length stream batches are no cause for Lightning's IterableDataset warning
+    assert not [w for w in recwarn if "IterableDataset" in str(w.message)]
 
 
 def test_born_again_run_killed_and_resumed_through_the_cli_ends_as_an_uninterrupted_one(
