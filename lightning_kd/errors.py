@@ -26,3 +26,11 @@ class MissingFileRefusal(Refusal, FileNotFoundError):
 
 class NonFiniteLossError(Refusal, FloatingPointError):
     """A training loss became NaN or infinite: the run stops there, before any checkpoint of such weights."""
+
+
+class NonFiniteWeightsError(NonFiniteLossError):
+    """The trained weights (or buffers) became NaN or infinite, whether or not the loss did."""
+
+
+class NonFiniteOutputsError(NonFiniteLossError):
+    """An evaluation met NaN or infinite outputs: a diverged network, not a result to report."""

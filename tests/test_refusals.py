@@ -21,10 +21,57 @@ QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
 
 
 def test_a_diverging_run_stops_at_the_step_and_writes_no_checkpoint(in_tmp: Path) -> None:
-    with pytest.raises(NonFiniteLossError, match=r"training stopped at step \d+ \(epoch 0\): train/loss = (nan|inf)"):
+    with pytest.raises(NonFiniteLossError, match=r"training stopped at step \d+ \(epoch 0\): (train/loss = (nan|inf)"
+                                                 r"|weights are not finite although the loss is)"):
         main(["fit", "--config", str(CONFIGS / "digits_ban.yaml"), *QUIET,
               "--model.init_args.optimizer.init_args.lr", "1e6"])
     assert not list((in_tmp / "checkpoints/digits_ban").glob("*.ckpt"))  # no checkpoint of NaN weights
+
+
+def test_weights_that_diverge_under_a_finite_loss_stop_the_run_and_are_never_saved(tmp_path: Path) -> None:
+    import functools
+
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lightning_kd import Classifier
+    from lightning_kd.errors import NonFiniteWeightsError
+    from lightning_kd.optim import SGD
+
+    torch.manual_seed(0)  # issue 23's case: BatchNorm keeps the loss finite while a running variance reaches inf
+    task = Classifier(SmallCNN(widths=(8, 16), num_classes=10), optimizer=functools.partial(SGD, lr=1e6))
+    trainer = cpu_trainer(max_epochs=3, enable_checkpointing=True, callbacks=[ModelCheckpoint(tmp_path, "c")])
+    with pytest.raises(NonFiniteWeightsError, match=r"training stopped at step \d+ \(epoch 0\): weights are not "
+                                                    r"finite although the loss is .*net\.body\.\d\.running_var"):
+        trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+    assert not list(tmp_path.glob("*.ckpt"))
+
+
+def test_no_path_writes_a_checkpoint_of_non_finite_weights_or_scores_them(tmp_path: Path) -> None:
+    from lightning_kd import Classifier
+    from lightning_kd.errors import NonFiniteWeightsError
+
+    task = Classifier(MLP(hidden_sizes=(16,), num_classes=10))
+    trainer = cpu_trainer(max_epochs=1, limit_train_batches=2)
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+    with torch.no_grad():
+        task.net.body[1].weight[0, 0] = float("inf")
+    with pytest.raises(NonFiniteWeightsError, match=r"stopped before writing a checkpoint at epoch 1: weights are "
+                                                    r"not finite: net\.body\.1\.weight \(1 of 4 tensors\)"):
+        trainer.save_checkpoint(tmp_path / "inf.ckpt")  # Lightning's own path, no CLI
+    assert not (tmp_path / "inf.ckpt").exists()
+    with pytest.raises(NonFiniteWeightsError, match="stopped before validation"):
+        cpu_trainer().validate(task, datamodule=DigitsDataModule(batch_size=32), verbose=False)
+
+
+@pytest.mark.parametrize(("lr", "batches"), [("1e6", "4"), ("3e38", "1")])
+def test_finite_weights_whose_outputs_are_not_finite_are_not_scored_or_saved(in_tmp: Path, lr: str,
+                                                                              batches: str) -> None:
+    # issue 23's cases: the run ended as it diverged and its summary tabulated ~10% accuracy over NaN logits
+    with pytest.raises(NonFiniteLossError, match=r"(weights are not finite|validation at epoch 0: \d+ of 180 "
+                                                 r"outputs of the net are not finite)"):
+        main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), *QUIET, "--trainer.max_epochs", "2",
+              "--model.init_args.optimizer.init_args.lr", lr, "--trainer.limit_train_batches", batches])
+    assert not list(in_tmp.rglob("*.ckpt"))
 
 
 def test_an_infinite_temperature_is_refused(in_tmp: Path) -> None:

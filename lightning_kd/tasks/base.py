@@ -34,13 +34,14 @@ from lightning_kd.metrics import evaluation_metrics
 from lightning_kd.models.base import check_networks_fit
 from lightning_kd.naming import join_variants, smoothing_variant
 from lightning_kd.optim import SGD, ScheduleSpec, build_optimization
+from lightning_kd.tasks.finite import FiniteChecks
 from lightning_kd.tasks.streams import StreamHooks
 from lightning_kd.training_log import TrainingLog
 
 __all__ = ["BaseTask", "NonFiniteLossError", "join_variants"]
 
 
-class BaseTask(StreamHooks, IgnoredByDDP, LightningModule, metaclass=ABCMeta):
+class BaseTask(FiniteChecks, StreamHooks, IgnoredByDDP, LightningModule, metaclass=ABCMeta):
     """Base of every method: networks by role, losses, metrics, optimisation, checkpoints and logging.
 
     Subclasses implement :meth:`configure_models`, :meth:`trained_networks` and
@@ -190,7 +191,8 @@ class BaseTask(StreamHooks, IgnoredByDDP, LightningModule, metaclass=ABCMeta):
     # -- steps ------------------------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         losses, logits = self.training_losses(batch)
-        stop_if_not_finite(losses, attached_trainer(self))  # before the optimizer steps, on every DDP process
+        # the loss, and the weights the last step left: before the optimizer steps, on every DDP process
+        stop_if_not_finite(losses, attached_trainer(self), self.trained_weights())
         self.log_training(batch, losses, logits)
         return losses["loss"]
 
@@ -225,10 +227,10 @@ class BaseTask(StreamHooks, IgnoredByDDP, LightningModule, metaclass=ABCMeta):
         self.log_dict(metrics, batch_size=batch_size)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self.evaluation_step(batch, "val")
+        self.count_nonfinite_outputs(self.evaluation_step(batch, "val"))
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self.evaluation_step(batch, "test")
+        self.count_nonfinite_outputs(self.evaluation_step(batch, "test"))
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """``{"index": ..., "probabilities": ...}``: the handed-on network's softmax, with each sample's index."""
@@ -247,6 +249,7 @@ class BaseTask(StreamHooks, IgnoredByDDP, LightningModule, metaclass=ABCMeta):
 
     # -- checkpoints ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_weights("writing a checkpoint")  # on every path that writes one
         # what load_network needs to hand the network on as a teacher, what each role was, and the W&B run
         checkpoint[CHECKPOINT_KEY] = task_record(self, wandb_run_reference(attached_trainer(self)))
 

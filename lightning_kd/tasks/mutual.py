@@ -166,7 +166,7 @@ class DeepMutualLearning(PerNetworkOptimization, BaseTask):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         if self.hparams["scheme"] == "simultaneous":
             losses, logits = self.training_losses(batch)
-            stop_if_not_finite(losses, attached_trainer(self))
+            stop_if_not_finite(losses, attached_trainer(self), self.trained_weights())
             self.step_all(losses["loss"])
         else:
             losses, logits = self._alternating_step(batch)
@@ -183,7 +183,7 @@ class DeepMutualLearning(PerNetworkOptimization, BaseTask):
                 others = [other(x) if index != k else None for index, other in enumerate(self.peers)]
             logits = peer(x)
             out = dml_peer_loss([logits if z is None else z for z in others], k, y, self.smoothing)
-            stop_if_not_finite(out, attached_trainer(self))
+            stop_if_not_finite(out, attached_trainer(self), self.trained_weights() if k == 0 else None)
             self.step_one(out["loss"], k)
             parts[f"{peer_role(k)}/ce"], parts[f"{peer_role(k)}/kl"] = out["ce"].detach(), out["kl"].detach()
             total = total + out["loss"].detach()
@@ -262,6 +262,7 @@ class DeepMutualLearning(PerNetworkOptimization, BaseTask):
 
     def on_test_epoch_end(self) -> None:
         self._log_peers("test")
+        super().on_test_epoch_end()
 
     def summary_columns(self) -> dict[str, dict[str, float]]:
         trainer = attached_trainer(self)
