@@ -16,7 +16,8 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
 from lightning_kd.errors import Refusal
 
-ScheduleSpec = LRSchedulerCallable | Literal["cosine", "none"]
+# the names first: jsonargparse serialises a name matched by a later callable type as "Unable to serialize"
+ScheduleSpec = Literal["cosine", "none"] | LRSchedulerCallable
 
 
 class SGD(torch.optim.SGD):

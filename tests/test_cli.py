@@ -499,3 +499,17 @@ def test_the_full_size_born_again_densenet_runs_a_forward() -> None:
     network = build_network(student).eval()
     with torch.no_grad():
         assert network(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
+
+
+def test_a_run_without_a_schedule_saves_a_config_that_runs_again_and_resumes(in_tmp: Path) -> None:
+    # issue 23: `lr_scheduler: none` was saved as "Unable to serialize instance none"
+    quick = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", *TINY_BATCHES]
+    main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), "--model.init_args.lr_scheduler", "none",
+          "--trainer.max_epochs", "1", *quick])
+    saved = yaml.safe_load((in_tmp / "checkpoints/digits/config.yaml").read_text())
+    assert saved["model"]["init_args"]["lr_scheduler"] == "none"
+    checkpoint = torch.load(in_tmp / "checkpoints/digits/teacher.ckpt", weights_only=False)
+    assert checkpoint["hyper_parameters"]["lr_scheduler"] == "none"
+    main(["fit", "--config", "checkpoints/digits/config.yaml", "--trainer.max_epochs", "2",
+          "--ckpt_path", "checkpoints/digits/teacher.ckpt", *quick])
+    assert torch.load(in_tmp / "checkpoints/digits/teacher.ckpt", weights_only=False)["epoch"] == 1
