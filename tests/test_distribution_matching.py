@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from scipy.optimize import linear_sum_assignment
 
 from lightning_kd import DistributionMatchingKD
 from lightning_kd.data import DigitsDataModule
+from lightning_kd.errors import Refusal
 from lightning_kd.losses import (
     DISTANCES,
     FeatureMatch,
@@ -191,7 +193,7 @@ def test_class_conditional_distances_handle_missing_and_one_sided_classes() -> N
     (lambda: feature_distance("mmd_rbf", torch.randn(4, 3), torch.randn(4, 5)),
      "student features of width 3 and teacher features of width 5 differ: give the pair a projector"),
     (lambda: feature_distance("wasserstain", torch.randn(4, 3), torch.randn(4, 3)), "unknown distance 'wasserstain'"),
-    (lambda: feature_distance("sinkhorn", torch.randn(4, 3), torch.randn(4, 3), reg=0.0), "reg must be > 0"),
+    (lambda: feature_distance("sinkhorn", torch.randn(4, 3), torch.randn(4, 3), reg=0.0), "reg must be finite and > 0"),
     (lambda: feature_distance("gaussian_kl_full", torch.randn(1, 3), torch.randn(4, 3)), "at least 2 samples"),
     (lambda: feature_distance("mmd_rbf", torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2)), "pool or flatten"),
     (lambda: FeatureMatch(distance="mmd_rbf", options={"sigma": 1.0}), "takes no option 'sigma'"),
@@ -294,3 +296,39 @@ def test_under_ddp_it_trains_and_ranks_agree(tmp_path: Path) -> None:
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["student"] == rank1["student"] and rank0["projector"] == rank1["projector"]
     assert rank0["metrics"] == rank1["metrics"] and rank0["metrics"]["val/acc"] > 0.5  # chance: 0.1
+
+
+@pytest.mark.parametrize(
+    ("distance", "options", "message"),
+    [  # issue 23: each switched the term off or inverted it without a word
+        ("mmd_rbf", {"bandwidth": float("inf")}, "bandwidth must be finite and > 0, got inf"),
+        ("mmd_rbf", {"bandwidth": [1.0, -2.0]}, "bandwidth must be finite and > 0, got -2.0"),
+        ("sinkhorn", {"max_iterations": 0}, "max_iterations must be an integer >= 1, got 0"),
+        ("sinkhorn", {"reg": float("nan")}, "the Sinkhorn regularisation reg must be finite and > 0, got nan"),
+        ("mmd_polynomial", {"degree": -3}, "degree must be an integer >= 1, got -3"),
+        ("mmd_polynomial", {"coef0": -1.0}, "coef0 must be finite and >= 0, got -1.0"),
+        ("mmd_polynomial", {"gamma": 0.0}, "gamma must be finite and > 0, got 0.0"),
+        ("sliced_wasserstein", {"n_projections": -5}, "n_projections must be an integer >= 1, got -5"),
+        ("sliced_wasserstein", {"seed": -1}, "seed must be null or an integer >= 0, got -1"),
+        ("gaussian_kl_diag", {"eps": -1e-3}, "eps must be finite and >= 0, got -0.001"),
+    ],
+)
+def test_distance_options_that_disable_or_invert_a_term_are_refused_where_declared(distance: str, options: dict,
+                                                                                  message: str) -> None:
+    with pytest.raises(Refusal, match=re.escape(message)):
+        DistributionMatchingKD(MLP(hidden_sizes=(16,)), SmallCNN((8, 16)),
+                               matches=[{"distance": distance, "weight": 1.0, "options": options}])
+
+
+def test_a_last_batch_too_small_for_the_distance_is_refused_before_training() -> None:
+    data = DigitsDataModule(batch_size=2)
+    data.setup()
+    samples = len(data.train_set)
+    batch_size = next(size for size in range(3, 200) if samples % size == 1)  # the last batch holds one sample
+    task = DistributionMatchingKD(MLP(hidden_sizes=(16,)), SmallCNN((8, 16)),
+                                  matches=[{"distance": "gaussian_w2_diag", "weight": 1.0}])
+    with pytest.raises(Refusal, match=rf"match 1 \(gaussian_w2_diag\) needs at least 2 samples a batch, but the last "
+                                      rf"training batch of each epoch holds 1 \({samples} samples per process in "
+                                      rf"batches of {batch_size}\): choose a batch size that leaves at least 2, "
+                                      rf"e\.g\. \d+"):
+        cpu_trainer(max_steps=1).fit(task, datamodule=DigitsDataModule(batch_size=batch_size))

@@ -130,6 +130,11 @@ def test_every_ddp_process_stops_on_a_non_finite_loss(tmp_path: Path) -> None:
         ("mnist5k_lsr", ["--model.init_args.label_smoothing", "1"], "label_smoothing must be in [0, 1), got 1.0"),
         ("digits_teacher", ["--model.init_args.net.init_args.num_classes", "3"],
          "the net network (SmallCNN) predicts (3,) outputs per sample but the data has 10 classes"),
+        ("mnist5k_kd2m", ["--model.init_args.teacher_ckpt", "null", "--model.init_args.teacher",
+                          "lightning_kd.models.MLP", "--model.init_args.matches",
+                          "[{distance: mmd_rbf, weight: 1.0, options: {bandwidth: .inf}}]"],
+         "bandwidth must be finite and > 0, got inf (an infinite bandwidth makes every kernel value 1 and the MMD 0: "
+         "the term would be switched off)"),
     ],
 )
 def test_the_command_line_refuses_in_one_readable_message(tmp_path: Path, config: str, args: list[str],

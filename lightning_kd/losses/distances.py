@@ -42,6 +42,7 @@ is left out; when no class qualifies the distance is 0 (with the student's graph
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -312,14 +313,73 @@ DISTANCES: dict[str, DistanceSpec] = {
 """Every distance by name (what a task's ``distance`` names)."""
 
 
+def _positive(name: str, value: Any, why: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not value > 0:
+        raise Refusal(f"{name} must be finite and > 0, got {value!r}{why}")
+
+
+def _at_least_one(name: str, value: Any, why: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise Refusal(f"{name} must be an integer >= 1, got {value!r}{why}")
+
+
+def _check_bandwidth(value: Any) -> None:
+    if isinstance(value, str):
+        check_choice("RBF bandwidth heuristic", value, ("median", "mean"))
+        return
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values:
+        raise Refusal("bandwidth must be 'median', 'mean', a number or a list of numbers, got []")
+    for item in values:
+        _positive("bandwidth", item, " (an infinite bandwidth makes every kernel value 1 and the MMD 0: the term "
+                  "would be switched off)")
+
+
+def _check_coef0(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise Refusal(f"coef0 must be finite and >= 0, got {value!r} (a negative offset breaks the kernel's positive "
+                      "definiteness: the 'MMD^2' can turn negative)")
+
+
+def _check_eps(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise Refusal(f"eps must be finite and >= 0, got {value!r}")
+
+
+_OPTION_CHECKS: dict[str, Callable[[Any], None]] = {
+    "bandwidth": _check_bandwidth,
+    "degree": lambda v: _at_least_one("degree", v, " (a polynomial kernel of degree < 1 is no kernel: the "
+                                      "'MMD^2' can turn negative)"),
+    "gamma": lambda v: v is None or _positive("gamma", v, ""),
+    "coef0": _check_coef0,
+    "estimator": lambda v: check_choice("MMD estimator", v, get_args(MMDEstimator)),
+    "reg": lambda v: _positive("the Sinkhorn regularisation reg", v, ""),
+    "max_iterations": lambda v: _at_least_one("max_iterations", v, " (0 iterations leave the plan at zero: the "
+                                              "term would be 0)"),
+    "n_projections": lambda v: _at_least_one("n_projections", v, ""),
+    "seed": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or _refuse_seed(v),
+    "eps": _check_eps,
+}
+"""Each distance option's check: a value that would switch a term off or break its meaning is refused."""
+
+
+def _refuse_seed(value: Any) -> None:
+    raise Refusal(f"seed must be null or an integer >= 0, got {value!r}")
+
+
 def distance_spec(name: str, options: dict[str, Any] | None = None) -> DistanceSpec:
-    """The distance ``name``, its ``options`` checked against the ones it takes.
+    """The distance ``name``, its ``options`` checked against the ones it takes and for their values.
 
     Example:
         >>> distance_spec("sinkhorn", {"epsilon": 0.1})
         Traceback (most recent call last):
         ...
         lightning_kd.errors.Refusal: distance 'sinkhorn' takes no option 'epsilon'; its options: reg, max_iterations
+        >>> distance_spec("sinkhorn", {"max_iterations": 0})
+        Traceback (most recent call last):
+        ...
+        lightning_kd.errors.Refusal: max_iterations must be an integer >= 1, got 0 (0 iterations leave the plan at \
+zero: the term would be 0)
     """
     check_choice("distance", name, DISTANCES)
     spec = DISTANCES[name]
@@ -327,6 +387,8 @@ def distance_spec(name: str, options: dict[str, Any] | None = None) -> DistanceS
     if unknown:
         raise Refusal(f"distance {name!r} takes no option {unknown[0]!r}; its options: "
                          f"{', '.join(spec.options()) or 'none'}")
+    for option, value in (options or {}).items():
+        _OPTION_CHECKS[option](value)
     return spec
 
 
