@@ -19,7 +19,9 @@ def _fit(max_epochs: int, callbacks: list, root: Path) -> Classifier:
     seed_everything(0)
     # a constant learning rate: a schedule over max_epochs would make epoch 1 differ between the two runs
     task = Classifier(SmallCNN(widths=(8, 16), num_classes=10), lr_scheduler="none")
-    trainer = cpu_trainer(max_epochs=max_epochs, callbacks=callbacks, default_root_dir=root)
+    checkpointing = any(type(c).__name__ == "ModelCheckpoint" for c in callbacks)
+    trainer = cpu_trainer(max_epochs=max_epochs, callbacks=callbacks, default_root_dir=root,
+                          enable_checkpointing=checkpointing)
     trainer.fit(task, DigitsDataModule(batch_size=64))
     return task
 
@@ -56,6 +58,18 @@ def test_an_epoch_past_the_budget_is_refused_before_training(tmp_path: Path) -> 
     with pytest.raises(ValueError, match=r"epoch\(s\) \[5\] lie past trainer.max_epochs=2"):
         _fit(2, [EpochCheckpoints(epochs=[1, 5], dirpath=tmp_path)], tmp_path)
     assert not list(tmp_path.glob("*.ckpt"))
+
+
+def test_a_filename_the_checkpoint_callback_rewrites_is_refused_before_training(tmp_path: Path) -> None:
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    # issue 23: "kept the weights after epoch 1" was printed while the file went on to hold epoch 2
+    for clash, checkpoint in (("kd", ModelCheckpoint(tmp_path, "kd")),
+                              ("last", ModelCheckpoint(tmp_path, "best-{epoch}", save_last=True))):
+        with pytest.raises(ValueError, match=rf"the weights after epoch 1 would go to .*{clash}\.ckpt, the file "
+                                             r"ModelCheckpoint rewrites as the run goes on"):
+            _fit(2, [checkpoint, EpochCheckpoints(epochs=1, dirpath=tmp_path, filename=clash)], tmp_path)
+        assert not list(tmp_path.glob("*.ckpt"))
 
 
 @pytest.mark.parametrize(("arguments", "message"), [

@@ -241,3 +241,24 @@ def test_on_a_gpu_the_device_cache_lives_there_and_serves_the_teachers_outputs(t
     trainer.fit(_kd(), datamodule=_cifar(tmp_path))
     assert cache.entries["teacher"]["logits"].device.type == "cuda" and probe.batches == 4 * 4
     assert probe.worst["teacher/logits"] < 1e-5  # cuDNN may pick other kernels for the pre-pass's larger batches
+
+
+def test_the_disk_cache_is_the_runs_own_and_a_live_run_keeps_it(tmp_path: Path) -> None:
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lightning_kd.callbacks.output_lock import FolderLockedError, acquire, release
+
+    # issue 23: two runs in one folder shared ./teacher_cache, and the second rewrote the first's targets
+    checkpoint = ModelCheckpoint(tmp_path / "run_a", "kd")
+    cpu_trainer(max_epochs=1, enable_checkpointing=True, default_root_dir=tmp_path,
+                callbacks=[checkpoint, TeacherOutputCache(storage="disk")]).fit(_kd(), datamodule=_cifar(tmp_path))
+    assert any((tmp_path / "run_a/teacher_cache").glob("teacher-logits.npy"))
+    assert not (tmp_path / "teacher_cache").exists()
+    held = acquire(tmp_path / "shared")  # another live run writes this folder
+    try:
+        with pytest.raises(FolderLockedError):
+            cpu_trainer(max_epochs=1, callbacks=[TeacherOutputCache(storage="disk", dirpath=tmp_path / "shared")]).fit(
+                _kd(), datamodule=_cifar(tmp_path))
+    finally:
+        release(held)
+    assert not any((tmp_path / "shared").glob("*.npy"))

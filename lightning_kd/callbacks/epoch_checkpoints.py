@@ -25,6 +25,23 @@ def checkpoint_folder(trainer: pl.Trainer, dirpath: str | Path | None = None) ->
     return Path(trainer.default_root_dir) / "checkpoints"
 
 
+def rewritten_files(trainer: pl.Trainer) -> dict[Path, str]:
+    """The files the run's ``ModelCheckpoint`` callbacks rewrite under a fixed name (their ``filename`` without a
+    placeholder, and ``last``), each with the callback that writes it."""
+    files = {}
+    for callback in trainer.checkpoint_callbacks:
+        dirpath = getattr(callback, "dirpath", None)
+        if not dirpath:
+            continue
+        extension = getattr(callback, "FILE_EXTENSION", ".ckpt")
+        names = [callback.filename] if callback.filename and "{" not in callback.filename else []
+        if getattr(callback, "save_last", False) and "{" not in callback.CHECKPOINT_NAME_LAST:
+            names.append(callback.CHECKPOINT_NAME_LAST)
+        for name in names:
+            files[(Path(dirpath) / f"{name}{extension}").resolve()] = type(callback).__name__
+    return files
+
+
 class EpochCheckpoints(Callback):
     """Keep the weights as they are after each of ``epochs`` (counted from 1 over the whole fit).
 
@@ -72,6 +89,12 @@ class EpochCheckpoints(Callback):
         if late:
             raise Refusal(f"EpochCheckpoints: epoch(s) {late} lie past trainer.max_epochs={trainer.max_epochs}; "
                              "these weights would never be written")
+        rewritten = rewritten_files(trainer)
+        for epoch in self.epochs:
+            path = self.path(trainer, epoch).resolve()
+            if path in rewritten:
+                raise Refusal(f"EpochCheckpoints: the weights after epoch {epoch} would go to {path}, the file "
+                              f"{rewritten[path]} rewrites as the run goes on: give EpochCheckpoints another filename")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning runs the epoch's validation before this hook: its metrics belong to these weights

@@ -59,6 +59,8 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from lightning_kd.callbacks.epoch_checkpoints import checkpoint_folder
+from lightning_kd.callbacks.output_lock import acquire, release
 from lightning_kd.data.base import Batch, IndexedDataset
 from lightning_kd.errors import Refusal
 from lightning_kd.losses.validation import check_choice
@@ -84,7 +86,8 @@ class TeacherOutputCache(Callback):
         storage: ``"memory"`` (default: host memory), ``"device"`` (the training device's memory: on a GPU,
             serving a batch is a gather there, with no copy from the host and no synchronisation; use it
             when the cache fits beside training) or ``"disk"`` (memory-mapped ``.npy`` files in ``dirpath``).
-        dirpath: Folder of the ``"disk"`` files (default: ``teacher_cache`` in the trainer's root folder).
+        dirpath: Folder of the ``"disk"`` files (default: ``teacher_cache`` inside the run's checkpoint folder,
+            which is the run's own). The folder is locked for the fit: a second live run that names it is refused.
         fill: ``"prepass"`` (default): every sample and view before training; ``"first_use"``: each training
             batch's outputs are computed online the first time its samples and view come up, and stored
             (no pre-pass; under DDP each process keeps what it computed).
@@ -136,6 +139,8 @@ class TeacherOutputCache(Callback):
         """The cache's size."""
         self._trainer: pl.Trainer | None = None
         self._device = torch.device("cpu")
+        self._folder: Path | None = None
+        self._lock: Path | None = None
 
     @property
     def _storage_device(self) -> torch.device:
@@ -148,6 +153,8 @@ class TeacherOutputCache(Callback):
         if not isinstance(pl_module, TeacherServed):
             raise Refusal(f"TeacherOutputCache serves teacher outputs, but {type(pl_module).__name__} has no "
                              "teacher: use it with a distillation method")
+        if self.storage == "disk":
+            self._lock_folder(trainer)
         datamodule = trainer.datamodule
         if _token_windows(datamodule) is not None:  # token streams: no augmentation to replay
             self._trainer = trainer
@@ -178,6 +185,21 @@ class TeacherOutputCache(Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and hasattr(pl_module, "use_teacher_cache"):
             pl_module.use_teacher_cache(None)
+        self._unlock()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._unlock()
+
+    def _lock_folder(self, trainer: pl.Trainer) -> None:
+        """The disk files' folder, this run's alone: inside its checkpoint folder unless named, and locked."""
+        self._folder = self.dirpath or checkpoint_folder(trainer) / "teacher_cache"
+        if trainer.is_global_zero and self._lock is None:
+            self._lock = acquire(self._folder)
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            release(self._lock)
+            self._lock = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if pl_module.teachers and self.filled_version != pl_module.teacher_version:
@@ -370,7 +392,7 @@ class TeacherOutputCache(Callback):
     def _tensor(self, trainer: pl.Trainer, role: str, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         if self.storage != "disk":
             return torch.zeros(shape, dtype=dtype, device=self._storage_device)
-        folder = self.dirpath or Path(trainer.default_root_dir) / "teacher_cache"
+        folder = self._folder or self.dirpath or checkpoint_folder(trainer) / "teacher_cache"
         path = folder / f"{role}-{name.replace(':', '-').replace('/', '_')}.npy"
         numpy_dtype = torch.empty((), dtype=dtype).numpy().dtype
         if trainer.is_global_zero:
