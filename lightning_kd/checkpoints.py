@@ -40,7 +40,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def network_record(
-    path: str, config: Mapping[str, Any] | None, num_classes: int | None, roles: Mapping[str, nn.Module]
+    path: str, config: Mapping[str, Any] | None, num_classes: int | None, roles: Mapping[str, nn.Module],
+    data: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a task's checkpoint records under :data:`CHECKPOINT_KEY`.
 
@@ -49,8 +50,11 @@ def network_record(
         config: How to build that network (``class_path``/``init_args``), when known.
         num_classes: The data's class count.
         roles: Every network of the task by role, recorded with its class and size.
+        data: What the network was trained on (:func:`data_identity`), when known: a student refuses a teacher
+            trained on other data.
     """
     return {
+        **({"data": dict(data)} if data else {}),
         "format_version": FORMAT_VERSION,
         "network": path,
         "network_config": dict(config) if config is not None else None,
@@ -114,6 +118,13 @@ def load_network(path: str | Path, network: nn.Module | None = None) -> nn.Modul
 
 def load_network_and_config(path: str | Path, network: nn.Module | None = None) -> tuple[nn.Module, dict | None]:
     """:func:`load_network`, also returning how to build the network when the checkpoint records it."""
+    network, config, _ = load_network_config_and_data(path, network)
+    return network, config
+
+
+def load_network_config_and_data(path: str | Path, network: nn.Module | None = None
+                                 ) -> tuple[nn.Module, dict | None, dict | None]:
+    """:func:`load_network_and_config`, also returning the data the checkpoint says its network was trained on."""
     checkpoint = read_checkpoint(path)
     state_dict = network_state_dict(checkpoint, source=f"checkpoint {path}")
     config = checkpoint.get(CHECKPOINT_KEY, {}).get("network_config")
@@ -125,7 +136,7 @@ def load_network_and_config(path: str | Path, network: nn.Module | None = None) 
             )
         network = build_network(config)
     load_weights(network, state_dict, source=f"checkpoint {path}")
-    return network, config
+    return network, config, checkpoint.get(CHECKPOINT_KEY, {}).get("data")
 
 
 def load_weights(network: nn.Module, state_dict: Mapping[str, Tensor], source: str = "checkpoint") -> None:
@@ -158,7 +169,22 @@ def _preview(items: list[str], limit: int = 5) -> str:
     return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)} in all)"
 
 
-def task_record(task: Any, wandb_run: dict[str, str] | None = None) -> dict[str, Any]:
+def data_identity(datamodule: Any) -> dict[str, Any] | None:
+    """The data a network is trained on, as a checkpoint records it: the data module's class and input shape.
+
+    Example:
+        >>> from lightning_kd.data import DigitsDataModule
+        >>> data_identity(DigitsDataModule())
+        {'class': 'DigitsDataModule', 'input_shape': [1, 8, 8]}
+    """
+    if datamodule is None:
+        return None
+    shape = getattr(datamodule, "input_shape", None)
+    return {"class": type(datamodule).__name__, "input_shape": list(shape) if shape is not None else None}
+
+
+def task_record(task: Any, wandb_run: dict[str, str] | None = None, data: Mapping[str, Any] | None = None
+                ) -> dict[str, Any]:
     """The record a task writes into each checkpoint (:data:`CHECKPOINT_KEY`): how to hand its network on as a
     teacher (:func:`network_record`) and, when it logs to W&B, the run (``test``/``predict`` continue it).
 
@@ -166,7 +192,7 @@ def task_record(task: Any, wandb_run: dict[str, str] | None = None) -> dict[str,
     ``network_config``, ``num_classes`` and ``networks``).
     """
     path = next(name for name, module in task.named_modules() if module is task.network)
-    record = network_record(path, task.network_config(task.handed_on), task.num_classes, task.networks())
+    record = network_record(path, task.network_config(task.handed_on), task.num_classes, task.networks(), data)
     if wandb_run is not None:
         record["wandb"] = wandb_run
     return record

@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from lightning_kd.checkpoints import CheckpointError, build_network, load_network_and_config
+from lightning_kd.checkpoints import CheckpointError, build_network, load_network_config_and_data
 from lightning_kd.errors import Refusal
 from lightning_kd.losses.validation import check_choice
 from lightning_kd.models.taps import LayerSpec, NetworkOutput, forward_with_taps
@@ -89,14 +89,21 @@ class Teachers(nn.ModuleDict):
         (['teacher', 'teacher_2'], False, False)
     """
 
-    def __init__(self, networks: Sequence[nn.Module] = (), configs: Sequence[dict | None] = ()) -> None:
+    def __init__(self, networks: Sequence[nn.Module] = (), configs: Sequence[dict | None] = (),
+                 trained_on: Sequence[dict | None] = ()) -> None:
         self.forward_settings = TeacherForward()
         self._compiled: dict[str, Any] = {}
         super().__init__({teacher_role(i): network for i, network in enumerate(networks)})
         self.configs: list[dict | None] = list(configs) or [None] * len(networks)
         """How to build each teacher given (``class_path``/``init_args``), where known."""
+        self.trained_on: list[dict | None] = list(trained_on) or [None] * len(networks)
+        """The data each teacher's checkpoint says it was trained on (``checkpoints.data_identity``), where known."""
 
     def __setitem__(self, role: str, network: nn.Module) -> None:
+        trained_on = getattr(self, "trained_on", None)
+        if trained_on is not None:  # a network put in later (a promotion) was trained here: nothing to check
+            position = list(self).index(role) if role in self else len(trained_on)
+            trained_on[position:position + 1] = [None]
         super().__setitem__(role, freeze(network))
         self._prepare(role)
 
@@ -166,15 +173,16 @@ class Teachers(nn.ModuleDict):
         count = max(len(networks), len(checkpoints))
         networks += [None] * (count - len(networks))
         checkpoints += [None] * (count - len(checkpoints))
-        loaded, configs = [], []
+        loaded, configs, trained_on = [], [], []
         for index, (network, checkpoint) in enumerate(zip(networks, checkpoints, strict=True)):
             role = teacher_role(index)
             config = dict(network) if isinstance(network, Mapping) else None
             if config is not None:
                 network = build_network(config)
+            data = None
             if checkpoint is not None:
                 try:
-                    network, recorded = load_network_and_config(checkpoint, network)
+                    network, recorded, data = load_network_config_and_data(checkpoint, network)
                 except CheckpointError as error:
                     raise CheckpointError(f"{role}: {error}") from error
                 config = config or recorded
@@ -182,7 +190,28 @@ class Teachers(nn.ModuleDict):
                 raise Refusal(f"{role} has neither a network (`teacher`) nor a checkpoint (`teacher_ckpt`)")
             loaded.append(network)
             configs.append(config)
-        return cls(loaded, configs)
+            trained_on.append(data)
+        return cls(loaded, configs, trained_on)
+
+    def check_trained_on(self, data: dict | None) -> None:
+        """Refuse a teacher whose checkpoint says it was trained on other data than ``data`` (both named)."""
+        for role, recorded in zip(self, self.trained_on, strict=False):
+            if not recorded or not data:
+                continue
+            differences = []
+            for key in ("class", "input_shape"):
+                there, here = recorded.get(key), data.get(key)
+                if there is not None and here is not None and _plain(there) != _plain(here):
+                    differences.append(f"{key} {_plain(there)} there, {_plain(here)} here")
+            if differences:
+                raise Refusal(
+                    f"{role} was trained on other data than this run's ({'; '.join(differences)}): it would teach "
+                    "what it never learned. Train a teacher on this data, or, if this is intended, give its weights "
+                    "as a plain state dict (torch.save(network.state_dict(), path)), which records no data")
+
+
+def _plain(value: object) -> object:
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def _one_or_many(value: object) -> list:

@@ -146,3 +146,41 @@ def test_several_teachers_from_a_config_get_the_datas_shape_and_reload(tmp_path:
     assert reloaded.hparams.teacher[1]["init_args"]["input_shape"] == [1, 8, 8]
     record = torch.load(tmp_path / "ckpts/mt.ckpt", weights_only=True)["lightning_kd"]
     assert record["roles"]["teacher_2"] == {"class": "MLP", "parameters": 9610}
+
+
+def test_a_teacher_trained_on_other_data_is_refused_naming_both(tmp_path: Path) -> None:
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lightning_kd import Classifier, MultiTeacherKD
+    from lightning_kd.data import MNIST5kDataModule
+    from lightning_kd.errors import Refusal
+
+    # issue 23: a digits (8x8) teacher was accepted for an MNIST (28x28) student, its size-agnostic network
+    # taking the input, and the student distilled from a teacher at 9% accuracy
+    seed_everything(0)
+    cpu_trainer(max_epochs=1, limit_train_batches=2, enable_checkpointing=True,
+                callbacks=[ModelCheckpoint(tmp_path, "digits")]).fit(
+        Classifier(SmallCNN(widths=(8, 16), num_classes=10)), datamodule=DigitsDataModule(batch_size=32))
+    path = tmp_path / "digits.ckpt"
+    message = (r"teacher(_2)? was trained on other data than this run's \(class DigitsDataModule there, "
+               r"MNIST5kDataModule here; input_shape \[1, 8, 8\] there, \[1, 28, 28\] here\)")
+    mnist = MNIST5kDataModule(batch_size=32)
+    for task in (VanillaKD(MLP(input_shape=(1, 28, 28), num_classes=10), SmallCNN(widths=(8, 16), num_classes=10),
+                           teacher_ckpt=path),
+                 MultiTeacherKD(MLP(input_shape=(1, 28, 28), num_classes=10),
+                                [SmallCNN(widths=(8, 16), num_classes=10), SmallCNN(widths=(8, 16), num_classes=10)],
+                                teacher_ckpt=[None, path])):
+        with pytest.raises(Refusal, match=message):
+            cpu_trainer(max_steps=1).fit(task, datamodule=mnist)
+    # the same weights as a plain state dict record no data: accepted, as the message says
+    plain = tmp_path / "plain.pt"
+    torch.save(torch.load(path, weights_only=True)["state_dict"], plain)
+    weights = {k.removeprefix("net."): v for k, v in torch.load(plain, weights_only=True).items()}
+    torch.save(weights, plain)
+    task = VanillaKD(MLP(input_shape=(1, 28, 28), num_classes=10), SmallCNN(widths=(8, 16), num_classes=10),
+                     teacher_ckpt=plain)
+    cpu_trainer(max_steps=1, limit_val_batches=1).fit(task, datamodule=mnist)
+    # the same data: accepted
+    task = VanillaKD(MLP(input_shape=(1, 8, 8), num_classes=10), SmallCNN(widths=(8, 16), num_classes=10),
+                     teacher_ckpt=path)
+    cpu_trainer(max_steps=1, limit_val_batches=1).fit(task, datamodule=DigitsDataModule(batch_size=32))

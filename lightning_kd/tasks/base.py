@@ -22,7 +22,7 @@ from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from lightning_kd.checkpoints import CHECKPOINT_KEY, keep_plain, objects_among, task_record
+from lightning_kd.checkpoints import CHECKPOINT_KEY, data_identity, keep_plain, objects_among, task_record
 from lightning_kd.compat import IgnoredByDDP, attached_trainer, hyperparameters_given_by_cli
 from lightning_kd.console import restore_warning, silence_eval_mode_warning
 from lightning_kd.data.base import Batch, data_sizes
@@ -251,7 +251,9 @@ class BaseTask(FiniteChecks, StreamHooks, IgnoredByDDP, LightningModule, metacla
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.check_weights("writing a checkpoint")  # on every path that writes one
         # what load_network needs to hand the network on as a teacher, what each role was, and the W&B run
-        checkpoint[CHECKPOINT_KEY] = task_record(self, wandb_run_reference(attached_trainer(self)))
+        trainer = attached_trainer(self)
+        data = data_identity(getattr(trainer, "datamodule", None))  # a teacher's data, checked by its students
+        checkpoint[CHECKPOINT_KEY] = task_record(self, wandb_run_reference(trainer), data)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # a reload rebuilds the networks as objects, which hparams leave out; keep the checkpoint's configs so a

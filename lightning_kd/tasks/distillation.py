@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from lightning_kd.checkpoints import CHECKPOINT_KEY, load_network
+from lightning_kd.checkpoints import CHECKPOINT_KEY, data_identity, load_network
 from lightning_kd.compat import attached_trainer
 from lightning_kd.data.base import Batch
 from lightning_kd.errors import Refusal
@@ -102,6 +102,11 @@ class DistillationTask(BaseTask):
 
     def teacher_networks(self) -> dict[str, nn.Module]:
         return dict(self.teachers.items())
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        # a teacher's checkpoint names the data it learned: another data module or input size is refused
+        self.teachers.check_trained_on(data_identity(getattr(attached_trainer(self), "datamodule", None)))
 
     @property
     def teacher(self) -> nn.Module | None:
