@@ -193,6 +193,8 @@ def task_record(task: Any, wandb_run: dict[str, str] | None = None, data: Mappin
     """
     path = next(name for name, module in task.named_modules() if module is task.network)
     record = network_record(path, task.network_config(task.handed_on), task.num_classes, task.networks(), data)
+    if cosine_epochs(task) is not None:  # a resume must keep the schedule's length
+        record["schedule_epochs"] = cosine_epochs(task)
     if wandb_run is not None:
         record["wandb"] = wandb_run
     return record
@@ -250,3 +252,37 @@ def plain(value: Any) -> tuple[bool, Any]:
         ok = all(isinstance(k, str) and ok for k, (ok, _) in entries.items())
         return ok, {k: v for k, (_, v) in entries.items()}
     return False, None
+
+
+# hyperparameters a resumed run may differ in: where weights came from (held by the checkpoint itself)
+RESUME_FREE = ("teacher", "teacher_ckpt", "student_ckpt")
+
+
+def cosine_epochs(task: Any) -> int | None:
+    """The length of a task's cosine schedule (``None`` for another schedule): a resume must keep it."""
+    return task.schedule_epochs() if getattr(task, "lr_scheduler", None) == "cosine" else None
+
+
+def resume_refusal(stored: Mapping[str, Any], own: Mapping[str, Any], record: Mapping[str, Any],
+                   schedule_epochs: int | None, source: str) -> str | None:
+    """Why resuming the checkpoint ``source`` into a task of hyperparameters ``own`` would not continue its run, or
+    ``None``: a method setting that differs (``stored`` are the checkpoint's, ``record`` its
+    :data:`CHECKPOINT_KEY` record), or a cosine schedule of another length.
+
+    Example:
+        >>> resume_refusal({"loss": "ban"}, {"loss": "ban+l"}, {}, None, "last.ckpt")
+        "resuming last.ckpt continues that run, but this task's settings differ: loss: 'ban' in the checkpoint, \
+'ban+l' here. Build the task as the run did to resume, or start a new run (student_ckpt starts from its weights)"
+    """
+    changed = [f"{name}: {stored[name]!r} in the checkpoint, {own[name]!r} here"
+               for name in sorted(set(stored) & set(own))
+               if not name.startswith("_") and name not in RESUME_FREE and plain(stored[name])[0]
+               and plain(own[name])[0] and plain(stored[name])[1] != plain(own[name])[1]]
+    stored_epochs = record.get("schedule_epochs")
+    if stored_epochs is not None and schedule_epochs is not None and stored_epochs != schedule_epochs:
+        changed.append(f"the cosine schedule spans {stored_epochs} epochs in the checkpoint, {schedule_epochs} here "
+                       "(trainer.max_epochs): the learning rate would climb back up")
+    if not changed:
+        return None
+    return (f"resuming {source} continues that run, but this task's settings differ: {'; '.join(changed)}. Build the "
+            "task as the run did to resume, or start a new run (student_ckpt starts from its weights)")

@@ -513,3 +513,54 @@ def test_a_run_without_a_schedule_saves_a_config_that_runs_again_and_resumes(in_
     main(["fit", "--config", "checkpoints/digits/config.yaml", "--trainer.max_epochs", "2",
           "--ckpt_path", "checkpoints/digits/teacher.ckpt", *quick])
     assert torch.load(in_tmp / "checkpoints/digits/teacher.ckpt", weights_only=False)["epoch"] == 1
+
+
+def test_resumes_are_checked_whatever_built_the_trainer(in_tmp: Path, teacher_runs) -> None:
+    from lightning_kd.errors import Refusal
+
+    quick = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", *TINY_BATCHES,
+             "--model.init_args.lr_scheduler", "none"]
+    folder = in_tmp / "checkpoints/digits"
+    folder.mkdir(parents=True)
+    shutil.copy(teacher_runs(CONFIGS / "digits_teacher.yaml") / "checkpoints/digits/teacher.ckpt", folder)
+    shutil.copy(folder / "teacher.ckpt", folder / "other-teacher.ckpt")
+    kd = ["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *quick]
+    with pytest.raises(Refusal, match=r"--ckpt_path last: no checkpoint named last in .*checkpoints/digits, so "
+                                      r"nothing would be resumed"):
+        main([*kd, "--trainer.max_epochs", "1", "--ckpt_path", "last"])
+    assert not (folder / "kd-student.ckpt").exists()
+    main([*kd, "--trainer.max_epochs", "1"])
+    student = folder / "kd-student.ckpt"
+    main([*kd, "--trainer.max_epochs", "2", "--ckpt_path", str(student)])
+    resumed = torch.load(student, weights_only=False)
+    assert resumed["epoch"] == 1
+    # issue 23: a run resumed once no longer recorded its teacher, so a second resume took another one silently
+    assert resumed["lightning_kd"]["teacher_ckpt"] == "checkpoints/digits/teacher.ckpt"
+    with pytest.raises(Refusal, match=r"teacher_ckpt: 'checkpoints/digits/teacher.ckpt' in the checkpoint, "
+                                      r"'checkpoints/digits/other-teacher.ckpt' asked"):
+        main([*kd, "--trainer.max_epochs", "3", "--ckpt_path", str(student),
+              "--model.init_args.teacher_ckpt", "checkpoints/digits/other-teacher.ckpt"])
+
+
+def test_a_resume_with_other_settings_or_a_longer_cosine_is_refused_from_python(tmp_path: Path) -> None:
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lightning_kd.data import DigitsDataModule
+    from lightning_kd.errors import Refusal
+    from tests.helpers import cpu_trainer
+
+    def fit(task, max_epochs: int, ckpt_path: Path | None = None) -> None:
+        cpu_trainer(max_epochs=max_epochs, limit_train_batches=2, enable_checkpointing=True,
+                    callbacks=[ModelCheckpoint(tmp_path, "run")]).fit(task, DigitsDataModule(batch_size=32),
+                                                                    ckpt_path=ckpt_path)
+
+    fit(BornAgain(MLP(hidden_sizes=(16,), num_classes=10), loss="ban", lr_scheduler="none"), 1)
+    # issue 23: from Python, a `ban` run resumed as `ban+l` trained on without a word
+    with pytest.raises(Refusal, match=r"this task's settings differ: loss: 'ban' in the checkpoint, 'ban\+l' here"):
+        fit(BornAgain(MLP(hidden_sizes=(16,), num_classes=10), loss="ban+l", lr_scheduler="none"), 2,
+            tmp_path / "run.ckpt")
+    (tmp_path / "run.ckpt").unlink()
+    fit(Classifier(MLP(hidden_sizes=(16,), num_classes=10)), 3)  # cosine over 3 epochs, finished
+    # issue 23: resumed with max_epochs 6, the learning rate climbed back up (0.0, 0.0125, 0.0375)
+    with pytest.raises(Refusal, match=r"the cosine schedule spans 3 epochs in the checkpoint, 6 here"):
+        fit(Classifier(MLP(hidden_sizes=(16,), num_classes=10)), 6, tmp_path / "run.ckpt")

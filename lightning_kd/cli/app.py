@@ -196,7 +196,24 @@ class KDLightningCLI(LightningCLI):
                 raise Refusal(f"trainer.max_epochs is {given} but the generations take {budget} epochs; leave "
                                  f"max_epochs unset or set it to {budget}")
             kwargs.setdefault("max_epochs", budget)
-        return super().instantiate_trainer(callbacks=callbacks, **kwargs)
+        trainer = super().instantiate_trainer(callbacks=callbacks, **kwargs)
+        if self.subcommand == "fit" and _section(self.config, self.subcommand).get("ckpt_path") == "last":
+            refuse_nothing_to_resume(trainer)
+        return trainer
+
+
+def refuse_nothing_to_resume(trainer: Trainer) -> None:
+    """Refuse ``--ckpt_path last`` where no checkpoint named ``last`` exists: Lightning would warn, train from
+    scratch and overwrite the folder's files. (Only the command line knows ``last`` was asked: Lightning resolves
+    it to ``None`` before any task or callback sees it.)"""
+    folders = [Path(c.dirpath) for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)]
+    if any(path.suffix == ".ckpt" and "last" in path.name for folder in folders if folder.is_dir()
+           for path in folder.iterdir()):
+        return
+    where = ", ".join(str(folder) for folder in folders) or "the run's checkpoint folder"
+    raise Refusal(f"--ckpt_path last: no checkpoint named last in {where}, so nothing would be resumed and the run "
+                  "would start over that folder's files; give the checkpoint's path, or drop --ckpt_path to start a "
+                  "new run")
 
 
 DESCRIPTION = """Knowledge distillation with PyTorch Lightning: one method per LightningModule, one command to run it.

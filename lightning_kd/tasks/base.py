@@ -22,6 +22,7 @@ from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
+import lightning_kd.checkpoints as checkpoints
 from lightning_kd.checkpoints import CHECKPOINT_KEY, data_identity, keep_plain, objects_among, task_record
 from lightning_kd.compat import IgnoredByDDP, attached_trainer, hyperparameters_given_by_cli
 from lightning_kd.console import restore_warning, silence_eval_mode_warning
@@ -256,6 +257,13 @@ class BaseTask(FiniteChecks, StreamHooks, IgnoredByDDP, LightningModule, metacla
         checkpoint[CHECKPOINT_KEY] = task_record(self, wandb_run_reference(trainer), data)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainer = attached_trainer(self)
+        if trainer is not None and trainer.state.fn == "fit":  # a resume, whatever built the trainer: same run?
+            refusal = checkpoints.resume_refusal(checkpoint.get("hyper_parameters", {}), self.hparams,
+                                                 checkpoint.get(CHECKPOINT_KEY, {}), checkpoints.cosine_epochs(self),
+                                                 str(trainer.ckpt_path))
+            if refusal:
+                raise Refusal(refusal)
         # a reload rebuilds the networks as objects, which hparams leave out; keep the checkpoint's configs so a
         # checkpoint saved again still records how to build its networks
         self.hparams.update({name: value for name, value in checkpoint.get("hyper_parameters", {}).items()

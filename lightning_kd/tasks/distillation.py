@@ -189,12 +189,15 @@ class DistillationTask(BaseTask):
         # The checkpoint holds the teachers' weights: reloading it must not read teacher_ckpt again (a path
         # relative to where training ran). Record how to build the teachers instead, where known.
         hparams = checkpoint.get("hyper_parameters")
+        record = checkpoint[CHECKPOINT_KEY]
+        # what the run was given, for resume, kept by every checkpoint of the run (a resumed one too)
+        record.update(getattr(self, "_given_checkpoints", {}))
         if hparams and hparams.get("student_ckpt") is not None:  # the student's weights are in this checkpoint
-            checkpoint[CHECKPOINT_KEY]["student_ckpt"] = hparams["student_ckpt"]
+            record["student_ckpt"] = hparams["student_ckpt"]
             hparams["student_ckpt"] = None
         if not hparams or hparams.get("teacher_ckpt") is None:
             return
-        checkpoint[CHECKPOINT_KEY]["teacher_ckpt"] = hparams["teacher_ckpt"]  # what the run was given, for resume
+        record["teacher_ckpt"] = hparams["teacher_ckpt"]
         hparams["teacher_ckpt"] = None
         configs = self.given_teacher_configs()
         if configs and all(config is not None for config in configs):
@@ -213,6 +216,7 @@ class DistillationTask(BaseTask):
         super().on_load_checkpoint(checkpoint)
         # format 1 (lightning-kd 0.1) kept the one teacher under "teacher."; now teachers.<role>.
         record = checkpoint.get(CHECKPOINT_KEY, {})
+        self._given_checkpoints = {key: record[key] for key in ("teacher_ckpt", "student_ckpt") if key in record}
         if record.get("format_version") == 1 and "state_dict" in checkpoint:
             checkpoint["state_dict"] = {
                 (f"teachers.{key}" if key.startswith("teacher.") else key): value
