@@ -97,7 +97,10 @@ def main() -> None:
     parser.add_argument("--vocabulary", type=int, default=10_000)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/lm_throughput.json")
+    parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads (default: torch's own)")
     args = parser.parse_args()
+    if args.threads is not None:  # one thread leaves a core to the rest of the machine: steadier timings
+        torch.set_num_threads(args.threads)
     started = time.time()
     with tempfile.TemporaryDirectory() as scratch:
         write_corpus(Path(scratch), args.vocabulary, 20 * 35 * (args.batches + 2))
@@ -108,10 +111,12 @@ def main() -> None:
     print(f"tokens/s: BornAgain {medians['lightning']:.0f}, bare loop {medians['bare']:.0f}, ratio {ratio:.3f}")
     write_record(args.output,
                  f"python benchmarks/lm_throughput.py --rounds {args.rounds} --batches {args.batches} "
-                 f"--hidden {args.hidden} --device {args.device} --output {args.output.name}",
+                 f"--hidden {args.hidden} --device {args.device} --output {args.output.name}"
+                 + (f" --threads {args.threads}" if args.threads is not None else ""),
                  "tokens per second (median of rounds)", started,
                  rounds=times, medians=medians, ratio_task_over_bare=round(ratio, 4),
-                 setup=f"2 x {args.hidden} tied LSTMs, {runs.vocabulary} tokens, batch 20 x 35, BAN+L")
+                 setup=f"2 x {args.hidden} tied LSTMs, {runs.vocabulary} tokens, batch 20 x 35, BAN+L",
+                 threads=torch.get_num_threads())
 
 
 if __name__ == "__main__":

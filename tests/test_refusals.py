@@ -342,6 +342,25 @@ def test_a_value_that_does_not_parse_is_reported_in_a_few_lines(tmp_path: Path) 
                          "Expected a <class 'float'>. Got value: abc")
 
 
+@pytest.mark.parametrize(
+    ("config", "args", "message"),
+    [  # issue 23: the condensed error stopped at "Errors:", the reason dropped
+        ("digits_ban", ["--model.init_args.temperature", "inf"],
+         'Parser key "model" (lightning_kd.BornAgain): Parser key "temperature": expected float or None, got \'inf\' '
+         "(YAML writes infinity as .inf)"),
+        ("mnist5k_multi_teacher", ["--model.init_args.teacher", "[null, {class_path: lightning_kd.models.MLP}]"],
+         'Parser key "model" (lightning_kd.MultiTeacherKD): Parser key "teacher": expected Module or list[Module] or '
+         "None, got \"[None, {'class_path': 'lightning_kd.models.MLP'}]\""),
+    ],
+)
+def test_a_union_value_that_does_not_parse_keeps_its_reason(in_tmp: Path, config: str, args: list[str], message: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", config, *QUIET, *args])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {message}"
+
+
 def test_a_refusal_is_one_line_and_any_other_error_keeps_its_traceback(monkeypatch, capsys) -> None:
     import lightning_kd.cli.app as app
     from lightning_kd.errors import Refusal

@@ -71,7 +71,7 @@ class KDArgumentParser(LightningArgumentParser):
 
 
 def condense_parse_error(message: str) -> str:
-    """jsonargparse's error for a bad value inside a ``class_path`` config, without the union wrapping.
+    """jsonargparse's error for a bad value, without the union wrapping, the reason kept.
 
     Example:
         >>> print(condense_parse_error('''Parser key "model":
@@ -84,16 +84,53 @@ def condense_parse_error(message: str) -> str:
         ...     - Expected a NoneType
         ...   Given value type: NestedArg'''))
         Parser key "model" (lightning_kd.VanillaKD): Parser key "temperature": Expected a float. Got value: abc
+        >>> print(condense_parse_error('''Parser key "temperature":
+        ...   Does not validate against any of the Union subtypes
+        ...   Subtypes: [<class 'float'>, <class 'NoneType'>]
+        ...   Errors:
+        ...     - Expected a <class 'float'>
+        ...     - Expected a <class 'NoneType'>
+        ...   Given value type: <class 'str'>
+        ...   Given value: inf'''))
+        Parser key "temperature": expected float or None, got 'inf' (YAML writes infinity as .inf)
     """
     if "Does not validate against any of the Union subtypes" not in message:
         return message
-    found = re.search(r"Problem with given class_path '([^']+)':\n(.*?)(?=\n\s*- |\n\s*Given value|\Z)", message,
-                      re.DOTALL)
-    if found is None:
-        return message
-    head = message.splitlines()[0].rstrip(":")
-    detail = " ".join(line.strip() for line in found.group(2).splitlines() if line.strip())
-    return f"{head} ({found.group(1)}): {detail}"
+    lines = message.splitlines()
+    problem = next((i for i, line in enumerate(lines) if "Problem with given class_path" in line), None)
+    if problem is None:
+        return _condense_union(lines)
+    class_path = re.search(r"class_path '([^']+)'", lines[problem])
+    indent = len(lines[problem]) - len(lines[problem].lstrip())
+    block = []
+    for line in lines[problem + 1 :]:  # the class_path's own error: the lines indented under it
+        if line.strip() and len(line) - len(line.lstrip()) <= indent:
+            break
+        block.append(line)
+    head = lines[0].strip().rstrip(":")
+    detail = _condense_union(block) if any("Union subtypes" in line for line in block) else " ".join(
+        line.strip() for line in block if line.strip())
+    return f"{head} ({class_path.group(1) if class_path else '?'}): {detail}"
+
+
+def _condense_union(lines: list[str]) -> str:
+    """A union error (``Parser key ...: Does not validate ... Given value: x``) as one line: what was expected, what
+    was given; a nested class_path problem keeps its own reason."""
+    if any("Problem with given class_path" in line for line in lines):
+        return condense_parse_error("\n".join(lines))
+    text = "\n".join(lines)
+    key = re.search(r'Parser key "([^"]+)"', text)
+    subtypes = re.search(r"Subtypes: \[(.*)\]", text)
+    given = re.search(r"Given value: (.*)", text)
+    if key is None or subtypes is None:
+        return " ".join(line.strip() for line in lines if line.strip())
+    # "<class 'float'>" -> float, "list[torch.nn.modules.module.Module]" -> list[Module]
+    names = [re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", re.sub(r"<class '([\w.]+)'>", r"\1", item.strip()))
+             for item in re.split(r",\s*(?![^\[]*\])", subtypes.group(1))]
+    expected = " or ".join("None" if name == "NoneType" else name for name in names)
+    value = given.group(1).strip() if given else "?"
+    hint = " (YAML writes infinity as .inf)" if value.lower().lstrip("+-") in ("inf", "infinity") else ""
+    return f'Parser key "{key.group(1)}": expected {expected}, got {value!r}{hint}'
 
 
 class KDLightningCLI(LightningCLI):
