@@ -8,6 +8,7 @@ Lightning's ``ReduceLROnPlateau`` works too, but a resumed run then skips one of
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -126,8 +127,22 @@ def build_optimization(
         optimizer: Callable mapping parameters to an optimizer.
         lr_scheduler: Callable mapping the optimizer to an epoch-wise scheduler, ``"cosine"`` or ``"none"``.
         max_epochs: The trainer's epoch budget, the length of the cosine schedule.
+
+    Raises:
+        Refusal: The optimizer refuses a setting (torch's own ``ValueError``, in one line), or a learning rate is
+            not finite or overflows the parameters' type (torch would fail at the first step).
     """
-    opt = optimizer(parameters)
+    parameters = list(parameters)
+    try:
+        opt = optimizer(parameters)
+    except ValueError as error:  # torch's checks of lr, momentum, weight decay...: the user's values
+        raise Refusal(f"the optimizer refuses its settings: {error}") from error
+    largest = max((torch.finfo(p.dtype).max for p in parameters if p.is_floating_point()), default=None)
+    for group in opt.param_groups:
+        lr = float(group.get("lr", 0.0))
+        if not math.isfinite(lr) or (largest is not None and abs(lr) > largest):
+            raise Refusal(f"the optimizer's lr {lr:g} is not finite or overflows the parameters' type (largest "
+                          f"{largest:g}): choose a learning rate a step can apply")
     if lr_scheduler == "none":
         return opt
     if lr_scheduler == "cosine":

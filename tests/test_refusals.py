@@ -135,6 +135,14 @@ def test_every_ddp_process_stops_on_a_non_finite_loss(tmp_path: Path) -> None:
                           "[{distance: mmd_rbf, weight: 1.0, options: {bandwidth: .inf}}]"],
          "bandwidth must be finite and > 0, got inf (an infinite bandwidth makes every kernel value 1 and the MMD 0: "
          "the term would be switched off)"),
+        # issue 23: a 94-line union error with the reason in the middle; torch's own optimizer checks; an overflow
+        ("digits_wide_to_small", ["--model.init_args.student.init_args.dropout", "1.5"],
+         "building the config's objects failed: dropout probability has to be between 0 and 1, but got 1.5"),
+        ("digits_teacher", ["--model.init_args.optimizer.init_args.lr", "-1"],
+         "the optimizer refuses its settings: Invalid learning rate: -1.0"),
+        ("digits_teacher", ["--model.init_args.optimizer.init_args.lr", "1e300"],
+         "the optimizer's lr 1e+300 is not finite or overflows the parameters' type (largest 3.40282e+38): choose a "
+         "learning rate a step can apply"),
     ],
 )
 def test_the_command_line_refuses_in_one_readable_message(tmp_path: Path, config: str, args: list[str],

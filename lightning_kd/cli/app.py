@@ -186,7 +186,15 @@ class KDLightningCLI(LightningCLI):
             refuse_changed_resume(self._requested, config)
 
     def instantiate_classes(self) -> None:
-        super().instantiate_classes()
+        try:
+            super().instantiate_classes()
+        except Exception as error:
+            # a ValueError raised by a constructor the config names (nn.Dropout's p, a scheduler's setting) is the
+            # user's value: one line, the reason kept; anything else is a bug and keeps its traceback
+            reason = constructor_reason(error)
+            if reason is not None:
+                raise Refusal(f"building the config's objects failed: {reason}") from error
+            raise
         self._check_saved_network_configs()
 
     def _check_saved_network_configs(self) -> None:
@@ -237,6 +245,34 @@ class KDLightningCLI(LightningCLI):
         if self.subcommand == "fit" and _section(self.config, self.subcommand).get("ckpt_path") == "last":
             refuse_nothing_to_resume(trainer)
         return trainer
+
+
+# jsonargparse's own words for a type that did not match: not the reason a constructor refused a value
+_TYPE_MISMATCH = ("Not a valid subclass", "Expected a", "Does not validate", "Problem with given class_path",
+                  "Subclass types expect", "a class path", "a dict with", "a dict without", "Parser key", "Given value")
+
+
+def constructor_reason(error: BaseException) -> str | None:
+    """Why a constructor named by the config refused its value (a ``ValueError`` of torch or of a network), found in
+    ``error``'s chain or inside jsonargparse's union report; ``None`` when the error is of another kind (a bug)."""
+    chain, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    if not all(isinstance(e, ValueError) for e in chain) or any(isinstance(e, Refusal) for e in chain):
+        return None
+    reasons = []
+    for item in chain:
+        lines = [line.strip() for line in str(item).splitlines()]
+        if "Does not validate against any of the Union subtypes" in str(item):  # the reasons are its "- " items
+            lines = [line.removeprefix("- ").strip() for line in lines if line.startswith("- ")]
+        elif item.__cause__ is not None or item.__context__ is not None:
+            continue  # a wrapper: the reason is further down
+        else:
+            lines = lines[:1]  # a constructor's own error: its first line
+        reasons += [text for text in lines if text and not text.startswith(_TYPE_MISMATCH) and text not in reasons]
+    return reasons[0] if len(reasons) == 1 else None
 
 
 def refuse_nothing_to_resume(trainer: Trainer) -> None:
