@@ -37,6 +37,19 @@ def verify_checkpoint(path: str | Path, previous_mtime_ns: int | None = None) ->
         raise CheckpointWriteError(f"checkpoint {path} is not a complete PyTorch checkpoint")
 
 
+def check_checkpoint_to_read(path: str | Path, what: str = "--ckpt_path") -> None:
+    """Refuse, in one line, a checkpoint to resume or evaluate that is missing, truncated or not a checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path}: no such file")
+    try:
+        names = zipfile.ZipFile(path).namelist()
+    except (zipfile.BadZipFile, OSError) as error:
+        raise CheckpointError(f"{what} {path} is truncated or not a PyTorch checkpoint ({error})") from error
+    if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
+        raise CheckpointError(f"{what} {path} is not a complete PyTorch checkpoint")
+
+
 class VerifiedCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, with every file verified after it is written (:func:`verify_checkpoint`)."""
 

@@ -34,3 +34,27 @@ class NonFiniteWeightsError(NonFiniteLossError):
 
 class NonFiniteOutputsError(NonFiniteLossError):
     """An evaluation met NaN or infinite outputs: a diverged network, not a result to report."""
+
+
+def check_folder_path(folder: object, what: str) -> None:
+    """Refuse, before anything is written, a ``folder`` that cannot be one: it, or a folder on its way, is a file.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> (root / "notes.txt").write_text("x")
+        1
+        >>> check_folder_path(root / "notes.txt" / "checkpoints", "the checkpoint folder")
+        Traceback (most recent call last):
+        ...
+        lightning_kd.errors.Refusal: the checkpoint folder .../notes.txt/checkpoints cannot be made: .../notes.txt \
+is a file, not a folder
+    """
+    from pathlib import Path
+
+    path = Path(str(folder))
+    for step in (path, *path.parents):
+        if step.exists():
+            if not step.is_dir():
+                raise Refusal(f"{what} {path} cannot be made: {step} is a file, not a folder")
+            return

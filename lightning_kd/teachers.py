@@ -50,6 +50,10 @@ class TeacherForward:
 
     def __post_init__(self) -> None:
         check_choice("teacher precision", self.precision, TEACHER_PRECISIONS)
+        if self.compile_backend is not None and self.compile_backend not in torch.compiler.list_backends(
+                exclude_tags=()):  # refused here, not at the first forward
+            raise Refusal(f"unknown compile_backend {self.compile_backend!r}; torch.compile's backends: "
+                          f"{', '.join(torch.compiler.list_backends())}")
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:

@@ -332,3 +332,11 @@ def test_a_last_batch_too_small_for_the_distance_is_refused_before_training() ->
                                       rf"batches of {batch_size}\): choose a batch size that leaves at least 2, "
                                       rf"e\.g\. \d+"):
         cpu_trainer(max_steps=1).fit(task, datamodule=DigitsDataModule(batch_size=batch_size))
+
+
+def test_a_match_of_every_stage_is_refused_naming_one_by_path() -> None:
+    # issue 23: a bare KeyError: 'stages'
+    with pytest.raises(Refusal, match="a feature match pairs one layer with one layer, but teacher_layer 'stages' "
+                                      r"names every stage: give one by path \(e.g. stages.2\)"):
+        DistributionMatchingKD(MLP(hidden_sizes=(16,)), SmallCNN((8, 16)),
+                               matches=[{"distance": "mmd_rbf", "weight": 1.0, "teacher_layer": "stages"}])

@@ -82,3 +82,11 @@ def test_several_teachers_each_run_fast_and_give_fp32() -> None:
     outputs = teachers.outputs(torch.ones(4, 1, 8, 8))
     assert [o.logits.dtype for o in outputs] == [torch.float32, torch.float32]
     assert all(torch.allclose(o.logits, r, rtol=0.05, atol=0.05) for o, r in zip(outputs, reference, strict=True))
+
+
+def test_an_unknown_compile_backend_is_refused_when_declared() -> None:
+    from lightning_kd.errors import Refusal
+
+    # issue 23: it failed at the first forward, after the run had started
+    with pytest.raises(Refusal, match=r"unknown compile_backend 'nosuchbackend'; torch.compile's backends: .*inductor"):
+        FastTeacher(compile_backend="nosuchbackend")

@@ -64,6 +64,9 @@ def test_split_folders_imagenet_transforms_and_grey(tmp_path: Path) -> None:
         (lambda root: write_folder(root, per_class=1), {"val_fraction": 0.1}, ValueError, "the val split is empty"),
         (lambda root: write_folder(root), {"transform_style": "huge"}, ValueError, "transform_style must be"),
         (lambda root: write_folder(root), {"mean": (0.5,)}, ValueError, "mean and std need 3 values"),
+        # issue 23: "float division by zero", not naming std
+        (lambda root: write_folder(root), {"std": (0.0, 0.0, 0.0)}, ValueError,
+         r"std must be finite and > 0 for every channel \(normalisation divides by it\)"),
     ],
 )
 def test_bad_folders_and_arguments_are_refused(tmp_path: Path, make, kwargs, error, match) -> None:
@@ -89,3 +92,20 @@ def test_the_cli_trains_on_a_folder_with_networks_sized_from_it(tmp_path: Path, 
     batch = next(iter(dm.val_dataloader()))
     accuracy = (task.eval()(batch["input"]).argmax(1) == batch["target"]).float().mean()
     assert accuracy > 0.6  # colours this distinct are learnt in three epochs
+
+
+def test_a_folder_of_one_class_is_refused_before_training(tmp_path: Path) -> None:
+    from lightning_kd import Classifier
+    from lightning_kd.errors import Refusal
+    from lightning_kd.models import SmallCNN
+    from tests.helpers import cpu_trainer
+
+    write_folder(tmp_path / "images")
+    for extra in CLASSES[1:]:  # one class folder left
+        for file in (tmp_path / "images" / extra).iterdir():
+            file.unlink()
+        (tmp_path / "images" / extra).rmdir()
+    data = ImageFolderDataModule(tmp_path / "images", image_size=16, batch_size=4, num_workers=0, val_fraction=0.25,
+                                 test_fraction=0.25)
+    with pytest.raises(Refusal, match="ImageFolderDataModule has 1 class: classification needs at least 2"):
+        cpu_trainer(max_steps=1).fit(Classifier(SmallCNN(widths=(4,), num_classes=1, in_channels=3)), datamodule=data)

@@ -392,3 +392,34 @@ def test_a_refusal_is_one_line_and_any_other_error_keeps_its_traceback(monkeypat
     monkeypatch.setattr(app, "main", bug)
     with pytest.raises(KeyError, match="an internal bug"):  # not condensed: the traceback is the report
         app.console()
+
+
+def test_paths_that_run_through_a_file_or_a_bad_checkpoint_are_refused_in_one_line(in_tmp: Path) -> None:
+    (in_tmp / "notes.txt").write_text("a file, not a folder")
+    (in_tmp / "broken.ckpt").write_bytes(b"the first bytes of a checkpoint cut short")
+    teacher = ["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), *QUIET, "--trainer.max_epochs", "1"]
+    cases = [  # issue 23: each was a raw traceback (some after an epoch of training)
+        ([*teacher, "--trainer.callbacks.dirpath", "notes.txt/ckpts"],
+         r"the output folder .*notes.txt/ckpts cannot be made: .*notes.txt is a file, not a folder"),
+        ([*teacher, "--trainer.callbacks+=lightning_kd.callbacks.EpochCheckpoints", "--trainer.callbacks.epochs", "1",
+          "--trainer.callbacks.dirpath", "notes.txt/kept"],
+         r"EpochCheckpoints' folder notes.txt/kept cannot be made: notes.txt is a file, not a folder"),
+        ([*teacher, "--ckpt_path", "missing.ckpt"], r"--ckpt_path missing.ckpt: no such file"),
+        ([*teacher, "--ckpt_path", "broken.ckpt"], r"--ckpt_path broken.ckpt is truncated or not a PyTorch checkpoint"),
+        (["test", "--config", str(CONFIGS / "digits_teacher.yaml"), *QUIET, "--ckpt_path", "broken.ckpt"],
+         r"--ckpt_path broken.ckpt is truncated or not a PyTorch checkpoint"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message):
+            main(args)
+    assert sorted(p.name for p in in_tmp.rglob("*.ckpt")) == ["broken.ckpt"]  # nothing trained, nothing written
+
+
+def test_a_predictions_file_under_a_file_is_refused_before_predicting(tmp_path: Path) -> None:
+    from lightning_kd import Classifier
+    from lightning_kd.callbacks import PredictionWriter
+
+    (tmp_path / "notes.txt").write_text("x")
+    writer = PredictionWriter(tmp_path / "notes.txt" / "predictions.csv")
+    with pytest.raises(ValueError, match=r"the predictions' folder .*notes.txt cannot be made: .*notes.txt is a file"):
+        cpu_trainer(callbacks=[writer]).predict(Classifier(MLP(num_classes=10)), datamodule=DigitsDataModule())

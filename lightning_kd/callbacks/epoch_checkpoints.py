@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from lightning_kd.errors import Refusal
+from lightning_kd.errors import Refusal, check_folder_path
 from lightning_kd.reporting import percent
 
 
@@ -89,6 +89,7 @@ class EpochCheckpoints(Callback):
         if late:
             raise Refusal(f"EpochCheckpoints: epoch(s) {late} lie past trainer.max_epochs={trainer.max_epochs}; "
                              "these weights would never be written")
+        check_folder_path(checkpoint_folder(trainer, self.dirpath), "EpochCheckpoints' folder")
         rewritten = rewritten_files(trainer)
         for epoch in self.epochs:
             path = self.path(trainer, epoch).resolve()

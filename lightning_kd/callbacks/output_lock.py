@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 
-from lightning_kd.errors import Refusal
+from lightning_kd.errors import Refusal, check_folder_path
 
 LOCK_SUFFIX = ".lightning-kd.lock"
 
@@ -81,13 +81,15 @@ def owner() -> dict[str, Any]:
             "command": " ".join(sys.argv)}
 
 
-def acquire(folder: Path) -> Path:
+def acquire(folder: Path, what: str = "the output folder") -> Path:
     """Take ``folder``'s lock, replacing a stale one; return the lock file.
 
     Raises:
         FolderLockedError: A live run (or one on another host) holds it.
+        Refusal: ``what`` cannot be a folder (a file is on its path).
         PermissionError: The folder cannot be written.
     """
+    check_folder_path(folder, what)
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile(dir=folder):  # the folder itself is writable, before any training
         pass

@@ -12,6 +12,8 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
 
+from lightning_kd.errors import Refusal, check_folder_path
+
 
 class PredictionWriter(BasePredictionWriter):
     """Write the handed-on network's predictions to a CSV file at the end of ``predict``.
@@ -45,6 +47,12 @@ class PredictionWriter(BasePredictionWriter):
             checkpoint = Path(trainer.ckpt_path)
             return checkpoint.with_name(f"{checkpoint.stem}-predictions.csv")
         return Path(trainer.log_dir or trainer.default_root_dir) / "predictions.csv"
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        path = self.output_path(trainer)  # checked before predicting, not after
+        check_folder_path(path.parent, "the predictions' folder")
+        if path.is_dir():
+            raise Refusal(f"the predictions file {path} is a folder: name a file (--trainer.callbacks.path)")
 
     def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Sequence[Any],
                            batch_indices: Sequence[Any] | None) -> None:

@@ -194,7 +194,7 @@ class TeacherOutputCache(Callback):
         """The disk files' folder, this run's alone: inside its checkpoint folder unless named, and locked."""
         self._folder = self.dirpath or checkpoint_folder(trainer) / "teacher_cache"
         if trainer.is_global_zero and self._lock is None:
-            self._lock = acquire(self._folder)
+            self._lock = acquire(self._folder, "the teacher cache's folder")
 
     def _unlock(self) -> None:
         if self._lock is not None:

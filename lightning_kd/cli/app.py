@@ -28,7 +28,7 @@ from lightning_kd.callbacks import Generations, OutputLock, PredictionWriter, Ru
 from lightning_kd.callbacks.progress import EpochLines, KDProgressBar
 from lightning_kd.callbacks.run_record import RunRecord
 from lightning_kd.catalog import shipped_configs, task_classes
-from lightning_kd.checkpoint_io import VerifiedCheckpointIO
+from lightning_kd.checkpoint_io import VerifiedCheckpointIO, check_checkpoint_to_read
 from lightning_kd.cli.arguments import append_later_callbacks, resolve_config_names
 from lightning_kd.cli.config import (
     complete_config,
@@ -177,6 +177,10 @@ class KDLightningCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = _section(self.config, subcommand)
         self._requested = copy.deepcopy(config) if subcommand == "fit" and config.get("ckpt_path") else None
+        ckpt_path = config.get("ckpt_path") if config is not None else None
+        if ckpt_path and str(ckpt_path) not in ("last", "best", "hpc") and not str(ckpt_path).startswith("registry"):
+            # before LightningCLI reads its hyperparameters: one line, not torch's traceback
+            check_checkpoint_to_read(ckpt_path)
 
     def before_instantiate_classes(self) -> None:
         config = _section(self.config, self.subcommand)

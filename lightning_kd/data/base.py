@@ -197,5 +197,9 @@ def data_sizes(trainer: Any, network: Any) -> tuple[int, tuple[int, ...] | None]
     if num_classes is None:
         raise Refusal("cannot tell the number of classes: use a ClassificationDataModule (or any data module with "
                       "`num_classes`) or a network with a `num_classes` attribute")
+    if num_classes < 2:
+        source = type(datamodule).__name__ if datamodule is not None else "the network"
+        raise Refusal(f"{source} has {num_classes} class: classification needs at least 2 (an image folder needs a "
+                      "sub-folder per class)")
     input_shape = getattr(datamodule, "input_shape", None)
     return num_classes, None if input_shape is None else tuple(input_shape)

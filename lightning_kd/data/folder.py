@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -159,6 +160,9 @@ def _transforms(style: str, size: int, channels: int, mean: tuple[float, ...] | 
     std = std or (IMAGENET_STD if channels == 3 else (sum(IMAGENET_STD) / 3,))
     if len(mean) != channels or len(std) != channels:
         raise Refusal(f"mean and std need {channels} values, got {list(mean)} and {list(std)}")
+    if not all(math.isfinite(value) and value > 0 for value in std) or not all(math.isfinite(m) for m in mean):
+        raise Refusal(f"std must be finite and > 0 for every channel (normalisation divides by it), and mean finite; "
+                      f"got std {list(std)}, mean {list(mean)}")
     colour = [transforms.Grayscale()] if channels == 1 else []
     finish = [transforms.ToTensor(), transforms.Normalize(mean, std)]
     if style == "small":  # the crop and flip run on batches, replayable (ReplayableCropFlip)

@@ -21,7 +21,7 @@ from lightning_kd.losses.distances import CLASS_REDUCTIONS, class_conditional_di
 from lightning_kd.losses.divergences import soft_target_kl
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.validation import LossOutput, check_alpha, check_choice, check_temperature, check_weight
-from lightning_kd.models.taps import PENULTIMATE
+from lightning_kd.models.taps import PENULTIMATE, STAGES
 
 __all__ = [
     "FeatureMatch",
@@ -76,6 +76,10 @@ student_layer, teacher_layer, pooling, projector, class_conditional, options
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for side, layer in (("student_layer", self.student_layer), ("teacher_layer", self.teacher_layer)):
+            if layer == STAGES:
+                raise Refusal(f"a feature match pairs one layer with one layer, but {side} 'stages' names every stage: "
+                              "give one by path (e.g. stages.2), or one match per stage")
         distance_spec(self.distance, self.options)
         check_weight(self.weight, "a feature match's weight")
         check_choice("pooling", self.pooling, POOLINGS)
