@@ -294,10 +294,19 @@ def _not_written(original, io, checkpoint, path):
     return None  # a permission error swallowed on the way: nothing reached the file
 
 
+def _disk_full_midway(original, io, checkpoint, path):
+    original(io, checkpoint, path)
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[: len(data) // 3])  # what reached the disk before it filled up
+    raise OSError(28, "No space left on device", str(path))
+
+
 @pytest.mark.parametrize(("fault", "error", "match"), [
-    (_no_space, OSError, "No space left on device"),
+    (_no_space, Exception, r"checkpoint .*last.ckpt could not be written \(No space left on device\); the previous "
+                           r"last.ckpt, if any, is left as it was"),
+    (_disk_full_midway, Exception, r"checkpoint .*last.ckpt could not be written \(No space left on device\)"),
     (_truncated, Exception, r"checkpoint .*last.ckpt is incomplete .*is the disk full\?"),
-    (_not_written, Exception, r"checkpoint .*last.ckpt was not updated by this write \(is the folder writable\?\)"),
+    (_not_written, Exception, r"checkpoint .*last.ckpt was not written \(is the folder writable\?\)"),
 ])
 def test_a_failed_checkpoint_write_stops_the_run(in_tmp: Path, monkeypatch: pytest.MonkeyPatch, fault, error,
                                                  match: str) -> None:
@@ -308,10 +317,12 @@ def test_a_failed_checkpoint_write_stops_the_run(in_tmp: Path, monkeypatch: pyte
     with pytest.raises(error, match=match):
         main(["fit", "--config", "teacher.yaml", *QUIET, "--trainer.max_epochs", "3",
               "--trainer.limit_train_batches", "2"])
-    if fault is _no_space:  # the write failed as a whole: the previous checkpoint is intact and loads
-        from lightning_kd import Classifier
+    # the write went to a temporary file: the previous checkpoint is intact and loads, and no partial file is left
+    from lightning_kd import Classifier
 
-        assert Classifier.load_from_checkpoint(in_tmp / "checkpoints/digits/last.ckpt").net is not None
+    assert Classifier.load_from_checkpoint(in_tmp / "checkpoints/digits/last.ckpt").net is not None
+    assert torch.load(in_tmp / "checkpoints/digits/last.ckpt", weights_only=False)["epoch"] == 0
+    assert sorted(p.name for p in (in_tmp / "checkpoints/digits").iterdir()) == ["config.yaml", "last.ckpt"]
 
 
 def test_non_finite_outputs_are_reported_not_scored(tmp_path: Path) -> None:
