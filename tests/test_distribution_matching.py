@@ -340,3 +340,57 @@ def test_a_match_of_every_stage_is_refused_naming_one_by_path() -> None:
                                       r"names every stage: give one by path \(e.g. stages.2\)"):
         DistributionMatchingKD(MLP(hidden_sizes=(16,)), SmallCNN((8, 16)),
                                matches=[{"distance": "mmd_rbf", "weight": 1.0, "teacher_layer": "stages"}])
+
+
+# -- the KD^2M authors' code (eddardd/kddm, src/utils.py), written out here from its formulas -------------------
+def _authors_mmd_rbf(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    xx, yy, xy = torch.cdist(x, x), torch.cdist(y, y), torch.cdist(x, y)
+    sigma = torch.cat([xx.flatten(), yy.flatten(), xy.flatten()]).mean().detach()  # zeros of the diagonals in
+    kernel = [torch.exp(-(d**2) / (2 * sigma**2)) for d in (xx, yy, xy)]
+    return kernel[0].mean() + kernel[1].mean() - 2 * kernel[2].mean()
+
+
+def _authors_gaussian(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x.mean(0), x.std(0, correction=0)  # biased, no eps
+
+
+def test_the_authors_code_convention_equals_the_kd2m_code_on_identical_tensors() -> None:
+    from lightning_kd.losses.distances import gaussian_kl_diag, gaussian_w2_diag, gromov_wasserstein, mmd_rbf
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    y = 1.5 * torch.randn(12, 5, dtype=torch.float64, generator=generator) + 0.3
+    (mu_x, sd_x), (mu_y, sd_y) = _authors_gaussian(x), _authors_gaussian(y)
+    w2 = (mu_x - mu_y).pow(2).sum() + (sd_x - sd_y).pow(2).sum()
+    kl = 0.5 * (((sd_x / (sd_y + 1e-9)) ** 2).sum() + (((mu_x - mu_y) / (sd_y + 1e-9)) ** 2).sum() - 5
+                + 2 * torch.log(sd_y / (sd_x + 1e-9)).sum())
+    for ours, theirs in ((mmd_rbf(x, y, convention="authors_code"), _authors_mmd_rbf(x, y)),
+                         (gaussian_w2_diag(x, y, convention="authors_code"), w2),
+                         (gaussian_kl_diag(x, y, convention="authors_code"), kl)):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(torch.autograd.grad(ours, x, retain_graph=True)[0],
+                                   torch.autograd.grad(theirs, x, retain_graph=True)[0])
+    # and the paper's convention differs: unbiased variances with eps, the pooled off-diagonal bandwidth
+    assert not torch.isclose(gaussian_w2_diag(x, y), w2) and not torch.isclose(mmd_rbf(x, y, bandwidth="mean"),
+                                                                               _authors_mmd_rbf(x, y))
+    z = torch.randn(16, 7, dtype=torch.float64, generator=generator)
+    uniform = [torch.full((n,), 1 / n, dtype=torch.float64) for n in (16, 16)]
+    euclidean = ot.gromov.gromov_wasserstein2(torch.cdist(x, x).detach(), torch.cdist(z, z), *uniform,
+                                             loss_fun="square_loss")
+    torch.testing.assert_close(gromov_wasserstein(x, z, convention="authors_code"), euclidean, rtol=1e-6, atol=1e-9)
+    with pytest.raises(Refusal, match="takes the authors' bandwidth; drop the bandwidth option"):
+        mmd_rbf(x, y, bandwidth="mean", convention="authors_code")
+    with pytest.raises(Refusal, match="unknown convention 'authors'"):
+        DistributionMatchingKD(MLP(hidden_sizes=(16,)), SmallCNN((8, 16)),
+                               matches=[{"distance": "mmd_rbf", "options": {"convention": "authors"}}])
+
+
+def test_a_float64_student_distils_in_float64() -> None:
+    # issue 23: the teacher's features came as float32 and broke a float64 student's distances
+    task = DistributionMatchingKD(MLP(hidden_sizes=(16,)).double(), SmallCNN((8, 16)).double(),
+                                  matches=[{"distance": "gaussian_w2_diag", "weight": 1.0}])
+    batch = {"input": torch.randn(8, 1, 8, 8, dtype=torch.float64), "target": torch.randint(0, 10, (8,)),
+             "index": torch.arange(8)}
+    task.build_projectors((1, 8, 8))
+    losses, logits = task.training_losses(batch)
+    assert logits.dtype == torch.float64 and all(value.dtype == torch.float64 for value in losses.values())

@@ -73,6 +73,8 @@ MMDEstimator = Literal["biased", "unbiased"]
 ClassReduction = Literal["sum", "mean"]
 CLASS_REDUCTIONS: tuple[str, ...] = get_args(ClassReduction)
 DEFAULT_EPS = 1e-5
+Convention = Literal["paper", "authors_code"]
+CONVENTIONS: tuple[str, ...] = get_args(Convention)
 
 
 def _ot() -> Any:
@@ -124,7 +126,8 @@ def _kernel(kernel: str, a: Tensor, b: Tensor, sigmas: list[float], degree: int,
 
 
 def mmd(student: Tensor, teacher: Tensor, kernel: str = "rbf", estimator: MMDEstimator = "biased",
-        bandwidth: Bandwidth = "median", degree: int = 2, gamma: float | None = None, coef0: float = 1.0) -> Tensor:
+        bandwidth: Bandwidth = "median", degree: int = 2, gamma: float | None = None, coef0: float = 1.0,
+        convention: Convention = "paper") -> Tensor:
     """Squared maximum mean discrepancy between the two batches.
 
     Example:
@@ -136,7 +139,10 @@ def mmd(student: Tensor, teacher: Tensor, kernel: str = "rbf", estimator: MMDEst
     check_choice("MMD kernel", kernel, ("linear", "rbf", "polynomial"))
     check_choice("MMD estimator", estimator, get_args(MMDEstimator))
     teacher = teacher.detach()
-    sigmas = _bandwidths(student, teacher, bandwidth) if kernel == "rbf" else []
+    if kernel == "rbf" and convention == "authors_code":
+        sigmas = [_authors_bandwidth(student, teacher)]
+    else:
+        sigmas = _bandwidths(student, teacher, bandwidth) if kernel == "rbf" else []
     k_ss = _kernel(kernel, student, student, sigmas, degree, gamma, coef0)
     k_tt = _kernel(kernel, teacher, teacher, sigmas, degree, gamma, coef0)
     k_st = _kernel(kernel, student, teacher, sigmas, degree, gamma, coef0)
@@ -156,9 +162,24 @@ def mmd_linear(student: Tensor, teacher: Tensor, estimator: MMDEstimator = "bias
 
 
 def mmd_rbf(student: Tensor, teacher: Tensor, estimator: MMDEstimator = "biased",
-            bandwidth: Bandwidth = "median") -> Tensor:
-    """MMD^2 with the Gaussian (RBF) kernel (see :func:`mmd`)."""
-    return mmd(student, teacher, "rbf", estimator, bandwidth)
+            bandwidth: Bandwidth | None = None, convention: Convention = "paper") -> Tensor:
+    """MMD^2 with the Gaussian (RBF) kernel (see :func:`mmd`); ``bandwidth`` defaults to ``"median"``.
+
+    ``convention: authors_code`` takes the KD^2M authors' bandwidth: the mean of every Euclidean distance of
+    student-student, teacher-teacher and student-teacher pairs, the zero self-distances included (each cross pair
+    once), without gradient; ``bandwidth`` is then theirs and may not be given.
+    """
+    if convention == "authors_code" and bandwidth is not None:
+        raise Refusal("mmd_rbf with convention authors_code takes the authors' bandwidth; drop the bandwidth option")
+    return mmd(student, teacher, "rbf", estimator, bandwidth or "median", convention=convention)
+
+
+def _authors_bandwidth(student: Tensor, teacher: Tensor) -> float:
+    """The KD^2M code's bandwidth: the mean of all of ``d(s, s')``, ``d(t, t')`` and ``d(s, t)``, zeros included."""
+    with torch.no_grad():
+        s, t = student.detach(), teacher.detach()
+        distances = [_squared_distances(a, b).sqrt().flatten() for a, b in ((s, s), (t, t), (s, t))]
+        return max(float(torch.cat(distances).mean()), 1e-12)
 
 
 def mmd_polynomial(student: Tensor, teacher: Tensor, estimator: MMDEstimator = "biased", degree: int = 2,
@@ -208,32 +229,44 @@ def sliced_wasserstein(student: Tensor, teacher: Tensor, n_projections: int = 50
                                              seed=seed) ** 2
 
 
-def gromov_wasserstein(student: Tensor, teacher: Tensor) -> Tensor:
-    """GW discrepancy between the batches' squared-distance matrices (square loss); widths may differ."""
+def gromov_wasserstein(student: Tensor, teacher: Tensor, convention: Convention = "paper") -> Tensor:
+    """GW discrepancy between the batches' squared-distance matrices (square loss); widths may differ.
+
+    ``authors_code``: the KD^2M code's Euclidean (not squared) distance matrices.
+    """
     _check_batches(student, teacher, same_width=False)
     c_student = _squared_distances(student, student)
     c_teacher = _squared_distances(teacher.detach(), teacher.detach())
+    if convention == "authors_code":
+        c_student, c_teacher = _euclidean(c_student), _euclidean(c_teacher)
     return _ot().gromov.gromov_wasserstein2(c_student, c_teacher, _uniform(len(student), c_student),
                                             _uniform(len(teacher), c_student), loss_fun="square_loss")
 
 
 # -- Gaussians ----------------------------------------------------------------------------------------
-def _moments(features: Tensor, eps: float, diagonal: bool) -> tuple[Tensor, Tensor]:
+def _moments(features: Tensor, eps: float, diagonal: bool, convention: Convention = "paper") -> tuple[Tensor, Tensor]:
     if len(features) < 2:
         raise Refusal("a Gaussian fit needs at least 2 samples")
     mean = features.mean(dim=0)
     centred = features - mean
+    if diagonal and convention == "authors_code":  # the KD^2M code: the biased variance (over n), no eps
+        return mean, centred.pow(2).mean(dim=0)
     if diagonal:
         return mean, centred.pow(2).sum(dim=0) / (len(features) - 1) + eps
     covariance = centred.T @ centred / (len(features) - 1)
     return mean, covariance + eps * torch.eye(features.shape[1], dtype=features.dtype, device=features.device)
 
 
-def gaussian_w2_diag(student: Tensor, teacher: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
-    """W2^2 between diagonal Gaussians fitted to the batches: ``||mu_s - mu_t||^2 + ||sd_s - sd_t||^2``."""
+def gaussian_w2_diag(student: Tensor, teacher: Tensor, eps: float = DEFAULT_EPS,
+                     convention: Convention = "paper") -> Tensor:
+    """W2^2 between diagonal Gaussians fitted to the batches: ``||mu_s - mu_t||^2 + ||sd_s - sd_t||^2``.
+
+    ``paper``: unbiased variances plus ``eps``; ``authors_code``: the KD^2M code's biased standard deviations
+    (over ``n``) without ``eps``.
+    """
     _check_batches(student, teacher)
-    mu_s, var_s = _moments(student, eps, diagonal=True)
-    mu_t, var_t = _moments(teacher.detach(), eps, diagonal=True)
+    mu_s, var_s = _moments(student, eps, diagonal=True, convention=convention)
+    mu_t, var_t = _moments(teacher.detach(), eps, diagonal=True, convention=convention)
     return (mu_s - mu_t).pow(2).sum() + (var_s.sqrt() - var_t.sqrt()).pow(2).sum()
 
 
@@ -258,11 +291,20 @@ def gaussian_w2_full(student: Tensor, teacher: Tensor, eps: float = DEFAULT_EPS)
     return (mu_s - mu_t).pow(2).sum() + cov_s.trace() + cov_t.trace() - 2 * cross
 
 
-def gaussian_kl_diag(student: Tensor, teacher: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
-    """``KL(N_s || N_t)`` between diagonal Gaussians fitted to the batches."""
+def gaussian_kl_diag(student: Tensor, teacher: Tensor, eps: float = DEFAULT_EPS,
+                     convention: Convention = "paper") -> Tensor:
+    """``KL(N_s || N_t)`` between diagonal Gaussians fitted to the batches.
+
+    ``paper``: unbiased variances plus ``eps``; ``authors_code``: the KD^2M code's biased standard deviations
+    without ``eps``, each divisor and the log's argument guarded by adding ``1e-9`` to a standard deviation.
+    """
     _check_batches(student, teacher)
-    mu_s, var_s = _moments(student, eps, diagonal=True)
-    mu_t, var_t = _moments(teacher.detach(), eps, diagonal=True)
+    mu_s, var_s = _moments(student, eps, diagonal=True, convention=convention)
+    mu_t, var_t = _moments(teacher.detach(), eps, diagonal=True, convention=convention)
+    if convention == "authors_code":
+        sd_s, sd_t = var_s.sqrt(), var_t.sqrt()
+        return 0.5 * (((sd_s / (sd_t + 1e-9)) ** 2).sum() + (((mu_s - mu_t) / (sd_t + 1e-9)) ** 2).sum()
+                      - student.shape[1] + 2 * (sd_t / (sd_s + 1e-9)).log().sum())
     return 0.5 * (var_s / var_t + (mu_t - mu_s).pow(2) / var_t - 1 + var_t.log() - var_s.log()).sum()
 
 
@@ -277,6 +319,11 @@ def gaussian_kl_full(student: Tensor, teacher: Tensor, eps: float = DEFAULT_EPS)
     mahalanobis = (difference.T @ torch.cholesky_solve(difference, chol_t)).squeeze()
     logdet_t = 2 * chol_t.diagonal().log().sum()
     return 0.5 * (trace + mahalanobis - student.shape[1] + logdet_t - torch.linalg.slogdet(cov_s).logabsdet)
+
+
+def _euclidean(squared: Tensor) -> Tensor:
+    """Distances from squared distances, with a finite gradient at the zero diagonal."""
+    return torch.where(squared > 0, squared.clamp(min=torch.finfo(squared.dtype).tiny).sqrt(), squared)
 
 
 # -- the registry -------------------------------------------------------------------------------------
@@ -324,6 +371,8 @@ def _at_least_one(name: str, value: Any, why: str) -> None:
 
 
 def _check_bandwidth(value: Any) -> None:
+    if value is None:
+        return
     if isinstance(value, str):
         check_choice("RBF bandwidth heuristic", value, ("median", "mean"))
         return
@@ -359,6 +408,7 @@ _OPTION_CHECKS: dict[str, Callable[[Any], None]] = {
     "n_projections": lambda v: _at_least_one("n_projections", v, ""),
     "seed": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or _refuse_seed(v),
     "eps": _check_eps,
+    "convention": lambda v: check_choice("convention", v, CONVENTIONS),
 }
 """Each distance option's check: a value that would switch a term off or break its meaning is refused."""
 

@@ -169,10 +169,12 @@ class DistributionMatchingKD(FeatureDistillationTask):
     def training_losses(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
         projected, teacher_raw, student_out, teacher_out = self.matched_features(batch)
         student = [pool_features(f, match.pooling) for match, f in zip(self.matches, projected, strict=True)]
-        teacher = [pool_features(f, match.pooling) for match, f in zip(self.matches, teacher_raw, strict=True)]
+        # the teachers' outputs come as float32: in the student's precision (a float64 student stays float64)
+        teacher = [pool_features(f, match.pooling).to(s.dtype)
+                   for match, f, s in zip(self.matches, teacher_raw, student, strict=True)]
         losses = distribution_matching_loss(student_out.logits, batch["target"], student, teacher, self.matches,
-                                            teacher_out.logits, self.hparams["kd_alpha"], self.hparams["temperature"],
-                                            self.smoothing)
+                                            teacher_out.logits.to(student_out.logits.dtype), self.hparams["kd_alpha"],
+                                            self.hparams["temperature"], self.smoothing)
         return losses, student_out.logits
 
     @classmethod

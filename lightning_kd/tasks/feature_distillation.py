@@ -104,7 +104,7 @@ class FeatureDistillationTask(DistillationTask):
                 pair has ``projector: none``, or :meth:`check_pair` refuses the features.
         """
         parameter = next(self.student.parameters())
-        x = torch.zeros(2, *input_shape, device=parameter.device)
+        x = torch.zeros(2, *input_shape, device=parameter.device, dtype=parameter.dtype)
         was_training = self.student.training
         self.student.eval()
         try:
