@@ -215,3 +215,31 @@ def test_training_logs_weights_teachers_and_their_ensemble(weighting: str) -> No
     if weighting == "fixed":
         assert means == pytest.approx({"teacher": 0.75, "teacher_2": 0.25})
     assert "summary/val/teachers_ensemble_acc" in summary.summary
+
+
+def test_the_authors_code_convention_equals_the_ca_mkd_codes_kd_term() -> None:
+    """The KD term as Rorozhl/CA-MKD's helper/loops.py computes it (CAMKD and EBKD), written out here."""
+    from lightning_kd.errors import Refusal
+    from lightning_kd.losses.multi_teacher import MultiTeacherKDLoss
+
+    generator = torch.Generator().manual_seed(0)
+    zs = torch.randn(6, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    zt = torch.randn(3, 6, 5, dtype=torch.float64, generator=generator) * 2
+    y = torch.randint(0, 5, (6,), generator=generator)
+    T, (K, B) = 4.0, zt.shape[:2]
+    log_q = torch.log_softmax(zs / T, dim=1)
+    kl = torch.stack([(torch.softmax(t / T, 1) * (torch.log_softmax(t / T, 1) - log_q)).sum(1) * T**2 for t in zt])
+    cross_entropy = torch.stack([torch.nn.functional.cross_entropy(t, y, reduction="none") for t in zt])
+    attention = (1 - torch.softmax(cross_entropy, dim=0)) / (K - 1)
+    entropy = torch.stack([-(torch.softmax(t, 1) * torch.log_softmax(t, 1)).sum(1) for t in zt])
+    entropy_weight = 1 - entropy / entropy.sum(0)  # sums to K - 1 over the teachers
+    for weighting, weights in (("ca-mkd", attention), ("ebkd", entropy_weight)):
+        theirs = (weights * kl).sum() / (B * K)
+        ours = MultiTeacherKDLoss(weighting, "terms", temperature=T, convention="authors_code")(zs, list(zt), y)["kd"]
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(torch.autograd.grad(ours, zs, retain_graph=True)[0],
+                                   torch.autograd.grad(theirs, zs, retain_graph=True)[0])
+        paper = MultiTeacherKDLoss(weighting, "terms", temperature=T)(zs, list(zt), y)["kd"]
+        assert not torch.isclose(paper, theirs)  # the paper's term is the weighted mean over samples
+    with pytest.raises(Refusal, match="convention authors_code is the CA-MKD code's KD term"):
+        MultiTeacherKDLoss("fixed", "terms", convention="authors_code")

@@ -29,6 +29,13 @@ Weightings (:data:`MULTI_TEACHER_WEIGHTINGS`):
   never a backward pass through the network.
 
 With one teacher every weighting gives ``w = 1`` and both reductions are vanilla KD.
+
+``convention: authors_code`` (:data:`MULTI_TEACHER_CONVENTIONS`) gives the KD term as the CA-MKD authors' code
+computes it (``Rorozhl/CA-MKD``, ``helper/loops.py``, which also implements EBKD): the per-teacher terms, summed
+with the weights and divided by ``B * K`` where the paper averages over ``B``. For ``"ca-mkd"``, whose weights
+sum to 1, the term is the paper's divided by ``K``; for ``"ebkd"``, whose weights there are
+``1 - H_ik / sum_j H_ij`` (summing to ``K - 1``, not normalised), the paper's times ``(K - 1) / K``. Only these
+two weightings have an authors'-code form here, with ``reduction="terms"`` (what the code computes).
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ from lightning_kd.losses.positions import per_position
 from lightning_kd.losses.validation import LossOutput, check_alpha, check_choice, check_same_shape, check_temperature
 
 __all__ = [
+    "MULTI_TEACHER_CONVENTIONS",
+    "MultiTeacherConvention",
     "MULTI_TEACHER_REDUCTIONS",
     "MULTI_TEACHER_WEIGHTINGS",
     "MultiTeacherKDLoss",
@@ -64,6 +73,8 @@ __all__ = [
 ]
 
 MultiTeacherWeighting = Literal["fixed", "ebkd", "ca-mkd", "ae-kd"]
+MultiTeacherConvention = Literal["paper", "authors_code"]
+MULTI_TEACHER_CONVENTIONS: tuple[str, ...] = get_args(MultiTeacherConvention)
 """How the teachers are weighted (see the module)."""
 MULTI_TEACHER_WEIGHTINGS: tuple[str, ...] = get_args(MultiTeacherWeighting)
 MultiTeacherReduction = Literal["targets", "terms"]
@@ -80,6 +91,11 @@ def _stack(teacher_logits: Sequence[Tensor] | Tensor, student_logits: Tensor | N
         for k in range(stacked.shape[0]):
             check_same_shape(student_logits, stacked[k], what=f"teacher {k + 1}'s logits")
     return stacked.detach()
+
+
+def _wide(logits: Tensor) -> Tensor:
+    """Half-precision logits in float32 for the weights; float32 and float64 as they are."""
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
 
 def _normalise_complements(scores: Tensor) -> Tensor:
@@ -125,7 +141,7 @@ def entropy_weights(teacher_logits: Sequence[Tensor] | Tensor) -> Tensor:
         tensor([[0.9980, 0.0020]])
     """
     stacked = _stack(teacher_logits)
-    log_p = F.log_softmax(stacked.float(), dim=2)
+    log_p = F.log_softmax(_wide(stacked), dim=2)
     entropy = -(log_p.exp() * log_p).sum(dim=2).T  # (B, K)
     total = entropy.sum(dim=1, keepdim=True)
     shares = torch.where(total > 0, entropy / total.clamp_min(torch.finfo(entropy.dtype).tiny),
@@ -142,7 +158,7 @@ def confidence_weights(teacher_logits: Sequence[Tensor] | Tensor, targets: Tenso
         tensor([[0.9930, 0.0070]])
     """
     stacked = _stack(teacher_logits)
-    losses = torch.stack([F.cross_entropy(z.float(), targets, reduction="none") for z in stacked], dim=1)  # (B, K)
+    losses = torch.stack([F.cross_entropy(_wide(z), targets, reduction="none") for z in stacked], dim=1)  # (B, K)
     return _normalise_complements(F.softmax(losses, dim=1))
 
 
@@ -321,9 +337,15 @@ class MultiTeacherKDLoss(nn.Module):
         temperature: float = DEFAULT_TEMPERATURE,
         teacher_weights: Sequence[float] | None = None,
         label_smoothing: LabelSmoothing | None = None,
+        convention: MultiTeacherConvention = "paper",
     ) -> None:
         super().__init__()
         check_choice("multi-teacher weighting", weighting, MULTI_TEACHER_WEIGHTINGS)
+        check_choice("multi-teacher convention", convention, MULTI_TEACHER_CONVENTIONS)
+        if convention == "authors_code" and (weighting not in ("ca-mkd", "ebkd") or reduction != "terms"):
+            raise Refusal(f"convention authors_code is the CA-MKD code's KD term, for weighting 'ca-mkd' or 'ebkd' "
+                          f"with reduction 'terms'; got weighting {weighting!r}, reduction {reduction!r}")
+        self.convention = convention
         check_choice("multi-teacher reduction", reduction, MULTI_TEACHER_REDUCTIONS)
         check_alpha(alpha)
         check_temperature(temperature)
@@ -343,10 +365,18 @@ class MultiTeacherKDLoss(nn.Module):
                 weights: Tensor | None = None) -> LossOutput:
         if weights is None:
             weights = self.weights(student_logits, teacher_logits, targets)
+        if self.convention == "authors_code":  # the code divides the weighted per-teacher terms by B * K
+            teachers = weights.shape[-1]
+            scale = 1 / teachers if self.weighting == "ca-mkd" else (teachers - 1) / teachers
+            parts = multi_teacher_kd_loss(student_logits, teacher_logits, targets, weights, self.reduction, 0.5,
+                                          self.temperature, self.label_smoothing)
+            kd = parts["kd"] * scale
+            return {"loss": (1 - self.alpha) * parts["ce"] + self.alpha * kd, "ce": parts["ce"], "kd": kd}
         return multi_teacher_kd_loss(student_logits, teacher_logits, targets, weights, self.reduction, self.alpha,
                                      self.temperature, self.label_smoothing)
 
     def extra_repr(self) -> str:
         fixed = f", teacher_weights={self.teacher_weights}" if self.teacher_weights is not None else ""
+        convention = f", convention={self.convention!r}" if self.convention != "paper" else ""
         return (f"weighting={self.weighting!r}, reduction={self.reduction!r}, alpha={self.alpha}, "
-                f"temperature={self.temperature}{fixed}")
+                f"temperature={self.temperature}{fixed}{convention}")

@@ -18,7 +18,12 @@ from lightning_kd.losses import (
     DEFAULT_TEMPERATURE,
     SmoothingConvention,
 )
-from lightning_kd.losses.multi_teacher import MultiTeacherKDLoss, MultiTeacherReduction, MultiTeacherWeighting
+from lightning_kd.losses.multi_teacher import (
+    MultiTeacherConvention,
+    MultiTeacherKDLoss,
+    MultiTeacherReduction,
+    MultiTeacherWeighting,
+)
 from lightning_kd.naming import join_variants
 from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.distillation import DistillationTask
@@ -56,6 +61,8 @@ class MultiTeacherKD(DistillationTask):
         optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`.
         lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`.
         student_ckpt: Weights to start the student from (see :class:`~lightning_kd.tasks.DistillationTask`).
+        convention: ``"paper"`` or ``"authors_code"`` (CA-MKD's code's KD term, for ``"ca-mkd"`` and ``"ebkd"``
+            with ``reduction="terms"``; see :mod:`lightning_kd.losses.multi_teacher`).
 
     Example:
         >>> from lightning_kd.models import MLP, SmallCNN
@@ -82,13 +89,15 @@ class MultiTeacherKD(DistillationTask):
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
         student_ckpt: str | Path | None = None,
+        convention: MultiTeacherConvention = "paper",
     ) -> None:
         super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler, student_ckpt)
 
     def configure_losses(self) -> None:
         hparams = self.hparams
         self.criterion = MultiTeacherKDLoss(hparams["weighting"], hparams["reduction"], hparams["alpha"],
-                                            hparams["temperature"], hparams["teacher_weights"], self.label_smoothing())
+                                            hparams["temperature"], hparams["teacher_weights"], self.label_smoothing(),
+                                            hparams.get("convention", "paper"))
 
     def configure_models(  # type: ignore[override]
         self, student: nn.Module | None, teacher: TeacherSpec, teacher_ckpt: CheckpointSpec,
@@ -123,4 +132,6 @@ class MultiTeacherKD(DistillationTask):
         temperature, alpha = arguments.get("temperature", DEFAULT_TEMPERATURE), arguments.get("alpha", DEFAULT_ALPHA)
         weighting, reduction = arguments.get("weighting", "fixed"), arguments.get("reduction", "targets")
         own = f"{weighting}-{reduction}-T{temperature:g}-alpha{alpha:g}"
+        if arguments.get("convention", "paper") != "paper":
+            own += f"-{arguments['convention']}"
         return join_variants(own, super().run_variant(arguments))
