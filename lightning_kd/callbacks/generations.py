@@ -14,7 +14,6 @@ from torch.utils.data import DataLoader
 
 from lightning_kd.callbacks.epoch_checkpoints import checkpoint_folder
 from lightning_kd.callbacks.evaluation import SPLITS, evaluation_loaders, predict_splits
-from lightning_kd.callbacks.rng import collect_rng_states, set_rng_states
 from lightning_kd.compat import LIGHTNING_DEFAULT_MAX_EPOCHS, rewrap_for_ddp, set_epoch_budget
 from lightning_kd.errors import Refusal
 from lightning_kd.metrics import TokenPredictions, ensemble_perplexity, ensemble_probabilities, prediction_metrics
@@ -26,6 +25,7 @@ from lightning_kd.reporting import (
     print_table,
     update_wandb_summary,
 )
+from lightning_kd.rng import collect_rng_states, set_rng_states
 
 
 class Generations(Callback):

@@ -35,6 +35,7 @@ from lightning_kd.metrics import evaluation_metrics
 from lightning_kd.models.base import check_networks_fit
 from lightning_kd.naming import join_variants, smoothing_variant
 from lightning_kd.optim import SGD, ScheduleSpec, build_optimization
+from lightning_kd.rng import collect_rng_states, set_rng_states
 from lightning_kd.tasks.finite import FiniteChecks
 from lightning_kd.tasks.streams import StreamHooks
 from lightning_kd.training_log import TrainingLog
@@ -182,6 +183,8 @@ class BaseTask(FiniteChecks, StreamHooks, IgnoredByDDP, LightningModule, metacla
 
     # -- hooks ------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
+        if (states := self.__dict__.pop("_rng_on_resume", None)) is not None:
+            set_rng_states(states)
         # Lightning warns about modules in eval mode at the start of training: the frozen teachers are, by design
         frozen = [m for network in self.teacher_networks().values() for m in network.modules()]
         self._eval_mode_filter = silence_eval_mode_warning(list(self.modules()), frozen)
@@ -255,6 +258,7 @@ class BaseTask(FiniteChecks, StreamHooks, IgnoredByDDP, LightningModule, metacla
         trainer = attached_trainer(self)
         data = data_identity(getattr(trainer, "datamodule", None))  # a teacher's data, checked by its students
         checkpoint[CHECKPOINT_KEY] = task_record(self, wandb_run_reference(trainer), data)
+        checkpoint[CHECKPOINT_KEY]["rng"] = collect_rng_states()  # a resume draws what the run would have drawn
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trainer = attached_trainer(self)
@@ -264,6 +268,9 @@ class BaseTask(FiniteChecks, StreamHooks, IgnoredByDDP, LightningModule, metacla
                                                  str(trainer.ckpt_path))
             if refusal:
                 raise Refusal(refusal)
+            # every method resumes bit-identically: the random state is restored at fit start, after anything a
+            # restore builds (a projector) has drawn its initial weights
+            self._rng_on_resume = checkpoint.get(CHECKPOINT_KEY, {}).get("rng")
         # a reload rebuilds the networks as objects, which hparams leave out; keep the checkpoint's configs so a
         # checkpoint saved again still records how to build its networks
         self.hparams.update({name: value for name, value in checkpoint.get("hyper_parameters", {}).items()
