@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 
 from lightning_kd.compat import wandb_init_arguments
+from lightning_kd.errors import check_folder_path
 
 
 class WandbLogger(LightningWandbLogger):
@@ -45,6 +46,7 @@ class WandbLogger(LightningWandbLogger):
         # absolute: W&B's service process resolves relative paths from its own working directory, the one
         # of the first run in the process; and wandb warns when the folder does not exist yet
         save_dir = Path(save_dir).resolve()
+        check_folder_path(save_dir, "the W&B folder (save_dir)")  # one line, not wandb's traceback
         save_dir.mkdir(parents=True, exist_ok=True)
         super().__init__(name=name, project=project, save_dir=save_dir, offline=offline, group=group,
                          job_type=job_type, tags=tags, **kwargs)
