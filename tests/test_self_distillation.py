@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from lightning_kd import SelfDistillation
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.losses import LabelSmoothing, self_distillation_loss, self_distillation_weights
+from lightning_kd.losses.self_distillation import SELF_DISTILLATION_PRESETS
 from lightning_kd.models import (
     MLP,
     EarlyExitNetwork,
@@ -55,8 +56,9 @@ def _naive_loss(logits: list[torch.Tensor], y: torch.Tensor, hints: list[torch.T
     total = torch.zeros((), dtype=torch.float64)
     teacher = logits[-1].double()
     for b in range(batch):
-        total += -torch.log_softmax(teacher[b], 0)[y[b]] / batch
-    for z, hint in zip(logits[:-1], hints, strict=True):
+        total += -torch.log_softmax(teacher[b], 0)[y[b]] / batch * ((1 - w.alpha) if w.deepest_ce_scaled else 1)
+    for number, (z, hint) in enumerate(zip(logits[:-1], hints, strict=True), start=1):
+        hinted = not (w.skip_hint_below_deepest and number == len(logits) - 1)
         z = z.double()
         for b in range(batch):
             p_t = torch.softmax(teacher[b] / T, 0)
@@ -66,24 +68,33 @@ def _naive_loss(logits: list[torch.Tensor], y: torch.Tensor, hints: list[torch.T
                 soft = sum(p_t[c] * (torch.log(p_t[c]) - log_q[c]) for c in range(len(p_t)))
             else:
                 soft = -sum(p_t[c] * log_q[c] for c in range(len(p_t)))
-            total += ((1 - w.alpha) * ce + w.alpha * soft) / batch
-            if w.hint_distance == "squared":
+            total += ((1 - w.alpha) * ce + w.alpha * soft * (T**2 if w.soft_t_squared else 1)) / batch
+            if w.hint_distance == "squared" and hinted:
                 total += w.feature_weight * sum((hint[b, d].double() - deep[b, d].double()) ** 2
                                                 for d in range(hint.shape[1])) / batch
-        if w.hint_distance == "norm":
+            if w.hint_distance == "masked_sum" and hinted:  # where either feature is positive
+                total += w.feature_weight * sum((hint[b, d].double() - deep[b, d].double()) ** 2
+                                                for d in range(hint.shape[1]) if hint[b, d] > 0 or deep[b, d] > 0)
+        if w.hint_distance == "norm" and hinted:
             total += w.feature_weight * torch.sqrt(((hint.double() - deep.double()) ** 2).sum())
     return total
 
 
-@pytest.mark.parametrize("preset", ["paper", "journal_code"])
+@pytest.mark.parametrize("preset", ["paper", "reproduction", "journal_code"])
 def test_loss_matches_the_formula_written_sample_by_sample(preset: str) -> None:
     torch.manual_seed(0)
     logits = [torch.randn(5, 7) * 3 for _ in range(4)]
-    hints = [torch.randn(5, 6) for _ in range(3)]
+    hints = [torch.randn(5, 6) for _ in range(3)]  # signed: the reproduction's mask matters
     deep, y = torch.randn(5, 6), torch.randint(0, 7, (5,))
-    out = self_distillation_loss(logits, y, hints, deep, self_distillation_weights(preset))
-    assert torch.allclose(out["loss"].double(), _naive_loss(logits, y, hints, deep, preset), rtol=1e-5)
-    assert set(out) == {"loss", "exit_4/ce", *(f"exit_{i}/{p}" for i in (1, 2, 3) for p in ("ce", "soft", "hint"))}
+    weights = self_distillation_weights(preset, feature_weight=0.5)  # a hint large enough to count
+    out = self_distillation_loss(logits, y, hints, deep, weights)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(SELF_DISTILLATION_PRESETS, preset, weights)
+        assert torch.allclose(out["loss"].double(), _naive_loss(logits, y, hints, deep, preset), rtol=1e-5)
+    # the journal code has no hint for the exit just below the deepest
+    hinted = (1, 2) if preset == "journal_code" else (1, 2, 3)
+    assert set(out) == {"loss", "exit_4/ce", *(f"exit_{i}/{p}" for i in (1, 2, 3) for p in ("ce", "soft")),
+                        *(f"exit_{i}/hint" for i in hinted)}
 
 
 def test_the_presets_differ_in_value_but_their_soft_terms_not_in_gradient() -> None:
@@ -123,7 +134,8 @@ def test_label_smoothing_reaches_every_exit() -> None:
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ({"preset": "conference"}, "unknown self-distillation preset 'conference'; choose one of paper, journal_code"),
+    ({"preset": "conference"},
+     "unknown self-distillation preset 'conference'; choose one of paper, reproduction, journal_code"),
     ({"alpha": 1.5}, r"alpha must be in \[0, 1\], got 1.5"),
     ({"temperature": 0.0}, "temperature must be finite and > 0, got 0.0"),
     ({"feature_weight": -1.0}, "feature_weight must be finite and >= 0, got -1.0"),

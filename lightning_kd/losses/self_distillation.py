@@ -11,10 +11,18 @@ numbers *and* the form of the two terms:
 * ``"paper"``, the conference paper's loss with the numbers of a widely used reproduction:
   ``alpha = 0.1``, ``T = 3``, ``lambda = 1e-6``; ``soft_i = KL(softmax(z_K/T) || softmax(z_i/T))`` (no
   ``T^2``, as the paper writes it), ``hint_i = ||A_i(F_i) - F_K||^2`` per sample, averaged over the batch.
-* ``"journal_code"``, what the authors' journal code computes: ``0.7 CE + 0.3 soft CE`` (``alpha = 0.3``)
-  with ``soft_i = -sum softmax(z_K/T) log softmax(z_i/T)`` at ``T = 3`` (no ``T^2``; it differs from the
-  KL by the teacher's entropy, a constant: same gradient, larger value), and ``0.03`` times the
-  *unsquared* L2 distance ``||A_i(F_i) - F_K||`` over the whole batch (``torch.dist``).
+* ``"reproduction"``, what that widely used reproduction's code computes
+  (``luanyunteng/pytorch-be-your-own-teacher``, ``train.py``): the deepest exit's CE weighted by
+  ``1 - alpha`` as well, the soft term as a soft cross-entropy times ``T^2`` (Hinton's scaling), and the
+  hint summed over the batch, ``sum (A_i(F_i) - F_K)^2`` where either feature is positive (the mask
+  changes nothing for non-negative features).
+* ``"journal_code"``, what the authors' journal code computes
+  (``ArchipLab-LinfengZhang/pytorch-self-distillation-final``, ``train.py``): ``0.7 CE + 0.3 soft CE``
+  (``alpha = 0.3``) with ``soft_i = -sum softmax(z_K/T) log softmax(z_i/T)`` at ``T = 3`` (no ``T^2``; it
+  differs from the KL by the teacher's entropy, a constant: same gradient, larger value), and ``0.03``
+  times the *unsquared* L2 distance ``||A_i(F_i) - F_K||`` over the whole batch (``torch.dist``), for every
+  shallow exit but the one just below the deepest (the code skips it, although its comment says the
+  shallowest).
 
 ``alpha``, ``temperature`` and ``feature_weight`` override a preset's numbers; the forms stay the preset's.
 """
@@ -44,10 +52,11 @@ __all__ = [
     "self_distillation_weights",
 ]
 
-SelfDistillationPreset = Literal["paper", "journal_code"]
-"""The conference paper's weighting (with a reproduction's numbers) or the authors' journal code's."""
+SelfDistillationPreset = Literal["paper", "reproduction", "journal_code"]
+"""The conference paper's weighting (with a reproduction's numbers), that reproduction's code, or the authors'
+journal code's."""
 SoftTerm = Literal["kl", "soft_ce"]
-HintDistance = Literal["squared", "norm"]
+HintDistance = Literal["squared", "norm", "masked_sum"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,11 @@ class SelfDistillationWeights:
         temperature: ``T`` of the soft term.
         feature_weight: ``lambda``, the weight of the feature hint (0 turns it off).
         soft_term: ``"kl"`` or ``"soft_ce"`` (cross-entropy against the softened deepest exit).
-        hint_distance: ``"squared"`` (``||.||^2`` per sample, batch mean) or ``"norm"`` (``||.||`` of the batch).
+        hint_distance: ``"squared"`` (``||.||^2`` per sample, batch mean), ``"norm"`` (``||.||`` of the batch) or
+            ``"masked_sum"`` (squared differences summed over the batch where either feature is positive).
+        deepest_ce_scaled: The deepest exit's CE weighted by ``1 - alpha`` too (else by 1).
+        soft_t_squared: The soft term times ``T^2``.
+        skip_hint_below_deepest: No hint for the exit just below the deepest.
     """
 
     alpha: float
@@ -67,6 +80,9 @@ class SelfDistillationWeights:
     feature_weight: float
     soft_term: SoftTerm
     hint_distance: HintDistance
+    deepest_ce_scaled: bool = False
+    soft_t_squared: bool = False
+    skip_hint_below_deepest: bool = False
 
     def __post_init__(self) -> None:
         check_alpha(self.alpha)
@@ -79,8 +95,10 @@ class SelfDistillationWeights:
 SELF_DISTILLATION_PRESETS: dict[str, SelfDistillationWeights] = {
     "paper": SelfDistillationWeights(alpha=0.1, temperature=3.0, feature_weight=1e-6, soft_term="kl",
                                      hint_distance="squared"),
+    "reproduction": SelfDistillationWeights(alpha=0.1, temperature=3.0, feature_weight=1e-6, soft_term="soft_ce",
+                                            hint_distance="masked_sum", deepest_ce_scaled=True, soft_t_squared=True),
     "journal_code": SelfDistillationWeights(alpha=0.3, temperature=3.0, feature_weight=0.03, soft_term="soft_ce",
-                                            hint_distance="norm"),
+                                            hint_distance="norm", skip_hint_below_deepest=True),
 }
 
 
@@ -91,11 +109,13 @@ def self_distillation_weights(preset: str = "paper", alpha: float | None = None,
     Example:
         >>> self_distillation_weights("journal_code", alpha=0.5)  # doctest: +NORMALIZE_WHITESPACE
         SelfDistillationWeights(alpha=0.5, temperature=3.0, feature_weight=0.03, soft_term='soft_ce',
-                                hint_distance='norm')
+                                hint_distance='norm', deepest_ce_scaled=False, soft_t_squared=False,
+                                skip_hint_below_deepest=True)
         >>> self_distillation_weights("conference")
         Traceback (most recent call last):
         ...
-        lightning_kd.errors.Refusal: unknown self-distillation preset 'conference'; choose one of paper, journal_code
+        lightning_kd.errors.Refusal: unknown self-distillation preset 'conference'; choose one of paper, reproduction, \
+journal_code
     """
     check_choice("self-distillation preset", preset, SELF_DISTILLATION_PRESETS)
     given = {"alpha": alpha, "temperature": temperature, "feature_weight": feature_weight}
@@ -117,6 +137,8 @@ def hint_distance(hints: Tensor, target: Tensor, distance: str = "squared") -> T
     difference = hints - target.detach()
     if distance == "squared":
         return difference.pow(2).flatten(1).sum(dim=1).mean()
+    if distance == "masked_sum":  # the reproduction's: where either feature is positive, summed over the batch
+        return (difference.pow(2) * ((hints > 0) | (target > 0))).sum()
     check_choice("hint distance", distance, get_args(HintDistance))
     return torch.linalg.vector_norm(difference)
 
@@ -161,17 +183,19 @@ def self_distillation_loss(
     teacher = exit_logits[-1].detach()
     temperature = weights.temperature
     parts: dict[str, Tensor] = {}
-    total = smoothing(exit_logits[-1], targets)
-    parts[f"exit_{len(exit_logits)}/ce"] = total
+    deepest = smoothing(exit_logits[-1], targets)
+    parts[f"exit_{len(exit_logits)}/ce"] = deepest
+    total = (1 - weights.alpha) * deepest if weights.deepest_ce_scaled else deepest
     for number, logits in enumerate(exit_logits[:-1], start=1):
         ce = smoothing(logits, targets)
         if weights.soft_term == "kl":  # soft_target_kl carries Hinton's T^2; this loss has none
             soft = soft_target_kl(logits, teacher, temperature) / temperature**2
         else:
             soft = soft_cross_entropy(logits / temperature, F.softmax(teacher / temperature, dim=1))
-        total = total + (1 - weights.alpha) * ce + weights.alpha * soft
+        scaled_soft = soft * temperature**2 if weights.soft_t_squared else soft
+        total = total + (1 - weights.alpha) * ce + weights.alpha * scaled_soft
         parts[f"exit_{number}/ce"], parts[f"exit_{number}/soft"] = ce, soft
-        if use_hint:
+        if use_hint and not (weights.skip_hint_below_deepest and number == len(exit_logits) - 1):
             assert hints is not None and deepest_features is not None
             hint = hint_distance(hints[number - 1], deepest_features, weights.hint_distance)
             total = total + weights.feature_weight * hint
@@ -200,5 +224,7 @@ class SelfDistillationLoss(nn.Module):
 
     def extra_repr(self) -> str:
         w = self.weights
+        forms = "".join(f", {name}=True" for name in ("deepest_ce_scaled", "soft_t_squared", "skip_hint_below_deepest")
+                        if getattr(w, name))
         return (f"alpha={w.alpha}, temperature={w.temperature}, feature_weight={w.feature_weight}, "
-                f"soft_term={w.soft_term!r}, hint_distance={w.hint_distance!r}")
+                f"soft_term={w.soft_term!r}, hint_distance={w.hint_distance!r}{forms}")

@@ -66,8 +66,10 @@ class SelfDistillation(BaseTask):
     """Train every exit of a multi-exit network, the deepest teaching the others (BYOT).
 
     ``preset`` names the weighting (:data:`~lightning_kd.losses.self_distillation.SELF_DISTILLATION_PRESETS`):
-    ``"paper"`` (``alpha = 0.1``, ``T = 3``, ``lambda = 1e-6``, KL and squared feature distance) or
-    ``"journal_code"`` (``0.7 CE + 0.3 soft CE`` at ``T = 3``, ``0.03`` times the L2 distance);
+    ``"paper"`` (``alpha = 0.1``, ``T = 3``, ``lambda = 1e-6``, KL and squared feature distance),
+    ``"reproduction"`` (that reproduction's code: the deepest CE weighted by ``1 - alpha``, ``T^2``, the hint
+    summed over the batch) or ``"journal_code"`` (``0.7 CE + 0.3 soft CE`` at ``T = 3``, ``0.03`` times the L2
+    distance, no hint for the exit below the deepest);
     ``alpha``, ``temperature`` and ``feature_weight`` override its numbers.
 
     Logged: ``train/loss`` and each exit's parts ``train/exit_<i>/{ce,soft,hint}_loss``; per exit
@@ -80,7 +82,7 @@ class SelfDistillation(BaseTask):
 
     Args:
         net: The multi-exit network (:class:`~lightning_kd.models.MultiExitNetwork`).
-        preset: ``"paper"`` (default) or ``"journal_code"``.
+        preset: ``"paper"`` (default), ``"reproduction"`` or ``"journal_code"``.
         alpha: Weight of the soft term on each shallow exit, in ``[0, 1]`` (default: the preset's).
         temperature: Softening of the deepest exit's target, ``> 0`` (default: the preset's).
         feature_weight: Weight ``lambda`` of the feature hint, ``>= 0`` (default: the preset's; 0 turns
@@ -136,6 +138,8 @@ class SelfDistillation(BaseTask):
         self.net = net
         if self.criterion.weights.feature_weight == 0:  # no hint: the adapters get no gradient (DDP refuses such)
             net.adapters.requires_grad_(False)
+        elif self.criterion.weights.skip_hint_below_deepest and len(net.adapters):
+            net.adapters[-1].requires_grad_(False)  # the journal code gives the exit below the deepest no hint
 
     def trained_networks(self) -> dict[str, nn.Module]:
         return {"net": self.net}
