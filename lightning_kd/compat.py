@@ -11,8 +11,9 @@ import argparse
 import re
 from typing import TYPE_CHECKING, Any
 
+import torch
 from jsonargparse import DefaultHelpFormatter
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from lightning_kd.text import plain_text
@@ -132,3 +133,9 @@ def _shorten_subclasses(text: str) -> str:
 def hook_count(module: nn.Module) -> int:
     """Forward and forward-pre hooks registered on ``module`` itself (torch keeps them in private dicts)."""
     return len(module._forward_hooks) + len(module._forward_pre_hooks)
+
+
+def foreach_max_abs(tensors: list[Tensor]) -> list[Tensor]:
+    """Each tensor's largest absolute value (NaN if it holds one), in one fused pass (torch's ``_foreach_norm``, the
+    kernel ``clip_grad_norm_`` uses; private, hence here)."""
+    return list(torch._foreach_norm(tensors, float("inf")))

@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from lightning_kd.compat import foreach_max_abs
 from lightning_kd.errors import NonFiniteLossError, NonFiniteOutputsError, NonFiniteWeightsError
 from lightning_kd.metrics import training_metric_name
 
@@ -31,7 +32,7 @@ def largest_magnitudes(weights: Mapping[str, Tensor]) -> Tensor:
     tensors = [t.detach() for t in weights.values()]
     if not tensors:
         return torch.zeros(0)
-    return torch.stack([m.float() for m in torch._foreach_norm(tensors, float("inf"))])
+    return torch.stack([m.float() for m in foreach_max_abs(tensors)])
 
 
 def _not_finite(weights: Mapping[str, Tensor], magnitudes: Tensor) -> str:

@@ -219,12 +219,16 @@ def test_resuming_with_another_generation_plan_is_refused(in_tmp: Path) -> None:
     assert (in_tmp / "checkpoints/digits_ban/generation_3.ckpt").is_file()
 
 
+# a constant learning rate: a cosine run may not resume over a longer budget (its schedule would restart)
+CONSTANT_LR = ["--model.init_args.lr_scheduler", "none"]
+
+
 def test_resuming_with_another_teacher_checkpoint_is_refused(in_tmp: Path) -> None:
     main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), *QUIET, "--trainer.max_epochs", "1"])
     other = in_tmp / "other_teacher.ckpt"
     other.write_bytes((in_tmp / "checkpoints/digits/teacher.ckpt").read_bytes())
-    main(["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *QUIET, "--trainer.max_epochs", "1"])
-    resume = ["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *QUIET, "--trainer.max_epochs", "2",
+    main(["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *QUIET, *CONSTANT_LR, "--trainer.max_epochs", "1"])
+    resume = ["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *QUIET, *CONSTANT_LR, "--trainer.max_epochs", "2",
               "--ckpt_path", "checkpoints/digits/kd-student.ckpt"]
     with pytest.raises(ValueError, match=r"teacher_ckpt: 'checkpoints/digits/teacher.ckpt' in the checkpoint, "
                                          r"'other_teacher.ckpt' asked"):
@@ -236,8 +240,9 @@ def test_resuming_with_another_teacher_network_is_refused(in_tmp: Path) -> None:
     main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), *QUIET, "--trainer.max_epochs", "1"])
     teacher = ["--model.init_args.teacher", "lightning_kd.models.SmallCNN",
                "--model.init_args.teacher.init_args.widths", "[32, 64]"]
-    main(["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *QUIET, "--trainer.max_epochs", "1", *teacher])
-    resume = ["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *QUIET, "--trainer.max_epochs", "2",
+    main(["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *QUIET, *CONSTANT_LR, "--trainer.max_epochs", "1",
+          *teacher])
+    resume = ["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *QUIET, *CONSTANT_LR, "--trainer.max_epochs", "2",
               "--ckpt_path", "checkpoints/digits/kd-student.ckpt"]
     other = ["--model.init_args.teacher", "lightning_kd.models.SmallCNN",
              "--model.init_args.teacher.init_args.widths", "[16, 32]"]

@@ -183,6 +183,10 @@ class BaseTask(FiniteChecks, StreamHooks, IgnoredByDDP, LightningModule, metacla
 
     # -- hooks ------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
+        if (resumed := self.__dict__.pop("_resumed_record", None)) is not None:
+            refusal = checkpoints.resume_refusal({}, {}, resumed[0], checkpoints.cosine_epochs(self), resumed[1])
+            if refusal:
+                raise Refusal(refusal)
         if (states := self.__dict__.pop("_rng_on_resume", None)) is not None:
             set_rng_states(states)
         # Lightning warns about modules in eval mode at the start of training: the frozen teachers are, by design
@@ -263,11 +267,12 @@ class BaseTask(FiniteChecks, StreamHooks, IgnoredByDDP, LightningModule, metacla
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trainer = attached_trainer(self)
         if trainer is not None and trainer.state.fn == "fit":  # a resume, whatever built the trainer: same run?
-            refusal = checkpoints.resume_refusal(checkpoint.get("hyper_parameters", {}), self.hparams,
-                                                 checkpoint.get(CHECKPOINT_KEY, {}), checkpoints.cosine_epochs(self),
+            refusal = checkpoints.resume_refusal(checkpoint.get("hyper_parameters", {}), self.hparams, {}, None,
                                                  str(trainer.ckpt_path))
             if refusal:
                 raise Refusal(refusal)
+            # the schedule's length is checked at fit start, once the callbacks (a Generations plan) are restored
+            self._resumed_record = (checkpoint.get(CHECKPOINT_KEY, {}), str(trainer.ckpt_path))
             # every method resumes bit-identically: the random state is restored at fit start, after anything a
             # restore builds (a projector) has drawn its initial weights
             self._rng_on_resume = checkpoint.get(CHECKPOINT_KEY, {}).get("rng")
