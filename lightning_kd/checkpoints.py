@@ -264,10 +264,13 @@ def cosine_epochs(task: Any) -> int | None:
 
 
 def resume_refusal(stored: Mapping[str, Any], own: Mapping[str, Any], record: Mapping[str, Any],
-                   schedule_epochs: int | None, source: str) -> str | None:
+                   schedule_epochs: int | None, source: str, teachers: Mapping[str, nn.Module] | None = None,
+                   data: Mapping[str, Any] | None = None) -> str | None:
     """Why resuming the checkpoint ``source`` into a task of hyperparameters ``own`` would not continue its run, or
     ``None``: a method setting that differs (``stored`` are the checkpoint's, ``record`` its
-    :data:`CHECKPOINT_KEY` record), or a cosine schedule of another length.
+    :data:`CHECKPOINT_KEY` record), a cosine schedule of another length, another teacher checkpoint, teachers of
+    other classes or sizes than the checkpoint's (``teachers``, the task's now; a task that has none yet, a
+    Born-Again run before its first promotion, is not compared), or other data (``data``, :func:`data_identity`).
 
     Example:
         >>> resume_refusal({"loss": "ban"}, {"loss": "ban+l"}, {}, None, "last.ckpt")
@@ -278,6 +281,20 @@ def resume_refusal(stored: Mapping[str, Any], own: Mapping[str, Any], record: Ma
                for name in sorted(set(stored) & set(own))
                if not name.startswith("_") and name not in RESUME_FREE and plain(stored[name])[0]
                and plain(own[name])[0] and plain(stored[name])[1] != plain(own[name])[1]]
+    given, recorded = own.get("teacher_ckpt"), record.get("teacher_ckpt")
+    if given is not None and recorded is not None and plain(given)[1] != plain(recorded)[1]:
+        changed.append(f"teacher_ckpt: {plain(recorded)[1]!r} in the checkpoint, {plain(given)[1]!r} here")
+    if teachers:
+        roles = record.get("roles", {})
+        for role in sorted(name for name in roles if name.startswith("teacher")):
+            then, now = roles[role], teachers.get(role)
+            size = sum(p.numel() for p in now.parameters()) if now is not None else None
+            if now is None or (then.get("class"), then.get("parameters")) != (type(now).__name__, size):
+                here = f"{type(now).__name__} ({size:,} parameters)" if now is not None else "none"
+                changed.append(f"{role}: {then.get('class')} ({then.get('parameters', 0):,} parameters) in the "
+                               f"checkpoint, {here} here")
+    if data and record.get("data") and plain(record["data"])[1] != plain(dict(data))[1]:
+        changed.append(f"data: {record['data']} in the checkpoint, {dict(data)} here")
     stored_epochs = record.get("schedule_epochs")
     if stored_epochs is not None and schedule_epochs is not None and stored_epochs != schedule_epochs:
         changed.append(f"the cosine schedule spans {stored_epochs} epochs in the checkpoint, {schedule_epochs} here "

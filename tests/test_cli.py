@@ -603,3 +603,40 @@ def test_every_family_killed_and_resumed_ends_as_an_uninterrupted_run(in_tmp: Pa
     differing = {k: float((whole[k].double() - resumed[k].double()).abs().max()) for k in whole
                  if not torch.equal(whole[k], resumed[k])}
     assert not differing, differing
+
+
+def test_a_python_resume_with_other_teachers_or_data_is_refused(tmp_path: Path) -> None:
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lightning_kd import MultiTeacherKD
+    from lightning_kd.data import DigitsDataModule, MNIST5kDataModule
+    from lightning_kd.errors import Refusal
+    from tests.helpers import cpu_trainer
+
+    def fit(task, data=None, ckpt_path: Path | None = None, name: str = "run") -> None:
+        cpu_trainer(max_epochs=2 if ckpt_path else 1, limit_train_batches=2, limit_val_batches=1,
+                    enable_checkpointing=True, callbacks=[ModelCheckpoint(tmp_path, name)]).fit(
+            task, data or DigitsDataModule(batch_size=32), ckpt_path=ckpt_path)
+
+    def teacher(name: str, widths: tuple[int, ...]) -> Path:
+        fit(Classifier(SmallCNN(widths=widths, num_classes=10), lr_scheduler="none"), name=name)
+        return tmp_path / f"{name}.ckpt"
+
+    first, second = teacher("first", (8, 16)), teacher("second", (8, 16))
+    student = lambda: MLP(input_shape=(1, 8, 8), hidden_sizes=(16,), num_classes=10)  # noqa: E731
+    fit(VanillaKD(student(), SmallCNN(widths=(8, 16), num_classes=10), teacher_ckpt=first, lr_scheduler="none"))
+    run = tmp_path / "run.ckpt"
+    # issue 23: another teacher was silently replaced by the checkpoint's on a resume
+    with pytest.raises(Refusal, match=r"teacher_ckpt: '.*first.ckpt' in the checkpoint, '.*second.ckpt' here"):
+        fit(VanillaKD(student(), SmallCNN(widths=(8, 16), num_classes=10), teacher_ckpt=second,
+                      lr_scheduler="none"), ckpt_path=run)
+    run.unlink()
+    teachers = [SmallCNN(widths=(8, 16), num_classes=10), SmallCNN(widths=(8, 16), num_classes=10),
+                SmallCNN(widths=(4, 8), num_classes=10)]
+    fit(MultiTeacherKD(student(), teachers, lr_scheduler="none"))
+    with pytest.raises(Refusal, match=r"teacher_3: SmallCNN \([\d,]+ parameters\) in the checkpoint, none here"):
+        fit(MultiTeacherKD(student(), teachers[:2], lr_scheduler="none"), ckpt_path=run)  # a teacher dropped
+    with pytest.raises(Refusal, match=r"data: \{'class': 'DigitsDataModule'.* in the checkpoint, \{'class': "
+                                      r"'MNIST5kDataModule'"):
+        fit(MultiTeacherKD(MLP(input_shape=(1, 28, 28), hidden_sizes=(16,), num_classes=10), teachers,
+                           lr_scheduler="none"), MNIST5kDataModule(batch_size=32), ckpt_path=run)

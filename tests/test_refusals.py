@@ -138,6 +138,8 @@ def test_every_ddp_process_stops_on_a_non_finite_loss(tmp_path: Path) -> None:
         # issue 23: a 94-line union error with the reason in the middle; torch's own optimizer checks; an overflow
         ("digits_wide_to_small", ["--model.init_args.student.init_args.dropout", "1.5"],
          "building the config's objects failed: dropout probability has to be between 0 and 1, but got 1.5"),
+        ("digits_teacher", ["--model.init_args.net.init_args.widths", "[-3]"],
+         "building the config's objects failed: Trying to create tensor with negative dimension -3: [-3, 1, 3, 3]"),
         ("digits_teacher", ["--model.init_args.optimizer.init_args.lr", "-1"],
          "the optimizer refuses its settings: Invalid learning rate: -1.0"),
         ("digits_teacher", ["--model.init_args.optimizer.init_args.lr", "1e300"],

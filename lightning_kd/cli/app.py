@@ -257,14 +257,17 @@ _TYPE_MISMATCH = ("Not a valid subclass", "Expected a", "Does not validate", "Pr
 
 
 def constructor_reason(error: BaseException) -> str | None:
-    """Why a constructor named by the config refused its value (a ``ValueError`` of torch or of a network), found in
-    ``error``'s chain or inside jsonargparse's union report; ``None`` when the error is of another kind (a bug)."""
+    """Why a constructor named by the config refused its value (a ``ValueError`` or ``RuntimeError`` of torch or of a
+    network), found in ``error``'s chain or inside jsonargparse's union report; ``None`` when the error is of another
+    kind (a bug)."""
     chain, seen = [], set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         chain.append(error)
         error = error.__cause__ or error.__context__
-    if not all(isinstance(e, ValueError) for e in chain) or any(isinstance(e, Refusal) for e in chain):
+    # ValueError and RuntimeError are what torch and the networks raise for a bad value; an AttributeError,
+    # KeyError or TypeError there is a bug, and keeps its traceback
+    if not all(isinstance(e, (ValueError, RuntimeError)) for e in chain) or any(isinstance(e, Refusal) for e in chain):
         return None
     reasons = []
     for item in chain:

@@ -267,8 +267,9 @@ class BaseTask(FiniteChecks, StreamHooks, IgnoredByDDP, LightningModule, metacla
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trainer = attached_trainer(self)
         if trainer is not None and trainer.state.fn == "fit":  # a resume, whatever built the trainer: same run?
-            refusal = checkpoints.resume_refusal(checkpoint.get("hyper_parameters", {}), self.hparams, {}, None,
-                                                 str(trainer.ckpt_path))
+            refusal = checkpoints.resume_refusal(checkpoint.get("hyper_parameters", {}), self.hparams,
+                                                 checkpoint.get(CHECKPOINT_KEY, {}), None, str(trainer.ckpt_path),
+                                                 self.teacher_networks(), data_identity(trainer.datamodule))
             if refusal:
                 raise Refusal(refusal)
             # the schedule's length is checked at fit start, once the callbacks (a Generations plan) are restored
