@@ -503,7 +503,8 @@ def test_the_full_size_born_again_densenet_runs_a_forward() -> None:
 
 def test_a_run_without_a_schedule_saves_a_config_that_runs_again_and_resumes(in_tmp: Path) -> None:
     # issue 23: `lr_scheduler: none` was saved as "Unable to serialize instance none"
-    quick = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", *TINY_BATCHES]
+    quick = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", *TINY_BATCHES,
+             "--trainer.callbacks.save_last", "true"]  # the teacher file keeps the best epoch; last.ckpt the last
     main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), "--model.init_args.lr_scheduler", "none",
           "--trainer.max_epochs", "1", *quick])
     saved = yaml.safe_load((in_tmp / "checkpoints/digits/config.yaml").read_text())
@@ -511,8 +512,8 @@ def test_a_run_without_a_schedule_saves_a_config_that_runs_again_and_resumes(in_
     checkpoint = torch.load(in_tmp / "checkpoints/digits/teacher.ckpt", weights_only=False)
     assert checkpoint["hyper_parameters"]["lr_scheduler"] == "none"
     main(["fit", "--config", "checkpoints/digits/config.yaml", "--trainer.max_epochs", "2",
-          "--ckpt_path", "checkpoints/digits/teacher.ckpt", *quick])
-    assert torch.load(in_tmp / "checkpoints/digits/teacher.ckpt", weights_only=False)["epoch"] == 1
+          "--ckpt_path", "checkpoints/digits/last.ckpt", *quick])
+    assert torch.load(in_tmp / "checkpoints/digits/last.ckpt", weights_only=False)["global_step"] == 4  # 2 x 2 steps
 
 
 def test_resumes_are_checked_whatever_built_the_trainer(in_tmp: Path, teacher_runs) -> None:
@@ -582,7 +583,7 @@ def test_every_family_killed_and_resumed_ends_as_an_uninterrupted_run(in_tmp: Pa
     settings["trainer"]["logger"] = False
     checkpoint = settings["trainer"]["callbacks"][0]["init_args"]
     checkpoint.update(filename="run", monitor=None, save_top_k=1)  # the last epoch's state, each epoch
-    quick = ["--config", "run.yaml", "--trainer.max_epochs", "3", *TINY_BATCHES, *extra]
+    quick = ["--config", "run.yaml", "--trainer.max_epochs", "2", *TINY_BATCHES, *extra]
     for folder in ("whole", "killed"):
         (in_tmp / folder).mkdir()
         (in_tmp / folder / "run.yaml").write_text(yaml.safe_dump(settings))
@@ -593,8 +594,8 @@ def test_every_family_killed_and_resumed_ends_as_an_uninterrupted_run(in_tmp: Pa
     monkeypatch.chdir(in_tmp / "whole")
     main(["fit", *quick])
     monkeypatch.chdir(in_tmp / "killed")
-    with pytest.raises(RuntimeError, match="simulated kill"):  # the state after epoch 2 is the last checkpoint
-        main(["fit", *quick, "--trainer.callbacks+=tests.helpers.KillAtEpoch", "--trainer.callbacks.epoch", "2"])
+    with pytest.raises(RuntimeError, match="simulated kill"):  # the state after epoch 1 is the last checkpoint
+        main(["fit", *quick, "--trainer.callbacks+=tests.helpers.KillAtEpoch", "--trainer.callbacks.epoch", "1"])
     ckpt = Path(checkpoint["dirpath"]) / "run.ckpt"
     main(["fit", *quick, "--ckpt_path", str(ckpt)])
     whole = torch.load(in_tmp / "whole" / ckpt, weights_only=True)["state_dict"]

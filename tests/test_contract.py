@@ -128,7 +128,8 @@ class ContractWatch(Callback):
         assert {id(p) for p in optimized} == trainable, "the optimizer must hold exactly the trainable parameters"
         assert len(optimized) == len(trainable)  # and each once
         assert teacher_params.isdisjoint(trainable)
-        assert all(p.grad is not None for p in pl_module.network.parameters())
+        # every parameter that trains gets a gradient (a part a preset leaves unused is frozen, e.g. an adapter)
+        assert all(p.grad is not None for p in pl_module.network.parameters() if p.requires_grad)
         self.train_batches += 1
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:

@@ -22,7 +22,6 @@ from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
-import lightning_kd.checkpoints as checkpoints
 from lightning_kd.checkpoints import CHECKPOINT_KEY, data_identity, keep_plain, objects_among, task_record
 from lightning_kd.compat import IgnoredByDDP, attached_trainer, hyperparameters_given_by_cli
 from lightning_kd.console import restore_warning, silence_eval_mode_warning
@@ -35,15 +34,15 @@ from lightning_kd.metrics import evaluation_metrics
 from lightning_kd.models.base import check_networks_fit
 from lightning_kd.naming import join_variants, smoothing_variant
 from lightning_kd.optim import SGD, ScheduleSpec, build_optimization
-from lightning_kd.rng import collect_rng_states, set_rng_states
 from lightning_kd.tasks.finite import FiniteChecks
+from lightning_kd.tasks.resume import ResumeChecks
 from lightning_kd.tasks.streams import StreamHooks
 from lightning_kd.training_log import TrainingLog
 
 __all__ = ["BaseTask", "NonFiniteLossError", "join_variants"]
 
 
-class BaseTask(FiniteChecks, StreamHooks, IgnoredByDDP, LightningModule, metaclass=ABCMeta):
+class BaseTask(FiniteChecks, ResumeChecks, StreamHooks, IgnoredByDDP, LightningModule, metaclass=ABCMeta):
     """Base of every method: networks by role, losses, metrics, optimisation, checkpoints and logging.
 
     Subclasses implement :meth:`configure_models`, :meth:`trained_networks` and
@@ -183,12 +182,7 @@ class BaseTask(FiniteChecks, StreamHooks, IgnoredByDDP, LightningModule, metacla
 
     # -- hooks ------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
-        if (resumed := self.__dict__.pop("_resumed_record", None)) is not None:
-            refusal = checkpoints.resume_refusal({}, {}, resumed[0], checkpoints.cosine_epochs(self), resumed[1])
-            if refusal:
-                raise Refusal(refusal)
-        if (states := self.__dict__.pop("_rng_on_resume", None)) is not None:
-            set_rng_states(states)
+        super().on_fit_start()  # a resume's checks and random state (ResumeChecks)
         # Lightning warns about modules in eval mode at the start of training: the frozen teachers are, by design
         frozen = [m for network in self.teacher_networks().values() for m in network.modules()]
         self._eval_mode_filter = silence_eval_mode_warning(list(self.modules()), frozen)
@@ -262,21 +256,10 @@ class BaseTask(FiniteChecks, StreamHooks, IgnoredByDDP, LightningModule, metacla
         trainer = attached_trainer(self)
         data = data_identity(getattr(trainer, "datamodule", None))  # a teacher's data, checked by its students
         checkpoint[CHECKPOINT_KEY] = task_record(self, wandb_run_reference(trainer), data)
-        checkpoint[CHECKPOINT_KEY]["rng"] = collect_rng_states()  # a resume draws what the run would have drawn
+        super().on_save_checkpoint(checkpoint)  # the random state (ResumeChecks)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        trainer = attached_trainer(self)
-        if trainer is not None and trainer.state.fn == "fit":  # a resume, whatever built the trainer: same run?
-            refusal = checkpoints.resume_refusal(checkpoint.get("hyper_parameters", {}), self.hparams,
-                                                 checkpoint.get(CHECKPOINT_KEY, {}), None, str(trainer.ckpt_path),
-                                                 self.teacher_networks(), data_identity(trainer.datamodule))
-            if refusal:
-                raise Refusal(refusal)
-            # the schedule's length is checked at fit start, once the callbacks (a Generations plan) are restored
-            self._resumed_record = (checkpoint.get(CHECKPOINT_KEY, {}), str(trainer.ckpt_path))
-            # every method resumes bit-identically: the random state is restored at fit start, after anything a
-            # restore builds (a projector) has drawn its initial weights
-            self._rng_on_resume = checkpoint.get(CHECKPOINT_KEY, {}).get("rng")
+        super().on_load_checkpoint(checkpoint)  # a resume is the same run (ResumeChecks)
         # a reload rebuilds the networks as objects, which hparams leave out; keep the checkpoint's configs so a
         # checkpoint saved again still records how to build its networks
         self.hparams.update({name: value for name, value in checkpoint.get("hyper_parameters", {}).items()

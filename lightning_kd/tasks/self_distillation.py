@@ -98,7 +98,8 @@ class SelfDistillation(BaseTask):
         >>> net = MultiExitNetwork(SmallCNN(widths=(8, 16, 32)), input_shape=(1, 28, 28))
         >>> task = SelfDistillation(net, preset="journal_code")
         >>> task.criterion
-        SelfDistillationLoss(alpha=0.3, temperature=3.0, feature_weight=0.03, soft_term='soft_ce', hint_distance='norm')
+        SelfDistillationLoss(alpha=0.3, temperature=3.0, feature_weight=0.03, soft_term='soft_ce', \
+hint_distance='norm', skip_hint_below_deepest=True)
     """
 
     handed_on = "net"

@@ -1,0 +1,53 @@
+"""A resumed fit continues the same run, exactly: the checks and the random state every task keeps.
+
+When a fit resumes a checkpoint, whatever built the trainer (the command line or a user's Python), the task
+refuses, naming each difference, a method setting other than the checkpoint's, another teacher checkpoint, a
+teacher changed or dropped, other data (:func:`~lightning_kd.checkpoints.resume_refusal`), and, at fit start
+once the callbacks (a Born-Again generation plan) are restored, a cosine schedule of another length. Every
+checkpoint holds the random state, restored at fit start, after anything the restore builds has drawn its
+initial weights: a killed and resumed run of any method ends bit-identical to the uninterrupted one on CPU.
+
+A task that overrides ``on_load_checkpoint``, ``on_save_checkpoint`` or ``on_fit_start`` calls ``super()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning_kd.checkpoints as checkpoints
+from lightning_kd.checkpoints import CHECKPOINT_KEY, data_identity
+from lightning_kd.compat import attached_trainer
+from lightning_kd.errors import Refusal
+from lightning_kd.rng import collect_rng_states, set_rng_states
+
+
+class ResumeChecks:
+    """Mixin of :class:`~lightning_kd.tasks.base.BaseTask`: resume checks and the random state (see the module)."""
+
+    hparams: Any
+    teacher_networks: Any
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # after the task's record is written: a resume draws what the run would have drawn
+        checkpoint.setdefault(CHECKPOINT_KEY, {})["rng"] = collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainer = attached_trainer(self)  # type: ignore[arg-type]
+        if trainer is None or trainer.state.fn != "fit":  # loading to evaluate or to hand a network on
+            return
+        record = checkpoint.get(CHECKPOINT_KEY, {})
+        refusal = checkpoints.resume_refusal(checkpoint.get("hyper_parameters", {}), self.hparams, record, None,
+                                             str(trainer.ckpt_path), self.teacher_networks(),
+                                             data_identity(trainer.datamodule))
+        if refusal:
+            raise Refusal(refusal)
+        self._resumed_record = (record, str(trainer.ckpt_path))
+        self._rng_on_resume = record.get("rng")
+
+    def on_fit_start(self) -> None:
+        if (resumed := self.__dict__.pop("_resumed_record", None)) is not None:
+            refusal = checkpoints.resume_refusal({}, {}, resumed[0], checkpoints.cosine_epochs(self), resumed[1])
+            if refusal:
+                raise Refusal(refusal)
+        if (states := self.__dict__.pop("_rng_on_resume", None)) is not None:
+            set_rng_states(states)
