@@ -31,12 +31,11 @@ def verify_checkpoint(path: str | Path, previous_mtime_ns: int | None = None, sh
         raise CheckpointWriteError(f"checkpoint {name} was not written (is the folder writable?)")
     if previous_mtime_ns is not None and path.stat().st_mtime_ns == previous_mtime_ns:
         raise CheckpointWriteError(f"checkpoint {name} was not updated by this write (is the folder writable?)")
-    try:
-        names = zipfile.ZipFile(path).namelist()
-    except (zipfile.BadZipFile, OSError) as error:
-        raise CheckpointWriteError(f"checkpoint {name} is incomplete ({error}); is the disk full?") from error
-    if not any(entry.endswith("/data.pkl") or entry == "data.pkl" for entry in names):
-        raise CheckpointWriteError(f"checkpoint {name} is not a complete PyTorch checkpoint")
+    unreadable, problem = archive_problem(path)
+    if unreadable:
+        raise CheckpointWriteError(f"checkpoint {name} is incomplete ({problem}); is the disk full?")
+    if problem:
+        raise CheckpointWriteError(f"checkpoint {name} is {problem}")
 
 
 def check_checkpoint_to_read(path: str | Path, what: str = "--ckpt_path") -> None:
@@ -44,12 +43,24 @@ def check_checkpoint_to_read(path: str | Path, what: str = "--ckpt_path") -> Non
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} {path}: no such file")
+    unreadable, problem = archive_problem(path)
+    if unreadable:
+        raise CheckpointError(f"{what} {path} is truncated or not a PyTorch checkpoint ({problem})")
+    if problem:
+        raise CheckpointError(f"{what} {path} is {problem}")
+
+
+def archive_problem(path: Path) -> tuple[bool, str | None]:
+    """What is wrong with the ``torch.save`` archive at ``path``, from its zip directory only (at the end of the
+    file: a truncated file has none): ``(True, the zip error)`` when it cannot be read, ``(False, what)`` when it
+    lacks the pickled data, ``(False, None)`` when complete."""
     try:
         names = zipfile.ZipFile(path).namelist()
     except (zipfile.BadZipFile, OSError) as error:
-        raise CheckpointError(f"{what} {path} is truncated or not a PyTorch checkpoint ({error})") from error
+        return True, str(error)
     if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
-        raise CheckpointError(f"{what} {path} is not a complete PyTorch checkpoint")
+        return False, "not a complete PyTorch checkpoint"
+    return False, None
 
 
 class VerifiedCheckpointIO(TorchCheckpointIO):

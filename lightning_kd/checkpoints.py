@@ -193,8 +193,8 @@ def task_record(task: Any, wandb_run: dict[str, str] | None = None, data: Mappin
     """
     path = next(name for name, module in task.named_modules() if module is task.network)
     record = network_record(path, task.network_config(task.handed_on), task.num_classes, task.networks(), data)
-    if cosine_epochs(task) is not None:  # a resume must keep the schedule's length
-        record["schedule_epochs"] = cosine_epochs(task)
+    if (epochs := cosine_epochs(task)) is not None:  # a resume must keep the schedule's length
+        record["schedule_epochs"] = epochs
     if wandb_run is not None:
         record["wandb"] = wandb_run
     return record

@@ -7,6 +7,7 @@ the weights and the evaluated outputs are each checked (see :mod:`lightning_kd.t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import pytorch_lightning as pl
@@ -36,7 +37,7 @@ def largest_magnitudes(weights: Mapping[str, Tensor]) -> Tensor:
 
 
 def _not_finite(weights: Mapping[str, Tensor], magnitudes: Tensor) -> str:
-    bad = [name for name, m in zip(weights, magnitudes.tolist(), strict=True) if not torch.isfinite(torch.tensor(m))]
+    bad = [name for name, m in zip(weights, magnitudes.tolist(), strict=True) if not math.isfinite(m)]
     shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
     return f"{shown} ({len(bad)} of {len(weights)} tensors)"
 

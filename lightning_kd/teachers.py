@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from lightning_kd.checkpoints import CheckpointError, build_network, load_network_config_and_data
+from lightning_kd.checkpoints import CheckpointError, build_network, load_network_config_and_data, plain
 from lightning_kd.errors import Refusal
 from lightning_kd.losses.validation import check_choice
 from lightning_kd.models.taps import LayerSpec, NetworkOutput, forward_with_taps
@@ -205,17 +205,13 @@ class Teachers(nn.ModuleDict):
             differences = []
             for key in ("class", "input_shape"):
                 there, here = recorded.get(key), data.get(key)
-                if there is not None and here is not None and _plain(there) != _plain(here):
-                    differences.append(f"{key} {_plain(there)} there, {_plain(here)} here")
+                if there is not None and here is not None and plain(there)[1] != plain(here)[1]:
+                    differences.append(f"{key} {plain(there)[1]} there, {plain(here)[1]} here")
             if differences:
                 raise Refusal(
                     f"{role} was trained on other data than this run's ({'; '.join(differences)}): it would teach "
                     "what it never learned. Train a teacher on this data, or, if this is intended, give its weights "
                     "as a plain state dict (torch.save(network.state_dict(), path)), which records no data")
-
-
-def _plain(value: object) -> object:
-    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def _one_or_many(value: object) -> list:

@@ -25,7 +25,7 @@ from lightning_kd.reporting import (
     print_table,
     update_wandb_summary,
 )
-from lightning_kd.rng import collect_rng_states, set_rng_states
+from lightning_kd.rng import set_rng_states
 
 
 class Generations(Callback):
@@ -328,7 +328,8 @@ class Generations(Callback):
     def state_dict(self) -> dict[str, Any]:
         records = {generation: {split: value.as_dict() if isinstance(value, TokenPredictions) else value
                                 for split, value in record.items()} for generation, record in self.records.items()}
-        return {"records": records, "targets": self.targets, "rng": collect_rng_states(), "plan": dict(self.plan)}
+        # the random state is in every checkpoint's task record (tasks.resume), not here
+        return {"records": records, "targets": self.targets, "plan": dict(self.plan)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved = {int(g): int(e) for g, e in state_dict.get("plan", {}).items()}
@@ -345,7 +346,7 @@ class Generations(Callback):
             for generation, record in state_dict["records"].items()
         }
         self.targets = dict(state_dict["targets"])
-        if "rng" in state_dict:
+        if "rng" in state_dict:  # a checkpoint of lightning-kd 0.1, whose task record has no random state
             set_rng_states(state_dict["rng"])
 
 
