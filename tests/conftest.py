@@ -94,3 +94,27 @@ def skip_cifar_checksums(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiny CIFAR files cannot match the real archives' MD5s; everything else is torchvision's real code."""
     skip_cifar_checksums_in(monkeypatch)
 
+
+@pytest.fixture(scope="session")
+def ddp_pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every DDP scenario marked in this session (``@pytest.mark.ddp``), run once in one pair of processes."""
+    from tests.ddp_pool import run_scenarios, scenario_name
+
+    scenarios: dict[str, object] = {}
+    for item in request.session.items:
+        if (marker := item.get_closest_marker("ddp")) is not None:
+            scenarios.setdefault(scenario_name(marker.kwargs["scenario"]), marker.kwargs["scenario"])
+    root = tmp_path_factory.mktemp("ddp_pool")
+    run_scenarios(list(scenarios.values()), root)  # type: ignore[arg-type]
+    return root
+
+
+@pytest.fixture
+def ddp_run(request: pytest.FixtureRequest, ddp_pool: Path) -> Path:
+    """The folder this test's DDP scenario (``@pytest.mark.ddp(scenario=...)``) wrote into, on both ranks."""
+    from tests.ddp_pool import scenario_folder
+
+    marker = request.node.get_closest_marker("ddp")
+    assert marker is not None, "a test asking for ddp_run marks its scenario: @pytest.mark.ddp(scenario=...)"
+    return scenario_folder(marker.kwargs["scenario"], ddp_pool)
+

@@ -1,8 +1,16 @@
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from pytorch_lightning import Callback, Trainer
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def cpu_trainer(**kwargs: Any) -> Trainer:
@@ -18,6 +26,51 @@ def cpu_trainer(**kwargs: Any) -> Trainer:
     )
     defaults.update(kwargs)
     return Trainer(**defaults)
+
+
+class SigkillMidEpoch(Callback):
+    """Kills its own process with SIGKILL at a batch of an epoch: no handler, no cleanup, no atexit, as a scheduler
+    or the OOM killer would. The last checkpoint is the previous epoch's end."""
+
+    def __init__(self, epoch: int, batch: int = 1) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+# Imports the command line once, then forks a child per run, each ended by SigkillMidEpoch: real processes killed by
+# a real SIGKILL, at the cost of one interpreter start. Nothing has run a torch operation before the forks.
+_FORK_EACH_RUN = r"""
+import json, os, signal, sys
+from lightning_kd.cli import main
+outcomes = []
+for folder, args in json.loads(sys.argv[1]):
+    pid = os.fork()
+    if pid == 0:
+        os.chdir(folder)
+        try:
+            main(args)
+        finally:
+            os._exit(3)  # the run ended without its SIGKILL
+    _, status = os.waitpid(pid, 0)
+    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    outcomes.append("" if killed else f"{folder}: ended with status {status}, not by SIGKILL")
+print(json.dumps(outcomes))
+"""
+
+
+def run_each_until_sigkilled(runs: list[tuple[Path, list[str], int]]) -> None:
+    """Runs the CLI with each ``(folder, args, epoch)`` in a process of its own that a real SIGKILL ends at the second
+    batch of ``epoch``; fails unless every one was so killed."""
+    payload = json.dumps([[str(folder), [*args, "--trainer.callbacks+=tests.helpers.SigkillMidEpoch",
+                                         "--trainer.callbacks.epoch", str(epoch)]] for folder, args, epoch in runs])
+    result = subprocess.run([sys.executable, "-c", _FORK_EACH_RUN, payload], capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    failures = [outcome for outcome in json.loads(result.stdout.strip().splitlines()[-1]) if outcome]
+    assert not failures, "\n".join(failures) + result.stderr[-3000:]
 
 
 class KillAtEpoch(Callback):

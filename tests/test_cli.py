@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from lightning_kd.checkpoints import load_network
 from lightning_kd.cli import KDLightningCLI, main
 from lightning_kd.models import MLP, SmallCNN
 from tests.conftest import CONFIGS, skip_cifar_checksums_in, write_tiny_cifar, write_tiny_corpus
+from tests.helpers import run_each_until_sigkilled
 
 
 def _written_checkpoints(settings: dict) -> set[str]:
@@ -181,35 +185,6 @@ def test_every_shipped_config_fits(config: Path, in_tmp: Path, skip_cifar_checks
         assert any(checkpoint_dir.glob(f"*{epoch}.ckpt"))
     # the text data's known-length stream batches are no cause for Lightning's IterableDataset warning
     assert not [w for w in recwarn if "IterableDataset" in str(w.message)]
-
-
-def test_born_again_run_killed_and_resumed_through_the_cli_ends_as_an_uninterrupted_one(
-    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    settings = yaml.safe_load((CONFIGS / "digits_ban.yaml").read_text())
-    settings["trainer"]["callbacks"][1]["init_args"]["epochs"] = 2  # generations 0..3 in epochs 0-1, ..., 6-7
-    config = in_tmp / "ban.yaml"
-    config.write_text(yaml.safe_dump(settings))
-    quick = ["--config", str(config), "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-             "--trainer.limit_train_batches", "3"]
-    for folder in ("whole", "killed"):
-        (in_tmp / folder).mkdir()
-    monkeypatch.chdir(in_tmp / "whole")
-    main(["fit", *quick])
-    monkeypatch.chdir(in_tmp / "killed")
-    with pytest.raises(RuntimeError, match="simulated kill"):  # killed in the middle of generation 2
-        main(["fit", *quick, "--trainer.callbacks+=tests.helpers.KillAtEpoch", "--trainer.callbacks.epoch", "5"])
-    assert not Path("checkpoints/digits_ban/generation_2.ckpt").exists()
-    main(["fit", *quick, "--ckpt_path", "checkpoints/digits_ban/last.ckpt"])  # the README's resume command
-    for generation in range(4):
-        name = f"checkpoints/digits_ban/generation_{generation}.ckpt"
-        whole = torch.load(in_tmp / "whole" / name, weights_only=True)["state_dict"]
-        resumed = torch.load(in_tmp / "killed" / name, weights_only=True)["state_dict"]
-        assert whole.keys() == resumed.keys()
-        assert all(torch.equal(whole[k], resumed[k]) for k in whole if isinstance(whole[k], torch.Tensor)), generation
-    table = "checkpoints/digits_ban/generations.json"
-    whole_rows = json.loads((in_tmp / "whole" / table).read_text())["generations"]
-    assert json.loads((in_tmp / "killed" / table).read_text())["generations"] == whole_rows
 
 
 def test_born_again_config_runs_from_the_readme_and_hands_on_generations(in_tmp: Path) -> None:
@@ -468,9 +443,6 @@ def test_the_config_that_ran_is_saved_with_the_runs_outputs(in_tmp: Path) -> Non
 
 def test_the_readme_main_job_prints_no_warning_and_gives_the_recorded_accuracies(tmp_path: Path) -> None:
     # as a new user runs it: a fresh folder, a real process, W&B offline
-    import os
-    import subprocess
-    import sys
 
     env = {**os.environ, "WANDB_MODE": "offline"}
     env.pop("WANDB_SILENT", None)
@@ -567,39 +539,89 @@ def test_a_resume_with_other_settings_or_a_longer_cosine_is_refused_from_python(
         fit(Classifier(MLP(hidden_sizes=(16,), num_classes=10)), 6, tmp_path / "run.ckpt")
 
 
-@pytest.mark.parametrize(("config", "extra"), [
-    ("mnist5k_dml.yaml", []),
-    ("mnist5k_dml.yaml", ["--model.init_args.scheme", "alternating"]),
-    ("mnist5k_byot.yaml", []),
-    ("mnist5k_kd2m.yaml", []),
-    ("mnist5k_multi_teacher.yaml", ["--model.init_args.weighting", "ca-mkd"]),
-    ("mnist5k_tfkd_reg.yaml", []),
-], ids=["dml", "dml-alternating", "self-distillation", "kd2m", "multi-teacher", "teacher-free"])
-def test_every_family_killed_and_resumed_ends_as_an_uninterrupted_run(in_tmp: Path, teacher_runs, config: str,
-                                                                      extra: list[str],
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    # issue 23: only Born-Again with Generations carried the RNG; these ended 0.012 to 0.29 away
+FAMILIES = {  # a run of each family, with what makes it that family's
+    "dml": ("mnist5k_dml.yaml", []),
+    "dml-alternating": ("mnist5k_dml.yaml", ["--model.init_args.scheme", "alternating"]),
+    "self-distillation": ("mnist5k_byot.yaml", []),
+    "kd2m": ("mnist5k_kd2m.yaml", []),
+    "multi-teacher": ("mnist5k_multi_teacher.yaml", ["--model.init_args.weighting", "ca-mkd"]),
+    "teacher-free": ("mnist5k_tfkd_reg.yaml", []),
+    "vanilla-kd": ("mnist5k_kd.yaml", []),
+}
+
+
+def _family_run(folder: Path, family: str, teacher_runs) -> tuple[list[str], Path]:
+    """A two-epoch run of ``family`` set up in ``folder`` (its config and teachers' files): its arguments and the
+    checkpoint holding the last epoch's state."""
+    config, extra = FAMILIES[family]
     settings = yaml.safe_load((CONFIGS / config).read_text())
     settings["trainer"]["logger"] = False
     checkpoint = settings["trainer"]["callbacks"][0]["init_args"]
     checkpoint.update(filename="run", monitor=None, save_top_k=1)  # the last epoch's state, each epoch
-    quick = ["--config", "run.yaml", "--trainer.max_epochs", "2", *TINY_BATCHES, *extra]
-    for folder in ("whole", "killed"):
-        (in_tmp / folder).mkdir()
-        (in_tmp / folder / "run.yaml").write_text(yaml.safe_dump(settings))
-        for teacher_config in teacher_configs(settings):  # the teachers' files, trained once per session
-            for path in _written_checkpoints(yaml.safe_load(teacher_config.read_text())):
-                (in_tmp / folder / path).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(teacher_runs(teacher_config) / path, in_tmp / folder / path)
+    folder.mkdir(parents=True)
+    (folder / "run.yaml").write_text(yaml.safe_dump(settings))
+    for teacher_config in teacher_configs(settings):  # the teachers' files, trained once per session
+        for path in _written_checkpoints(yaml.safe_load(teacher_config.read_text())):
+            (folder / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(teacher_runs(teacher_config) / path, folder / path)
+    return ["fit", "--config", "run.yaml", "--trainer.max_epochs", "2", *TINY_BATCHES, *extra], \
+        Path(checkpoint["dirpath"]) / "run.ckpt"
+
+
+def _born_again_run(folder: Path) -> list[str]:
+    """Four generations of two epochs each (0..3 in epochs 0-1, ..., 6-7) set up in ``folder``: the arguments."""
+    settings = yaml.safe_load((CONFIGS / "digits_ban.yaml").read_text())
+    settings["trainer"]["callbacks"][1]["init_args"]["epochs"] = 2
+    folder.mkdir(parents=True)
+    (folder / "ban.yaml").write_text(yaml.safe_dump(settings))
+    return ["fit", "--config", "ban.yaml", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+            "--trainer.limit_train_batches", "3"]
+
+
+@pytest.fixture(scope="module")
+def sigkilled_runs(tmp_path_factory: pytest.TempPathFactory, teacher_runs) -> Path:
+    """Every family's run, killed by a real SIGKILL in the second batch of its second epoch (Born-Again: of its
+    sixth, in generation 2), one folder each."""
+    root = tmp_path_factory.mktemp("sigkilled")
+    runs = [(root / family, _family_run(root / family, family, teacher_runs)[0], 1) for family in FAMILIES]
+    run_each_until_sigkilled([*runs, (root / "born-again", _born_again_run(root / "born-again"), 5)])
+    return root
+
+
+def test_born_again_run_killed_and_resumed_through_the_cli_ends_as_an_uninterrupted_one(
+    in_tmp: Path, sigkilled_runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = _born_again_run(in_tmp / "whole")
     monkeypatch.chdir(in_tmp / "whole")
-    main(["fit", *quick])
-    monkeypatch.chdir(in_tmp / "killed")
-    with pytest.raises(RuntimeError, match="simulated kill"):  # the state after epoch 1 is the last checkpoint
-        main(["fit", *quick, "--trainer.callbacks+=tests.helpers.KillAtEpoch", "--trainer.callbacks.epoch", "1"])
-    ckpt = Path(checkpoint["dirpath"]) / "run.ckpt"
-    main(["fit", *quick, "--ckpt_path", str(ckpt)])
+    main(args)
+    killed = sigkilled_runs / "born-again"
+    monkeypatch.chdir(killed)
+    assert not Path("checkpoints/digits_ban/generation_2.ckpt").exists()
+    main([*args, "--ckpt_path", "checkpoints/digits_ban/last.ckpt"])  # the README's resume command
+    for generation in range(4):
+        name = f"checkpoints/digits_ban/generation_{generation}.ckpt"
+        whole = torch.load(in_tmp / "whole" / name, weights_only=True)["state_dict"]
+        resumed = torch.load(killed / name, weights_only=True)["state_dict"]
+        assert whole.keys() == resumed.keys()
+        assert all(torch.equal(whole[k], resumed[k]) for k in whole if isinstance(whole[k], torch.Tensor)), generation
+    table = "checkpoints/digits_ban/generations.json"
+    whole_rows = json.loads((in_tmp / "whole" / table).read_text())["generations"]
+    assert json.loads((killed / table).read_text())["generations"] == whole_rows
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_killed_and_resumed_ends_as_an_uninterrupted_run(in_tmp: Path, teacher_runs, family: str,
+                                                                      sigkilled_runs: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 23: only Born-Again with Generations carried the RNG; these ended 0.012 to 0.29 away
+    args, ckpt = _family_run(in_tmp / "whole", family, teacher_runs)
+    monkeypatch.chdir(in_tmp / "whole")
+    main(args)
+    monkeypatch.chdir(sigkilled_runs / family)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 0  # the kill came in the second epoch
+    main([*args, "--ckpt_path", str(ckpt)])
     whole = torch.load(in_tmp / "whole" / ckpt, weights_only=True)["state_dict"]
-    resumed = torch.load(in_tmp / "killed" / ckpt, weights_only=True)["state_dict"]
+    resumed = torch.load(sigkilled_runs / family / ckpt, weights_only=True)["state_dict"]
     assert whole.keys() == resumed.keys()
     differing = {k: float((whole[k].double() - resumed[k].double()).abs().max()) for k in whole
                  if not torch.equal(whole[k], resumed[k])}

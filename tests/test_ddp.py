@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -78,14 +79,19 @@ class StudentFingerprint(Callback):
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
 
 
-def test_teacher_free_kd_and_epoch_checkpoints_under_ddp(tmp_path: Path) -> None:
+def _teacher_free_kd(folder: Path) -> None:
     seed_everything(0)
     task = TeacherFreeKD(MLP(hidden_sizes=(16,), num_classes=10), alpha=0.5, label_smoothing=0.1,
                          smoothing_convention="others")
-    keeper = EpochCheckpoints(epochs=1, dirpath=tmp_path / "kept")
-    trainer = cpu_trainer(devices=2, strategy="ddp_spawn", max_epochs=2, default_root_dir=tmp_path,
-                          callbacks=[StudentFingerprint(tmp_path), keeper])
+    keeper = EpochCheckpoints(epochs=1, dirpath=folder / "kept")
+    trainer = cpu_trainer(devices=2, strategy="ddp", max_epochs=2, default_root_dir=folder,
+                          callbacks=[StudentFingerprint(folder), keeper])
     trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+
+
+@pytest.mark.ddp(scenario=_teacher_free_kd)
+def test_teacher_free_kd_and_epoch_checkpoints_under_ddp(ddp_run: Path) -> None:
+    tmp_path = ddp_run
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["student"] == rank1["student"]
     assert {"train/ce_loss", "train/reg_loss"} <= set(rank0["logged"])
@@ -94,14 +100,25 @@ def test_teacher_free_kd_and_epoch_checkpoints_under_ddp(tmp_path: Path) -> None
         tmp_path / "kept/after_epoch_1.ckpt"]
 
 
-@pytest.mark.parametrize("weighting", ["ca-mkd", "ae-kd"])
-def test_multi_teacher_kd_keeps_every_teacher_out_of_ddp_and_ranks_equal(tmp_path: Path, weighting: str) -> None:
+def _multi_teacher_teachers() -> list[torch.nn.Module]:
     seed_everything(0)
-    teachers = [SmallCNN(widths=(8, 16), num_classes=10), MLP(hidden_sizes=(8,), num_classes=10)]
-    before = [[float(t.double().sum()) for t in teacher.state_dict().values()] for teacher in teachers]
+    return [SmallCNN(widths=(8, 16), num_classes=10), MLP(hidden_sizes=(8,), num_classes=10)]
+
+
+def _multi_teacher_kd(folder: Path, weighting: str) -> None:
+    teachers = _multi_teacher_teachers()
     task = MultiTeacherKD(MLP(hidden_sizes=(16,), num_classes=10), teachers, weighting=weighting)
-    trainer = cpu_trainer(devices=2, strategy="ddp_spawn", max_epochs=1, callbacks=[RankReport(tmp_path)])
+    trainer = cpu_trainer(devices=2, strategy="ddp", max_epochs=1, callbacks=[RankReport(folder)])
     trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+
+
+@pytest.mark.parametrize("weighting", [
+    pytest.param(w, marks=pytest.mark.ddp(scenario=functools.partial(_multi_teacher_kd, weighting=w)))
+    for w in ("ca-mkd", "ae-kd")])
+def test_multi_teacher_kd_keeps_every_teacher_out_of_ddp_and_ranks_equal(ddp_run: Path, weighting: str) -> None:
+    teachers = _multi_teacher_teachers()  # as the scenario built them
+    before = [[float(t.double().sum()) for t in teacher.state_dict().values()] for teacher in teachers]
+    tmp_path = ddp_run
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["world_size"] == 2 and rank0["metrics"] == rank1["metrics"]
     assert {"train/weight_teacher", "train/weight_teacher_2", "val/teachers_ensemble_acc"} <= set(rank0["metrics"])
@@ -125,15 +142,21 @@ class PeerReport(Callback):
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
 
 
-@pytest.mark.parametrize(("scheme", "batched"), [("simultaneous", False), ("alternating", False),
-                                                ("simultaneous", True)])
-def test_deep_mutual_learning_under_ddp_trains_and_ranks_agree(tmp_path: Path, scheme: str, batched: bool) -> None:
+def _deep_mutual_learning(folder: Path, scheme: str, batched: bool) -> None:
     seed_everything(0)
     peers = [SmallCNN(widths=(8, 16), num_classes=10),
              SmallCNN(widths=(8, 16), num_classes=10) if batched else MLP(hidden_sizes=(16,), num_classes=10)]
     task = DeepMutualLearning(peers, scheme=scheme, batched=batched)
-    trainer = cpu_trainer(devices=2, strategy="ddp_spawn", max_epochs=2, callbacks=[PeerReport(tmp_path)])
+    trainer = cpu_trainer(devices=2, strategy="ddp", max_epochs=2, callbacks=[PeerReport(folder)])
     trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))  # no unused-parameter error either way
+
+
+@pytest.mark.parametrize(("scheme", "batched"), [
+    pytest.param(scheme, batched, marks=pytest.mark.ddp(scenario=functools.partial(_deep_mutual_learning, scheme=scheme,
+                                                                          batched=batched)))
+    for scheme, batched in (("simultaneous", False), ("alternating", False), ("simultaneous", True))])
+def test_deep_mutual_learning_under_ddp_trains_and_ranks_agree(ddp_run: Path, scheme: str, batched: bool) -> None:
+    tmp_path = ddp_run
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["peers"] == rank1["peers"]  # every peer's gradients averaged over the processes
     assert rank0["metrics"] == rank1["metrics"] and rank0["metrics"]["val/peers_ensemble_acc"] > 0.3  # chance: 0.1
@@ -212,17 +235,23 @@ class GenerationRankReport(Callback):
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
 
 
-@pytest.mark.parametrize("architectures", ["same", "changing"])
-def test_born_again_generations_keep_ranks_identical(tmp_path: Path, architectures: str) -> None:
+def _born_again(folder: Path, architectures: str) -> None:
     seed_everything(0)
     student = SmallCNN(widths=(8, 16), num_classes=10)
     if architectures == "changing":  # generation 1 on: an MLP, which DDP must wrap anew
         student = [student, MLP(hidden_sizes=(16,), num_classes=10)]
     task = BornAgain(student, loss="ban+l")
-    trainer = cpu_trainer(devices=2, strategy="ddp_spawn", max_epochs=None, limit_train_batches=4,
-                          callbacks=[Generations(generations=2, epochs=1, dirpath=tmp_path, print_table=False),
-                                     GenerationRankReport(tmp_path)])
+    trainer = cpu_trainer(devices=2, strategy="ddp", max_epochs=None, limit_train_batches=4,
+                          callbacks=[Generations(generations=2, epochs=1, dirpath=folder, print_table=False),
+                                     GenerationRankReport(folder)])
     trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+
+
+@pytest.mark.parametrize("architectures", [
+    pytest.param(a, marks=pytest.mark.ddp(scenario=functools.partial(_born_again, architectures=a)))
+    for a in ("same", "changing")])
+def test_born_again_generations_keep_ranks_identical(ddp_run: Path, architectures: str) -> None:
+    tmp_path = ddp_run
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["generation"] == rank1["generation"] == 2
     assert rank0["starts"] == rank1["starts"]  # each generation's initialisation is the same on both ranks

@@ -287,12 +287,17 @@ class RankReport(Callback):
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
 
 
-def test_under_ddp_it_trains_and_ranks_agree(tmp_path: Path) -> None:
+def _under_ddp(folder: Path) -> None:
     seed_everything(0)
     task = _task(matches=[{"distance": "wasserstein_exact", "weight": 0.01},
                           {"distance": "gaussian_w2_diag", "weight": 0.01, "class_conditional": "mean"}])
-    trainer = cpu_trainer(devices=2, strategy="ddp_spawn", max_epochs=2, callbacks=[RankReport(tmp_path)])
+    trainer = cpu_trainer(devices=2, strategy="ddp", max_epochs=2, callbacks=[RankReport(folder)])
     trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+
+
+@pytest.mark.ddp(scenario=_under_ddp)
+def test_under_ddp_it_trains_and_ranks_agree(ddp_run: Path) -> None:
+    tmp_path = ddp_run
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["student"] == rank1["student"] and rank0["projector"] == rank1["projector"]
     assert rank0["metrics"] == rank1["metrics"] and rank0["metrics"]["val/acc"] > 0.5  # chance: 0.1

@@ -223,12 +223,25 @@ def test_perplexity_is_exp_of_the_total_nll_over_the_total_tokens(corpus: Path) 
     assert result["val/loss"] == pytest.approx(math.log(expected), rel=1e-5)
 
 
-def test_perplexity_under_two_process_ddp_is_the_whole_splits(corpus: Path) -> None:
-    module = TextDataModule(corpus, batch_size=2, eval_batch_size=2, bptt=4)  # 2 streams per process, 4 in all
-    module.setup()
+def _perplexity_under_ddp(folder: Path) -> None:
+    module = TextDataModule(write_tiny_corpus(folder / "corpus"), batch_size=2, eval_batch_size=2, bptt=4)
+    module.setup()  # 2 streams per process, 4 in all
+    torch.manual_seed(0)
     task = Classifier(Bigram(module.num_classes))
-    (result,) = cpu_trainer(devices=2, strategy="ddp_spawn").validate(task, datamodule=module, verbose=False)
-    assert result["val/ppl"] == pytest.approx(hand_perplexity(task.net, module.splits["valid"], 4), rel=1e-6)
+    trainer = cpu_trainer(devices=2, strategy="ddp")
+    (result,) = trainer.validate(task, datamodule=module, verbose=False)
+    if trainer.global_rank == 0:
+        torch.save({"net": task.net.state_dict(), "ppl": result["val/ppl"]}, folder / "result.pt")
+
+
+@pytest.mark.ddp(scenario=_perplexity_under_ddp)
+def test_perplexity_under_two_process_ddp_is_the_whole_splits(ddp_run: Path) -> None:
+    module = TextDataModule(ddp_run / "corpus", batch_size=2, eval_batch_size=2, bptt=4)
+    module.setup()
+    result = torch.load(ddp_run / "result.pt", weights_only=True)
+    net = Bigram(module.num_classes)
+    net.load_state_dict(result["net"])
+    assert result["ppl"] == pytest.approx(hand_perplexity(net, module.splits["valid"], 4), rel=1e-6)
 
 
 def test_bits_per_character_for_character_models(corpus: Path) -> None:
@@ -314,13 +327,18 @@ class ServedTokensReport(ServedTokens):
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
 
 
-def test_under_ddp_each_process_caches_and_is_served_its_own_streams(corpus: Path, tmp_path: Path) -> None:
+def _token_cache_under_ddp(folder: Path) -> None:
     from lightning_kd.callbacks import TeacherOutputCache
 
-    module = TextDataModule(corpus, batch_size=2, eval_batch_size=2, bptt=5)  # 2 streams per process, 4 in all
-    task = VanillaKD(tiny_lstm(21, seed=1), teacher=tiny_lstm(21))
-    cpu_trainer(devices=2, strategy="ddp_spawn", max_epochs=2, limit_val_batches=0,
-                callbacks=[TeacherOutputCache(), ServedTokensReport(tmp_path)]).fit(task, datamodule=module)
+    module = TextDataModule(write_tiny_corpus(folder / "corpus"), batch_size=2, eval_batch_size=2, bptt=5)
+    task = VanillaKD(tiny_lstm(21, seed=1), teacher=tiny_lstm(21))  # 2 streams per process, 4 in all
+    cpu_trainer(devices=2, strategy="ddp", max_epochs=2, limit_val_batches=0,
+                callbacks=[TeacherOutputCache(), ServedTokensReport(folder)]).fit(task, datamodule=module)
+
+
+@pytest.mark.ddp(scenario=_token_cache_under_ddp)
+def test_under_ddp_each_process_caches_and_is_served_its_own_streams(ddp_run: Path) -> None:
+    tmp_path = ddp_run
     reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert [r["streams"] for r in reports] == [[0, 1], [2, 3]]
     assert all(r["gap"] == 0.0 and r["batches"] > 2 for r in reports)

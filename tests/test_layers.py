@@ -19,8 +19,8 @@ import importlib, os, sys, traceback
 import numpy, ot, torch, torchvision, torchmetrics, jsonargparse, rich, yaml  # noqa
 import pytorch_lightning.cli  # noqa
 assert not any(name.startswith("lightning_kd") for name in sys.modules)
-failures = []
-for name in sys.argv[1:]:
+
+def start(name):
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -32,11 +32,21 @@ for name in sys.argv[1:]:
             os._exit(1)
         os._exit(0)
     os.close(write)
+    return name, pid, read
+
+def finish(name, pid, read):
     with os.fdopen(read, "rb") as pipe:
         output = pipe.read().decode()
     _, status = os.waitpid(pid, 0)
-    if status:
-        failures.append(f"{name}:\n{output}")
+    return f"{name}:\n{output}" if status else None
+
+failures, running = [], []
+for name in sys.argv[1:]:  # two children at a time: one per core
+    running.append(start(name))
+    if len(running) == 2:
+        failures.append(finish(*running.pop(0)))
+failures += [finish(*child) for child in running]
+failures = [failure for failure in failures if failure]
 print("\n".join(failures) or f"{len(sys.argv) - 1} modules imported alone")
 sys.exit(1 if failures else 0)
 """

@@ -85,15 +85,15 @@ def test_ae_kd_gradients_are_the_kd_terms_gradients_on_the_logits() -> None:
     assert student.grad is None  # nothing back-propagated into the logits' producer
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_min_norm_weights_solve_the_quadratic_programme(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "cap"), [(seed, None) for seed in range(5)] + [(seed, 0.4) for seed in range(5)])
+def test_min_norm_weights_solve_the_quadratic_programme(seed: int, cap: float | None) -> None:
     rng = np.random.default_rng(seed)
     vectors = rng.normal(size=(4, 6))
     gram = vectors @ vectors.T
-    got = min_norm_weights(torch.tensor(gram)).numpy()
-    reference = minimize(lambda w: w @ gram @ w, np.full(4, 0.25), method="SLSQP", bounds=[(0, 1)] * 4,
+    got = min_norm_weights(torch.tensor(gram), cap=cap).numpy()
+    reference = minimize(lambda w: w @ gram @ w, np.full(4, 0.25), method="SLSQP", bounds=[(0, cap or 1)] * 4,
                          constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}], options={"ftol": 1e-14})
-    assert got.sum() == pytest.approx(1) and (got >= 0).all()
+    assert got.sum() == pytest.approx(1) and (got >= 0).all() and (got <= (cap or 1) + 1e-12).all()
     assert got @ gram @ got <= reference.fun + 1e-9
     assert np.allclose(got, reference.x, atol=1e-4)
 
@@ -243,3 +243,42 @@ def test_the_authors_code_convention_equals_the_ca_mkd_codes_kd_term() -> None:
         assert not torch.isclose(paper, theirs)  # the paper's term is the weighted mean over samples
     with pytest.raises(Refusal, match="convention authors_code is the CA-MKD code's KD term"):
         MultiTeacherKDLoss("fixed", "terms", convention="authors_code")
+
+
+@pytest.mark.parametrize("teachers", [2, 3, 5])
+def test_the_authors_code_convention_gives_the_ae_kd_codes_weights(teachers: int) -> None:
+    """AnTuo1998/AE-KD's find_optimal_svm, written out: the Gram matrix of each teacher's batch-mean gradient
+    of T^2 KL (batchmean) with respect to the student's logits, and scikit-learn's one-class SVM with
+    nu = 1 / (0.6 K) on it; the weights are its dual coefficients over K nu."""
+    from sklearn.svm import OneClassSVM
+
+    from lightning_kd.losses.multi_teacher import MultiTeacherKDLoss
+
+    generator = torch.Generator().manual_seed(teachers)
+    B, C, T = 16, 10, 4.0
+    zs = torch.randn(B, C, dtype=torch.float64, generator=generator) * 2
+    zt = torch.randn(teachers, B, C, dtype=torch.float64, generator=generator) * 3
+    y = torch.randint(0, C, (B,), generator=generator)
+    q = torch.softmax(zs / T, dim=1)
+    gradients = torch.stack([T * (q - torch.softmax(t / T, dim=1)) / B for t in zt])  # d(T^2 KL) / d zs
+    mean = gradients.mean(dim=1)
+    gram = (mean @ mean.T).numpy()
+    nu = 1 / (0.6 * teachers)
+    # the code's libsvm stops at tol 1e-6 on a Gram matrix of size ~1e-4: rescaled, the same problem solved closely
+    svm = OneClassSVM(kernel="precomputed", nu=nu, tol=1e-12).fit(gram / gram.max())
+    theirs = torch.zeros(teachers, dtype=torch.float64)
+    theirs[torch.as_tensor(svm.support_)] = torch.as_tensor(svm.dual_coef_[0]) / (teachers * nu)
+    loss = MultiTeacherKDLoss("ae-kd", "terms", temperature=T, convention="authors_code")
+    ours = loss.weights(zs, list(zt), y)
+    assert ours.shape == (B, teachers) and bool((ours == ours[0]).all())  # one weight per teacher per batch
+    torch.testing.assert_close(ours[0].double(), theirs, atol=1e-5, rtol=0)
+    paper = MultiTeacherKDLoss("ae-kd", "terms", temperature=T)
+    assert float((paper.weights(zs, list(zt), y) - ours).abs().max()) > 1e-3  # whole-batch gradients differ
+    # a teacher that agrees with the student (zero gradient) takes all the weight in the paper, 0.6 in the code
+    agreeing = torch.cat([zs.unsqueeze(0), zt[1:]])
+    assert paper.weights(zs, list(agreeing), y)[0, 0].item() == pytest.approx(1.0)
+    assert loss.weights(zs, list(agreeing), y)[0, 0].item() == pytest.approx(0.6)
+    # the KD term is the paper's (the code's DistillKL per teacher, dotted with the weights)
+    kl = torch.stack([(torch.softmax(t / T, 1) * (torch.log_softmax(t / T, 1) - torch.log_softmax(zs / T, 1)))
+                      .sum() * T**2 / B for t in zt])
+    torch.testing.assert_close(loss(zs, list(zt), y, ours)["kd"], (ours[0].double() * kl).sum())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
 import torch
 from pytorch_lightning import seed_everything
 
@@ -42,13 +43,19 @@ def test_cli_predict_writes_the_models_softmax_for_every_test_sample(in_tmp: Pat
     assert torch.equal(prediction, expected.argmax(dim=1))
 
 
-def test_ddp_ranks_shares_are_merged_into_one_file(tmp_path: Path) -> None:
+def _predict_under_ddp(folder: Path) -> None:
     seed_everything(0)
     task = Classifier(SmallCNN(widths=(8, 16), num_classes=10))
-    single, merged = tmp_path / "single.csv", tmp_path / "merged.csv"
-    cpu_trainer(callbacks=[PredictionWriter(single)]).predict(task, datamodule=DigitsDataModule(batch_size=50))
-    cpu_trainer(devices=2, strategy="ddp_spawn", callbacks=[PredictionWriter(merged)]).predict(
+    cpu_trainer(devices=2, strategy="ddp", callbacks=[PredictionWriter(folder / "merged.csv")]).predict(
         task, datamodule=DigitsDataModule(batch_size=50))
+
+
+@pytest.mark.ddp(scenario=_predict_under_ddp)
+def test_ddp_ranks_shares_are_merged_into_one_file(tmp_path: Path, ddp_run: Path) -> None:
+    seed_everything(0)
+    task = Classifier(SmallCNN(widths=(8, 16), num_classes=10))  # the scenario's weights
+    single, merged = tmp_path / "single.csv", ddp_run / "merged.csv"
+    cpu_trainer(callbacks=[PredictionWriter(single)]).predict(task, datamodule=DigitsDataModule(batch_size=50))
     _, single_index, single_prediction, single_probabilities = read(single)
     _, merged_index, merged_prediction, merged_probabilities = read(merged)
     assert merged_index.tolist() == single_index.tolist() == list(range(len(single_index)))  # each sample once

@@ -332,6 +332,22 @@ def test_a_failed_checkpoint_write_stops_the_run(in_tmp: Path, monkeypatch: pyte
     assert sorted(p.name for p in (in_tmp / "checkpoints/digits").iterdir()) == ["config.yaml", "last.ckpt"]
 
 
+def test_a_plain_trainer_writes_checkpoints_atomically_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lightning_kd import Classifier
+
+    # no plugin passed: the task swaps Lightning's default writer for the verified one at setup
+    _fail_second_save(monkeypatch, _disk_full_midway)
+    task = Classifier(MLP(hidden_sizes=(16,), num_classes=10))
+    trainer = cpu_trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1, enable_checkpointing=True,
+                          callbacks=[ModelCheckpoint(dirpath=tmp_path, filename="last", save_top_k=-1)])
+    with pytest.raises(Exception, match=r"last.ckpt could not be written \(No space left on device\)"):
+        trainer.fit(task, datamodule=DigitsDataModule())
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
 def test_non_finite_outputs_are_reported_not_scored(tmp_path: Path) -> None:
     from lightning_kd import BornAgain
     from lightning_kd.callbacks import Generations

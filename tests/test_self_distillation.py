@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import itertools
 import json
@@ -309,12 +310,18 @@ class ExitReport(Callback):
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
 
 
-@pytest.mark.parametrize("preset", ["paper", "journal_code"])
-def test_under_ddp_it_trains_and_ranks_agree(tmp_path: Path, preset: str) -> None:
+def _under_ddp(folder: Path, preset: str) -> None:
     seed_everything(0)
     task = SelfDistillation(MultiExitNetwork(SmallCNN(widths=(8, 16, 32)), input_shape=(1, 8, 8)), preset=preset)
-    trainer = cpu_trainer(devices=2, strategy="ddp_spawn", max_epochs=2, callbacks=[ExitReport(tmp_path)])
+    trainer = cpu_trainer(devices=2, strategy="ddp", max_epochs=2, callbacks=[ExitReport(folder)])
     trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))  # every parameter used: no DDP error
+
+
+@pytest.mark.parametrize("preset", [
+    pytest.param(p, marks=pytest.mark.ddp(scenario=functools.partial(_under_ddp, preset=p)))
+    for p in ("paper", "journal_code")])
+def test_under_ddp_it_trains_and_ranks_agree(ddp_run: Path, preset: str) -> None:
+    tmp_path = ddp_run
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["net"] == rank1["net"] and rank0["metrics"] == rank1["metrics"]
     assert rank0["metrics"]["val/exit_1/acc"] > 0.3  # chance: 0.1

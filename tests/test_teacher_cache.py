@@ -203,15 +203,19 @@ class StudentReport(Callback):
         (self.path.parent / f"{self.path.name}-rank{trainer.global_rank}.json").write_text(json.dumps(sums))
 
 
-def test_under_ddp_the_cached_run_equals_the_uncached_one(tmp_path: Path) -> None:
-    disk = TeacherOutputCache(storage="disk", dirpath=tmp_path / "shared")  # one set of files, both processes
+def _cached_and_uncached_under_ddp(folder: Path) -> None:
+    disk = TeacherOutputCache(storage="disk", dirpath=folder / "shared")  # one set of files, both processes
     for name, extra in (("online", []), ("cached", [TeacherOutputCache()]), ("disk", [disk])):
         seed_everything(0)
         torch.manual_seed(0)
         task = VanillaKD(MLP(hidden_sizes=(16,), num_classes=10), SmallCNN(widths=(8, 16), num_classes=10))
-        trainer = cpu_trainer(devices=2, strategy="ddp_spawn", max_epochs=2,
-                              callbacks=[*extra, StudentReport(tmp_path / name)])
+        trainer = cpu_trainer(devices=2, strategy="ddp", max_epochs=2, callbacks=[*extra, StudentReport(folder / name)])
         trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+
+
+@pytest.mark.ddp(scenario=_cached_and_uncached_under_ddp)
+def test_under_ddp_the_cached_run_equals_the_uncached_one(ddp_run: Path) -> None:
+    tmp_path = ddp_run
     runs = {name: [json.loads((tmp_path / f"{name}-rank{r}.json").read_text()) for r in (0, 1)]
             for name in ("online", "cached", "disk")}
     assert runs["cached"][0] == runs["cached"][1] and runs["disk"][0] == runs["disk"][1]  # the ranks agree

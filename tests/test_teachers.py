@@ -66,16 +66,23 @@ class RankReport(Callback):
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
 
 
-def test_three_teachers_under_two_process_ddp(tmp_path: Path) -> None:
+def _three_teachers_under_ddp(folder: Path) -> None:
     seed_everything(0)
-    teachers = three_teachers()
+    teachers = three_teachers()  # first: the test rebuilds them from the same seed
+    task = MeanOfTeachersKD(MLP(hidden_sizes=(16,), num_classes=10), teachers)
+    trainer = cpu_trainer(devices=2, strategy="ddp", max_epochs=1, limit_train_batches=4,
+                          callbacks=[RankReport(folder)])
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+
+
+@pytest.mark.ddp(scenario=_three_teachers_under_ddp)
+def test_three_teachers_under_two_process_ddp(ddp_run: Path) -> None:
+    seed_everything(0)
+    teachers = three_teachers()  # as the scenario built them
     before = {role: [float(t.double().sum()) for t in net.state_dict().values()]
               for role, net in zip(["teacher", "teacher_2", "teacher_3"], teachers, strict=True)}
     keys = {f"teachers.{role}.{k}" for role, net in zip(before, teachers, strict=True) for k in net.state_dict()}
-    task = MeanOfTeachersKD(MLP(hidden_sizes=(16,), num_classes=10), teachers)
-    trainer = cpu_trainer(devices=2, strategy="ddp_spawn", max_epochs=1, limit_train_batches=4,
-                          callbacks=[RankReport(tmp_path)])
-    trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+    tmp_path = ddp_run
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert set(rank0["ignored"]) == set(rank1["ignored"]) == keys  # DDP syncs no teacher parameter or buffer
     assert rank0["teachers"] == rank1["teachers"] == before  # untouched, BatchNorm statistics included

@@ -28,7 +28,7 @@ from lightning_kd.callbacks import Generations, OutputLock, PredictionWriter, Ru
 from lightning_kd.callbacks.progress import EpochLines, KDProgressBar
 from lightning_kd.callbacks.run_record import RunRecord
 from lightning_kd.catalog import shipped_configs, task_classes
-from lightning_kd.checkpoint_io import VerifiedCheckpointIO, check_checkpoint_to_read
+from lightning_kd.checkpoint_io import check_checkpoint_to_read
 from lightning_kd.cli.arguments import append_later_callbacks, resolve_config_names
 from lightning_kd.cli.config import (
     complete_config,
@@ -218,8 +218,6 @@ class KDLightningCLI(LightningCLI):
         callbacks = list(trainer_config.get("callbacks") or [])
         if not any(isinstance(c, RunSummary) for c in callbacks):
             callbacks.append(RunSummary())
-        if trainer_config.get("plugins") is None:  # every checkpoint verified after it is written
-            kwargs.setdefault("plugins", [VerifiedCheckpointIO()])
         if self.subcommand == "fit" and not any(isinstance(c, OutputLock) for c in callbacks):
             callbacks.append(OutputLock())  # one live run per checkpoint folder
         if self.subcommand == "fit":  # the data settings, in every checkpoint: a resume is checked against them

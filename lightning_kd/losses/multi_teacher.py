@@ -35,7 +35,13 @@ computes it (``Rorozhl/CA-MKD``, ``helper/loops.py``, which also implements EBKD
 with the weights and divided by ``B * K`` where the paper averages over ``B``. For ``"ca-mkd"``, whose weights
 sum to 1, the term is the paper's divided by ``K``; for ``"ebkd"``, whose weights there are
 ``1 - H_ik / sum_j H_ij`` (summing to ``K - 1``, not normalised), the paper's times ``(K - 1) / K``. Only these
-two weightings have an authors'-code form here, with ``reduction="terms"`` (what the code computes).
+two weightings change their KD term here, with ``reduction="terms"`` (what the code computes).
+
+For ``"ae-kd"``, ``convention: authors_code`` keeps the KD term (the AE-KD code's, ``AnTuo1998/AE-KD``, is the
+paper's ``"terms"``) and changes the weights as that code computes them (:func:`ae_kd_weights`): from the
+Gram matrix of each teacher's gradient averaged over the batch, not of the whole batch's gradients, and with
+every weight capped at ``0.6`` (its one-class SVM's ``nu = 1 / (0.6 K)``), where the paper's weights range
+over the whole simplex.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ __all__ = [
     "MultiTeacherKDLoss",
     "MultiTeacherReduction",
     "MultiTeacherWeighting",
+    "AE_KD_CODE_C",
     "ae_kd_weights",
     "confidence_weights",
     "entropy_weights",
@@ -162,40 +169,65 @@ def confidence_weights(teacher_logits: Sequence[Tensor] | Tensor, targets: Tenso
     return _normalise_complements(F.softmax(losses, dim=1))
 
 
-def min_norm_weights(gram: Tensor) -> Tensor:
-    """``argmin_{w >= 0, sum w = 1} w^T G w`` for a ``(K, K)`` Gram matrix, exactly.
+def min_norm_weights(gram: Tensor, cap: float | None = None) -> Tensor:
+    """``argmin w^T G w`` over ``w >= 0, sum w = 1`` (and ``w <= cap`` if given), for a ``(K, K)`` Gram ``G``, exactly.
 
-    The minimum lies in the relative interior of some face of the simplex, where it solves an
-    equality-constrained problem (its KKT system, by least squares when ``G`` is singular); every
-    face is tried, largest first, and the best feasible point kept, so that among equally good
-    points (identical teachers) the spread-out one wins. ``2^K - 1`` faces: fine for a handful of teachers.
+    The minimum lies in the relative interior of some face of the feasible polytope: some weights free,
+    the others at 0 or at ``cap``; there it solves an equality-constrained problem (its KKT system, by least
+    squares when ``G`` is singular). Every face is tried, most free weights first, and the best feasible point
+    kept, so that among equally good points (identical teachers) the spread-out one wins. ``2^K - 1`` faces
+    (``3^K`` with a cap): fine for a handful of teachers.
 
     Example:
         >>> min_norm_weights(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))  # orthogonal gradients of equal size
         tensor([0.5000, 0.5000], dtype=torch.float64)
+        >>> min_norm_weights(torch.tensor([[1.0, 0.0], [0.0, 4.0]]), cap=0.6)  # 0.8 unconstrained
+        tensor([0.6000, 0.4000], dtype=torch.float64)
     """
     gram = gram.detach().double().cpu()
     count = gram.shape[0]
+    if cap is not None and not (cap * count >= 1 - 1e-12 and cap > 0):
+        raise Refusal(f"a weight cap of {cap} cannot hold {count} weights summing to 1")
     best, best_value = None, 0.0
-    for size in range(count, 0, -1):
+    for size in range(count, -1, -1):
         for face in itertools.combinations(range(count), size):
-            index = list(face)
-            system = torch.zeros(size + 1, size + 1, dtype=torch.float64)
-            system[:size, :size] = 2 * gram[index][:, index]
-            system[:size, size] = 1
-            system[size, :size] = 1
-            rhs = torch.zeros(size + 1, dtype=torch.float64)
-            rhs[size] = 1
-            solution = torch.linalg.lstsq(system, rhs.unsqueeze(1), driver="gelsd").solution.squeeze(1)[:size]
-            if (solution < -1e-12).any() or abs(float(solution.sum()) - 1) > 1e-9:
-                continue
-            weights = torch.zeros(count, dtype=torch.float64)
-            weights[index] = solution.clamp_min(0)
-            value = float(weights @ gram @ weights)
-            if best is None or value < best_value - 1e-12 * max(best_value, 1e-300):
-                best, best_value = weights, value
+            others = [k for k in range(count) if k not in face]
+            capped_sets = [()] if cap is None else itertools.chain.from_iterable(
+                itertools.combinations(others, n) for n in range(len(others), -1, -1))
+            for capped in capped_sets:
+                weights = _face_minimum(gram, list(face), list(capped), cap)
+                if weights is None:
+                    continue
+                value = float(weights @ gram @ weights)
+                if best is None or value < best_value - 1e-12 * max(best_value, 1e-300):
+                    best, best_value = weights, value
     assert best is not None, "a vertex of the simplex is always feasible"
     return best / best.sum()
+
+
+def _face_minimum(gram: Tensor, free: list[int], capped: list[int], cap: float | None) -> Tensor | None:
+    """The stationary point of ``w^T G w`` with ``w_free`` summing to what ``w_capped = cap`` leaves, the rest 0;
+    ``None`` if it is not feasible."""
+    weights = torch.zeros(gram.shape[0], dtype=torch.float64)
+    rest = 1 - len(capped) * (cap or 0.0)
+    weights[capped] = cap or 0.0
+    if not free:
+        return weights if abs(rest) <= 1e-9 else None
+    size = len(free)
+    system = torch.zeros(size + 1, size + 1, dtype=torch.float64)
+    system[:size, :size] = 2 * gram[free][:, free]
+    system[:size, size] = 1
+    system[size, :size] = 1
+    rhs = torch.zeros(size + 1, dtype=torch.float64)
+    rhs[:size] = -2 * gram[free][:, capped].sum(dim=1) * (cap or 0.0) if capped else 0.0
+    rhs[size] = rest
+    solution = torch.linalg.lstsq(system, rhs.unsqueeze(1), driver="gelsd").solution.squeeze(1)[:size]
+    if (solution < -1e-12).any() or abs(float(solution.sum()) - rest) > 1e-9:
+        return None
+    if cap is not None and (solution > cap + 1e-12).any():
+        return None
+    weights[free] = solution.clamp(0, cap)
+    return weights
 
 
 def per_teacher_kd_gradients(student_logits: Tensor, teacher_logits: Sequence[Tensor] | Tensor,
@@ -218,9 +250,18 @@ def per_teacher_kd_gradients(student_logits: Tensor, teacher_logits: Sequence[Te
     return torch.stack(gradients)
 
 
+AE_KD_CODE_C = 0.6
+"""The AE-KD code's ``C`` (``train_student.py``'s ``-C`` default): ``nu = 1 / (C K)``, each weight at most ``C``."""
+
+
 def ae_kd_weights(student_logits: Tensor, teacher_logits: Sequence[Tensor] | Tensor,
-                  temperature: float = DEFAULT_TEMPERATURE) -> Tensor:
+                  temperature: float = DEFAULT_TEMPERATURE, convention: str = "paper") -> Tensor:
     """AE-KD: ``(B, K)``, one weight per teacher for the whole batch: the min-norm point of the gradients' hull.
+
+    ``convention="paper"`` takes the per-teacher gradients over the whole batch (``(K, B * C)``) and the simplex;
+    ``"authors_code"`` what ``AnTuo1998/AE-KD`` (``helper/optimization.py``, ``find_optimal_svm``) solves: the
+    Gram matrix of the batch-mean gradients (``(K, C)``) and a one-class SVM with ``nu = 1 / (0.6 K)`` clipped
+    to ``[1/K, 1]``, whose dual caps each weight at ``1 / (nu K)`` (0.6 for two teachers or more).
 
     Example:
         >>> zs = torch.zeros(2, 3)
@@ -228,9 +269,16 @@ def ae_kd_weights(student_logits: Tensor, teacher_logits: Sequence[Tensor] | Ten
         >>> ae_kd_weights(zs, [same, same]).tolist()  # identical teachers: any split is optimal, equal is chosen
         [[0.5, 0.5], [0.5, 0.5]]
     """
-    gradients = per_teacher_kd_gradients(student_logits, teacher_logits, temperature).flatten(1).double()
-    weights = min_norm_weights(gradients @ gradients.T).to(device=student_logits.device, dtype=torch.float32)
-    return weights.expand(student_logits.shape[0], -1).clone()
+    gradients = per_teacher_kd_gradients(student_logits, teacher_logits, temperature).double()
+    if convention == "authors_code":
+        count = gradients.shape[0]
+        nu = min(max(1 / (AE_KD_CODE_C * count), 1 / count), 1.0)
+        mean = gradients.mean(dim=1)  # (K, C): the code averages each teacher's gradient over the batch
+        weights = min_norm_weights(mean @ mean.T, cap=1 / (nu * count))
+    else:
+        flat = gradients.flatten(1)
+        weights = min_norm_weights(flat @ flat.T)
+    return weights.to(device=student_logits.device, dtype=torch.float32).expand(student_logits.shape[0], -1).clone()
 
 
 @per_position
@@ -241,8 +289,11 @@ def multi_teacher_weights(
     targets: Tensor,
     temperature: float = DEFAULT_TEMPERATURE,
     fixed: Sequence[float] | None = None,
+    convention: str = "paper",
 ) -> Tensor:
     """The ``(B, K)`` weights of a named weighting: each row sums to 1; constants (no gradient).
+
+    ``convention="authors_code"`` changes the ``"ae-kd"`` weights only (:func:`ae_kd_weights`).
 
     Example:
         >>> zs, zt, y = torch.randn(4, 3), [torch.randn(4, 3), torch.randn(4, 3)], torch.tensor([0, 1, 2, 0])
@@ -261,7 +312,7 @@ def multi_teacher_weights(
     elif weighting == "ca-mkd":
         weights = confidence_weights(stacked, targets)
     else:
-        weights = ae_kd_weights(student_logits, stacked, temperature)
+        weights = ae_kd_weights(student_logits, stacked, temperature, convention)
     return weights.detach()
 
 
@@ -342,9 +393,10 @@ class MultiTeacherKDLoss(nn.Module):
         super().__init__()
         check_choice("multi-teacher weighting", weighting, MULTI_TEACHER_WEIGHTINGS)
         check_choice("multi-teacher convention", convention, MULTI_TEACHER_CONVENTIONS)
-        if convention == "authors_code" and (weighting not in ("ca-mkd", "ebkd") or reduction != "terms"):
-            raise Refusal(f"convention authors_code is the CA-MKD code's KD term, for weighting 'ca-mkd' or 'ebkd' "
-                          f"with reduction 'terms'; got weighting {weighting!r}, reduction {reduction!r}")
+        if convention == "authors_code" and (weighting == "fixed" or reduction != "terms"):
+            raise Refusal(f"convention authors_code is the CA-MKD code's KD term (weighting 'ca-mkd' or 'ebkd') or "
+                          f"the AE-KD code's weights ('ae-kd'), with reduction 'terms'; got weighting {weighting!r}, "
+                          f"reduction {reduction!r}")
         self.convention = convention
         check_choice("multi-teacher reduction", reduction, MULTI_TEACHER_REDUCTIONS)
         check_alpha(alpha)
@@ -359,13 +411,13 @@ class MultiTeacherKDLoss(nn.Module):
     def weights(self, student_logits: Tensor, teacher_logits: Sequence[Tensor] | Tensor, targets: Tensor) -> Tensor:
         """The ``(B, K)`` weights this loss applies to a batch."""
         return multi_teacher_weights(self.weighting, student_logits, teacher_logits, targets, self.temperature,
-                                     self.teacher_weights)
+                                     self.teacher_weights, self.convention)
 
     def forward(self, student_logits: Tensor, teacher_logits: Sequence[Tensor] | Tensor, targets: Tensor,
                 weights: Tensor | None = None) -> LossOutput:
         if weights is None:
             weights = self.weights(student_logits, teacher_logits, targets)
-        if self.convention == "authors_code":  # the code divides the weighted per-teacher terms by B * K
+        if self.convention == "authors_code" and self.weighting != "ae-kd":  # CA-MKD's code: the terms / (B * K)
             teachers = weights.shape[-1]
             scale = 1 / teachers if self.weighting == "ca-mkd" else (teachers - 1) / teachers
             parts = multi_teacher_kd_loss(student_logits, teacher_logits, targets, weights, self.reduction, 0.5,

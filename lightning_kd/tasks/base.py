@@ -168,6 +168,7 @@ class BaseTask(FiniteChecks, ResumeChecks, StreamHooks, IgnoredByDDP, LightningM
 
     # -- setup ------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        super().setup(stage)  # checkpoints written atomically (ResumeChecks)
         trainer = attached_trainer(self)
         num_classes, input_shape = data_sizes(trainer, self.network)
         datamodule = getattr(trainer, "datamodule", None)

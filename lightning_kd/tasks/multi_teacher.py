@@ -61,8 +61,9 @@ class MultiTeacherKD(DistillationTask):
         optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`.
         lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`.
         student_ckpt: Weights to start the student from (see :class:`~lightning_kd.tasks.DistillationTask`).
-        convention: ``"paper"`` or ``"authors_code"`` (CA-MKD's code's KD term, for ``"ca-mkd"`` and ``"ebkd"``
-            with ``reduction="terms"``; see :mod:`lightning_kd.losses.multi_teacher`).
+        convention: ``"paper"`` or ``"authors_code"`` (with ``reduction="terms"``: CA-MKD's code's KD term for
+            ``"ca-mkd"`` and ``"ebkd"``, AE-KD's code's weights for ``"ae-kd"``; see
+            :mod:`lightning_kd.losses.multi_teacher`).
 
     Example:
         >>> from lightning_kd.models import MLP, SmallCNN

@@ -5,16 +5,22 @@ refuses, naming each difference, a method setting other than the checkpoint's, a
 teacher changed or dropped, other data (:func:`~lightning_kd.checkpoints.resume_refusal`), and, at fit start
 once the callbacks (a Born-Again generation plan) are restored, a cosine schedule of another length. Every
 checkpoint holds the random state, restored at fit start, after anything the restore builds has drawn its
-initial weights: a killed and resumed run of any method ends bit-identical to the uninterrupted one on CPU.
+initial weights: a killed and resumed run of any method ends bit-identical to the uninterrupted one on CPU. Every
+checkpoint is written atomically and verified: at setup the task swaps Lightning's default writer for
+:class:`~lightning_kd.checkpoint_io.VerifiedCheckpointIO` (a writer the user chose is kept).
 
-A task that overrides ``on_load_checkpoint``, ``on_save_checkpoint`` or ``on_fit_start`` calls ``super()``.
+A task that overrides ``setup``, ``on_load_checkpoint``, ``on_save_checkpoint`` or ``on_fit_start`` calls
+``super()``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
 import lightning_kd.checkpoints as checkpoints
+from lightning_kd.checkpoint_io import VerifiedCheckpointIO
 from lightning_kd.checkpoints import CHECKPOINT_KEY, data_identity
 from lightning_kd.compat import attached_trainer
 from lightning_kd.errors import Refusal
@@ -26,6 +32,13 @@ class ResumeChecks:
 
     hparams: Any
     teacher_networks: Any
+
+    def setup(self, stage: str) -> None:
+        # whatever built the trainer, a failed or partial checkpoint write stops the run and leaves the previous
+        # file intact; only Lightning's default writer is swapped (exact type: a subclass is the user's choice)
+        trainer = attached_trainer(self)  # type: ignore[arg-type]
+        if trainer is not None and type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = VerifiedCheckpointIO()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # after the task's record is written: a resume draws what the run would have drawn
