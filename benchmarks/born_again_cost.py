@@ -65,7 +65,9 @@ def _configs(folder: Path, generations: int, epochs: int) -> tuple[Path, list[Pa
         single["trainer"]["callbacks"] = [checkpoint]  # no Generations callback: one generation per fit
         single["trainer"]["max_epochs"] = epochs
         if generation > 0:
-            single["model"]["init_args"]["teacher_ckpt"] = f"checkpoints/digits_ban/separate_{generation - 1}.ckpt"
+            # the previous generation's fit is the last finished run of this folder
+            previous = f"checkpoints/digits_ban/latest/separate_{generation - 1}.ckpt"
+            single["model"]["init_args"]["teacher_ckpt"] = previous
         path = folder / f"generation_{generation}.yaml"
         path.write_text(yaml.safe_dump(single))
         separate.append(path)

@@ -34,7 +34,7 @@ def run(seed: int, loss: str) -> dict[str, Any]:
         os.chdir(folder)
         KDLightningCLI(args=["fit", "--config", str(CONFIG), "--seed_everything", str(seed),
                              "--model.init_args.loss", loss, *QUIET])
-        table = json.loads(Path("checkpoints/digits_ban/generations.json").read_text())
+        table = json.loads(Path("checkpoints/digits_ban/latest/generations.json").read_text())
         os.chdir(REPO)
     return {
         "generations": {row["generation"]: row["test/acc"] for row in table["generations"]},

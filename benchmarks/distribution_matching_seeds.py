@@ -56,14 +56,15 @@ def _timed(config: str, seed: int, checkpoint: str, *extra: str) -> dict[str, fl
 
 
 def run_seed(seed: int) -> dict[str, dict[str, float]]:
-    results = {"CE only (MLP alone)": _timed("mnist5k_student", seed, "checkpoints/mnist5k/student.ckpt")}
+    alone = _timed("mnist5k_student", seed, "checkpoints/mnist5k_student/latest/student.ckpt")
+    results = {"CE only (MLP alone)": alone}
     fit("mnist5k_teacher", seed)
-    results["logit KD (Hinton)"] = _timed("mnist5k_kd", seed, "checkpoints/mnist5k/kd.ckpt")
+    results["logit KD (Hinton)"] = _timed("mnist5k_kd", seed, "checkpoints/mnist5k_kd/latest/kd.ckpt")
     runs = [(name, "none") for name in WEIGHTS] + [(name, "mean") for name in CLASS_CONDITIONAL]
     for distance, per_class in runs:
         match = {"distance": distance, "weight": WEIGHTS[distance][0], "class_conditional": per_class}
         row = f"{distance}{' per class' if per_class != 'none' else ''} (lambda {WEIGHTS[distance][0]:g})"
-        results[row] = _timed("mnist5k_kd2m", seed, "checkpoints/mnist5k/kd2m.ckpt",
+        results[row] = _timed("mnist5k_kd2m", seed, "checkpoints/mnist5k_kd2m/latest/kd2m.ckpt",
                               "--model.init_args.matches", json.dumps([match]))
         print(f"seed {seed} | {row}: {results[row]}", flush=True)
     return results

@@ -45,7 +45,7 @@ def run(seed: int, corpus: Path, hidden: int, epochs: int, generations: int, ext
             "fit", "--config", str(CONFIG), "--seed_everything", str(seed), *QUIET,
             "--data.init_args.root", str(corpus), "--model.init_args.student.init_args.hidden_size", str(hidden),
             "--trainer.callbacks.generations", str(generations), "--trainer.callbacks.epochs", str(epochs), *extra])
-        table = json.loads(Path("checkpoints/janeausten_ban_l/generations.json").read_text())
+        table = json.loads(Path("checkpoints/janeausten_lstm_ban_l/latest/generations.json").read_text())
         os.chdir(REPO)
     return {
         "generations": {row["generation"]: {"val": row["val/ppl"], "test": row["test/ppl"]}

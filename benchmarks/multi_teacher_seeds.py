@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from seed_records import fit_and_test, run_seeds
 
-TEACHERS = {"CNN": "teacher", "ResNet": "teacher_resnet", "MLP": "student"}
+# each teacher's checkpoint, in its config's last finished run
+TEACHERS = {"CNN": "mnist5k_teacher/latest/teacher", "ResNet": "mnist5k_teacher_resnet/latest/teacher_resnet",
+            "MLP": "mnist5k_student/latest/student"}
 WEIGHTINGS = ["fixed", "ebkd", "ca-mkd", "ae-kd"]
 METRICS = ("test/acc", "test/teachers_ensemble_acc")
 
@@ -27,16 +29,17 @@ def run_seed(seed: int) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     configs = {"CNN": "mnist5k_teacher", "ResNet": "mnist5k_teacher_resnet", "MLP": "mnist5k_student"}
     for name, config in configs.items():
-        results[f"teacher: {name}"] = _fit_and_test(config, seed, f"checkpoints/mnist5k/{TEACHERS[name]}.ckpt")
+        results[f"teacher: {name}"] = _fit_and_test(config, seed, f"checkpoints/{TEACHERS[name]}.ckpt")
         print(f"seed {seed} | teacher {name}: {results[f'teacher: {name}']}", flush=True)
     for name, checkpoint in TEACHERS.items():
         row = f"KD from the {name} alone"
-        results[row] = _fit_and_test("mnist5k_kd", seed, "checkpoints/mnist5k/kd.ckpt",
-                                    "--model.init_args.teacher_ckpt", f"checkpoints/mnist5k/{checkpoint}.ckpt")
+        results[row] = _fit_and_test("mnist5k_kd", seed, "checkpoints/mnist5k_kd/latest/kd.ckpt",
+                                    "--model.init_args.teacher_ckpt", f"checkpoints/{checkpoint}.ckpt")
         print(f"seed {seed} | {row}: {results[row]}", flush=True)
     for weighting in WEIGHTINGS:
         row = f"three teachers, {weighting}"
-        results[row] = _fit_and_test("mnist5k_multi_teacher", seed, "checkpoints/mnist5k/multi_teacher.ckpt",
+        results[row] = _fit_and_test("mnist5k_multi_teacher", seed,
+                                    "checkpoints/mnist5k_multi_teacher/latest/multi_teacher.ckpt",
                                     "--model.init_args.weighting", weighting)
         print(f"seed {seed} | {row}: {results[row]}", flush=True)
     return results

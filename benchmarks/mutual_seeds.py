@@ -15,11 +15,11 @@ from seed_records import fit_and_test, run_seeds
 
 def run_seed(seed: int) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
-    alone = fit_and_test("mnist5k_student", seed, "checkpoints/mnist5k/student.ckpt")
+    alone = fit_and_test("mnist5k_student", seed, "checkpoints/mnist5k_student/latest/student.ckpt")
     results["MLP trained alone"] = {"test/acc": alone["test/acc"]}
     for scheme in ("simultaneous", "alternating"):
-        metrics = fit_and_test("mnist5k_dml", seed, "checkpoints/mnist5k/dml.ckpt", "--model.init_args.scheme",
-                               scheme)
+        metrics = fit_and_test("mnist5k_dml", seed, "checkpoints/mnist5k_dml/latest/dml.ckpt",
+                               "--model.init_args.scheme", scheme)
         results[f"DML {scheme}: peer 1"] = {"test/acc": metrics["test/peer_1/acc"]}
         results[f"DML {scheme}: peer 2"] = {"test/acc": metrics["test/peer_2/acc"]}
         results[f"DML {scheme}: ensemble of the peers"] = {"test/acc": metrics["test/peers_ensemble_acc"]}

@@ -22,9 +22,10 @@ from lightning_kd.cli import KDLightningCLI
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = {
-    "teacher": ("digits_teacher.yaml", "checkpoints/digits/teacher.ckpt"),
-    "kd_student": ("digits_kd.yaml", "checkpoints/digits/kd-student.ckpt"),
-    "baseline_student": ("digits_student_baseline.yaml", "checkpoints/digits/baseline-student.ckpt"),
+    "teacher": ("digits_teacher.yaml", "checkpoints/digits_teacher/latest/teacher.ckpt"),
+    "kd_student": ("digits_kd.yaml", "checkpoints/digits_kd/latest/kd-student.ckpt"),
+    "baseline_student": ("digits_student_baseline.yaml",
+                         "checkpoints/digits_student_baseline/latest/baseline-student.ckpt"),
 }
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
          "--trainer.enable_model_summary", "false"]

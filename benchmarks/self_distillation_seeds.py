@@ -20,11 +20,12 @@ PRESETS = ("paper", "journal_code")
 
 
 def run_seed(seed: int) -> dict[str, dict[str, float]]:
-    alone = fit_and_test("mnist5k_teacher", seed, "checkpoints/mnist5k/teacher.ckpt")
+    alone = fit_and_test("mnist5k_teacher", seed, "checkpoints/mnist5k_teacher/latest/teacher.ckpt")
     results = {"SmallCNN trained alone": {"test/acc": alone["test/acc"], "compute": 1.0}}
     for preset in PRESETS:
         fit("mnist5k_byot", seed, "--model.init_args.preset", preset)
-        cli = test_run("mnist5k_byot", "checkpoints/mnist5k/byot.ckpt")  # its model keeps the early-exit sweep
+        # its model keeps the early-exit sweep
+        cli = test_run("mnist5k_byot", "checkpoints/mnist5k_byot/latest/byot.ckpt")
         logged, net = cli.trainer.callback_metrics, cli.model.net
         full = net.exit_costs()[-1].macs
         for cost in net.exit_costs():

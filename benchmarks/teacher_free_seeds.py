@@ -25,7 +25,8 @@ RUNS: dict[str, tuple[str, list[str], str]] = {
     "Re-KD: the CNN from the MLP": ("mnist5k_rekd", [], "rekd"),
     "De-KD (teacher after epoch 2)": ("mnist5k_dekd", [], "dekd"),
     "De-KD (teacher after epoch 1)": (
-        "mnist5k_dekd", ["--model.init_args.teacher_ckpt", "checkpoints/mnist5k/teacher_after_epoch_1.ckpt"], "dekd"),
+        "mnist5k_dekd", ["--model.init_args.teacher_ckpt",
+                         "checkpoints/mnist5k_teacher/latest/teacher_after_epoch_1.ckpt"], "dekd"),
 }
 METRICS = ("test/acc", "test/teacher_acc")
 
@@ -33,11 +34,12 @@ METRICS = ("test/acc", "test/teacher_acc")
 def run_seed(seed: int) -> dict[str, dict[str, float]]:
     results = {}
     for row, (config, extra, name) in RUNS.items():
-        metrics = fit_and_test(config, seed, f"checkpoints/mnist5k/{name}.ckpt", *extra)
+        metrics = fit_and_test(config, seed, f"checkpoints/{config}/latest/{name}.ckpt", *extra)
         results[row] = {key: metrics[key] for key in METRICS if key in metrics}
         print(f"seed {seed} | {row}: {results[row]}", flush=True)
     for epoch in (1, 2):  # the De-KD teachers themselves (written by the mnist5k_teacher run above)
-        metrics = test_metrics("mnist5k_teacher", f"checkpoints/mnist5k/teacher_after_epoch_{epoch}.ckpt")
+        kept = f"checkpoints/mnist5k_teacher/latest/teacher_after_epoch_{epoch}.ckpt"
+        metrics = test_metrics("mnist5k_teacher", kept)
         results[f"CNN after epoch {epoch}"] = {"test/acc": metrics["test/acc"]}
     return results
 

@@ -28,6 +28,13 @@ def cpu_trainer(**kwargs: Any) -> Trainer:
     return Trainer(**defaults)
 
 
+def only_run(runs: Path) -> Path:
+    """The one run folder in a config's runs folder (``latest`` aside), finished or not."""
+    folders = [path for path in runs.iterdir() if path.is_dir() and not path.is_symlink()]
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
 class SigkillMidEpoch(Callback):
     """Kills its own process with SIGKILL at a batch of an epoch: no handler, no cleanup, no atexit, as a scheduler
     or the OOM killer would. The last checkpoint is the previous epoch's end."""

@@ -20,17 +20,17 @@ from lightning_kd.checkpoints import load_network
 from lightning_kd.cli import KDLightningCLI, main
 from lightning_kd.models import MLP, SmallCNN
 from tests.conftest import CONFIGS, skip_cifar_checksums_in, write_tiny_cifar, write_tiny_corpus
-from tests.helpers import run_each_until_sigkilled
+from tests.helpers import only_run, run_each_until_sigkilled
 
 
 def _written_checkpoints(settings: dict) -> set[str]:
-    """The checkpoint files a config writes: its ModelCheckpoint's ``dirpath/filename.ckpt``, and the files of an
+    """The checkpoint files a config writes: its ModelCheckpoint's ``dirpath/latest/filename.ckpt``, and the files of an
     EpochCheckpoints callback (in its own ``dirpath``, else the ModelCheckpoint's)."""
     callbacks = settings["trainer"].get("callbacks", [])
     written, folder = set(), None
     for callback in callbacks:
         if callback["class_path"].endswith("ModelCheckpoint") and "filename" in callback.get("init_args", {}):
-            folder = callback["init_args"]["dirpath"]
+            folder = f"{callback['init_args']['dirpath']}/latest"  # the run's folder, once it has finished
             written.add(f"{folder}/{callback['init_args']['filename']}.ckpt")
     for callback in callbacks:
         if callback["class_path"].endswith("EpochCheckpoints"):
@@ -173,8 +173,11 @@ def test_every_shipped_config_fits(config: Path, in_tmp: Path, skip_cifar_checks
             (in_tmp / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(teacher_runs(teacher_config) / path, in_tmp / path)
     _run(config, in_tmp)
-    checkpoint_dir = in_tmp / settings["trainer"]["callbacks"][0]["init_args"]["dirpath"]
-    assert any(checkpoint_dir.glob("*.ckpt"))
+    runs = in_tmp / settings["trainer"]["callbacks"][0]["init_args"]["dirpath"]
+    checkpoint_dir = runs / "latest"  # the run's own folder, linked once the run finished
+    assert checkpoint_dir.is_symlink()
+    assert sorted(p.name for p in runs.iterdir()) == sorted(["latest", checkpoint_dir.readlink().name])
+    assert any(checkpoint_dir.glob("*.ckpt")) and (checkpoint_dir / "config.yaml").is_file()
     generations = _generations(settings)
     if generations is not None:  # every generation kept, and the table written
         for generation in range(generations["generations"] + 1):
@@ -189,7 +192,7 @@ def test_every_shipped_config_fits(config: Path, in_tmp: Path, skip_cifar_checks
 
 def test_born_again_config_runs_from_the_readme_and_hands_on_generations(in_tmp: Path) -> None:
     _run(CONFIGS / "digits_wide_to_small.yaml", in_tmp, "--trainer.logger", "false")
-    folder = in_tmp / "checkpoints/digits_wide_to_small"
+    folder = in_tmp / "checkpoints/digits_wide_to_small/latest"
     # each generation's checkpoint rebuilds its own architecture, with no network given
     assert isinstance(load_network(folder / "generation_0.ckpt"), SmallCNN)
     assert isinstance(load_network(folder / "generation_1.ckpt"), MLP)
@@ -203,21 +206,21 @@ def test_born_again_config_runs_from_the_readme_and_hands_on_generations(in_tmp:
 def test_cli_checkpoint_reloads_without_arguments(in_tmp: Path) -> None:
     _run(CONFIGS / "digits_teacher.yaml", in_tmp, "--trainer.logger", "false")
     _run(CONFIGS / "digits_kd.yaml", in_tmp, "--trainer.logger", "false", "--model.init_args.temperature", "3")
-    teacher = Classifier.load_from_checkpoint(in_tmp / "checkpoints/digits/teacher.ckpt")
-    kd = VanillaKD.load_from_checkpoint(in_tmp / "checkpoints/digits/kd-student.ckpt")
+    teacher = Classifier.load_from_checkpoint(in_tmp / "checkpoints/digits_teacher/latest/teacher.ckpt")
+    kd = VanillaKD.load_from_checkpoint(in_tmp / "checkpoints/digits_kd/latest/kd-student.ckpt")
     assert kd.hparams.temperature == 3.0
     # num_classes and input_shape were filled in from the data module and stored in the config
     assert kd.hparams.student["init_args"]["num_classes"] == 10
     assert kd.hparams.student["init_args"]["input_shape"] == [1, 8, 8]
     x = torch.randn(4, 1, 8, 8)
     torch.testing.assert_close(kd.teacher.eval()(x), teacher.net.eval()(x))
-    state = torch.load(in_tmp / "checkpoints/digits/kd-student.ckpt", weights_only=True)
+    state = torch.load(in_tmp / "checkpoints/digits_kd/latest/kd-student.ckpt", weights_only=True)
     torch.testing.assert_close(kd.student.state_dict()["fc.weight"], state["state_dict"]["student.fc.weight"])
     # the other subcommands run from the same config and checkpoint
     quiet = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
     for subcommand in ("validate", "test", "predict"):
         cli = KDLightningCLI(args=[subcommand, "--config", str(CONFIGS / "digits_kd.yaml"), "--ckpt_path",
-                                   "checkpoints/digits/kd-student.ckpt", *quiet])
+                                   "checkpoints/digits_kd/latest/kd-student.ckpt", *quiet])
         if subcommand == "test":
             assert cli.trainer.callback_metrics["test/acc"] > 0.1
             assert "test/teacher_acc" in cli.trainer.callback_metrics
@@ -287,10 +290,10 @@ def test_timm_network_from_a_config_gets_the_datas_shape(in_tmp: Path) -> None:
     cli = KDLightningCLI(args=["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), *TINY, *args])
     assert cli.model.hparams.net["init_args"]["num_classes"] == 10
     assert cli.model.hparams.net["init_args"]["in_channels"] == 1
-    reloaded = Classifier.load_from_checkpoint(in_tmp / "checkpoints/digits/teacher.ckpt")
+    reloaded = Classifier.load_from_checkpoint(in_tmp / "checkpoints/digits_teacher/latest/teacher.ckpt")
     x = torch.randn(2, 1, 8, 8)
     torch.testing.assert_close(reloaded.eval()(x), cli.model.eval()(x))
-    assert isinstance(load_network(in_tmp / "checkpoints/digits/teacher.ckpt").body, torch.nn.Module)
+    assert isinstance(load_network(in_tmp / "checkpoints/digits_teacher/latest/teacher.ckpt").body, torch.nn.Module)
 
 
 def test_the_cli_introduces_itself(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -322,7 +325,7 @@ def test_the_cli_introduces_itself(in_tmp: Path, capsys: pytest.CaptureFixture[s
 
 def test_a_shipped_config_runs_by_name(in_tmp: Path) -> None:
     main(["fit", "--config", "digits_teacher", *TINY, "--trainer.logger", "false"])
-    assert (in_tmp / "checkpoints/digits/teacher.ckpt").is_file()
+    assert (in_tmp / "checkpoints/digits_teacher/latest/teacher.ckpt").is_file()
     with pytest.raises(SystemExit):  # neither a file nor a shipped config: jsonargparse says so
         main(["fit", "--config", "no_such_config", *TINY])
 
@@ -331,19 +334,19 @@ def test_a_checkpoint_reloads_from_any_directory(in_tmp: Path, monkeypatch: pyte
     # the teacher's weights come from the task's checkpoint, not from teacher_ckpt (a path relative to the run)
     _run(CONFIGS / "digits_teacher.yaml", in_tmp, "--trainer.logger", "false")
     _run(CONFIGS / "digits_kd.yaml", in_tmp, "--trainer.logger", "false")
-    path = in_tmp / "checkpoints/digits/kd-student.ckpt"
+    path = in_tmp / "checkpoints/digits_kd/latest/kd-student.ckpt"
     elsewhere = in_tmp / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     reloaded = VanillaKD.load_from_checkpoint(path)
-    teacher = load_network(in_tmp / "checkpoints/digits/teacher.ckpt")
+    teacher = load_network(in_tmp / "checkpoints/digits_teacher/latest/teacher.ckpt")
     x = torch.randn(3, 1, 8, 8)
     torch.testing.assert_close(reloaded.teacher.eval()(x), teacher.eval()(x))
     assert reloaded.hparams.teacher_ckpt is None and reloaded.hparams.teacher["class_path"].endswith("SmallCNN")
     # built in Python from the same teacher checkpoint, it reloads from elsewhere too
     from pytorch_lightning import Trainer
 
-    teacher_ckpt = in_tmp / "checkpoints/digits/teacher.ckpt"
+    teacher_ckpt = in_tmp / "checkpoints/digits_teacher/latest/teacher.ckpt"
     python_built = VanillaKD(MLP(hidden_sizes=(8,), num_classes=10), teacher_ckpt=teacher_ckpt)
     trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
     trainer.strategy.connect(python_built)
@@ -379,7 +382,7 @@ def test_a_second_config_file_adds_its_callbacks(in_tmp: Path) -> None:
     names = [type(c).__name__ for c in cli.trainer.callbacks]
     assert "ModelCheckpoint" in names and "EarlyStopping" in names  # both files' callbacks
     assert cli.trainer.max_epochs == 1  # and the rest of the second file applies as usual
-    assert (in_tmp / "checkpoints/digits/teacher.ckpt").is_file()
+    assert (in_tmp / "checkpoints/digits_teacher/latest/teacher.ckpt").is_file()
 
 
 def test_wandb_runs_organise_themselves(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -397,19 +400,19 @@ def test_wandb_runs_organise_themselves(in_tmp: Path, monkeypatch: pytest.Monkey
     cli = KDLightningCLI(args=["fit", "--config", "digits_ban.yaml", "--model.init_args.loss", "ban+l",
                                "--seed_everything", "3", *TINY_BATCHES])
     run = cli.trainer.logger.experiment
-    assert (run.name, run.group, run.job_type) == ("bornagain-ban+l-seed3", "digits_ban", "fit")
-    assert set(run.tags) == {"bornagain", "ban+l", "digits"}
+    assert (run.name, run.group, run.job_type) == ("bornagain-ban+l-smallcnn-seed3", "digits_ban", "fit")
+    assert set(run.tags) == {"bornagain", "ban+l", "smallcnn", "digits"}
     fit_id = run.id
     # the generations' curves and the ensembles keep their own x-axes, whatever Lightning's "*" rule says
     assert defined["generation_1/val/acc"] == "generation/epoch"
     assert defined["ensemble/test/acc"] == "ensemble/size"
     assert defined["born_again/test/acc"] == "born_again/generation"
     wandb.finish()
-    checkpoint = torch.load(in_tmp / "checkpoints/digits_ban/last.ckpt", weights_only=True)
+    checkpoint = torch.load(in_tmp / "checkpoints/digits_ban/latest/last.ckpt", weights_only=True)
     assert checkpoint["lightning_kd"]["wandb"]["id"] == fit_id
     # test from the fit's checkpoint continues the fit's run
     tested = KDLightningCLI(args=["test", "--config", "digits_ban.yaml", "--ckpt_path",
-                                  "checkpoints/digits_ban/last.ckpt", "--trainer.enable_progress_bar", "false"])
+                                  "checkpoints/digits_ban/latest/last.ckpt", "--trainer.enable_progress_bar", "false"])
     assert tested.trainer.logger.experiment.id == fit_id
     assert tested.trainer.logger.experiment.job_type == "test"
 
@@ -425,7 +428,8 @@ def test_checkpoints_as_artifacts_with_the_teacher_recorded(in_tmp: Path) -> Non
     assert teacher["name"] == "teacher-teacher"
     import hashlib
 
-    assert teacher["sha256"] == hashlib.sha256((in_tmp / "checkpoints/digits/teacher.ckpt").read_bytes()).hexdigest()
+    teacher_file = in_tmp / "checkpoints/digits_teacher/latest/teacher.ckpt"
+    assert teacher["sha256"] == hashlib.sha256(teacher_file.read_bytes()).hexdigest()
     wandb.finish()
     recorded = next(Path(run.dir).parent.glob("run-*.wandb")).read_bytes()  # the offline run's own record
     assert callback.logged["artifact"].encode() in recorded and b"teacher-teacher" in recorded
@@ -433,9 +437,10 @@ def test_checkpoints_as_artifacts_with_the_teacher_recorded(in_tmp: Path) -> Non
 
 def test_the_config_that_ran_is_saved_with_the_runs_outputs(in_tmp: Path) -> None:
     _run(CONFIGS / "digits_teacher.yaml", in_tmp, "--trainer.logger", "false")
-    main(["test", "--config", str(CONFIGS / "digits_teacher.yaml"), "--ckpt_path", "checkpoints/digits/teacher.ckpt",
-          "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"])
-    folder = in_tmp / "checkpoints/digits"
+    main(["test", "--config", str(CONFIGS / "digits_teacher.yaml"), "--ckpt_path",
+          "checkpoints/digits_teacher/latest/teacher.ckpt", "--trainer.logger", "false",
+          "--trainer.enable_progress_bar", "false"])
+    folder = in_tmp / "checkpoints/digits_teacher/latest"
     assert yaml.safe_load((folder / "config.yaml").read_text())["model"]["class_path"] == "lightning_kd.Classifier"
     assert (folder / "config-test.yaml").is_file()  # the test run's own, not the fit's overwritten
     assert not (in_tmp / "config.yaml").exists()
@@ -455,7 +460,7 @@ def test_the_readme_main_job_prints_no_warning_and_gives_the_recorded_accuracies
     assert not warnings, warnings
     # behaviour kept across releases: the same accuracies, bit for bit, as a recording made on this kind of CPU
     recorded = json.loads((Path(__file__).parent / "data/digits_ban_seed0_generations.json").read_text())
-    produced = json.loads((tmp_path / "checkpoints/digits_ban/generations.json").read_text())
+    produced = json.loads((tmp_path / "checkpoints/digits_ban/latest/generations.json").read_text())
     runs = [(run["generations"], run["ensembles"]) for run in recorded["recordings"]]
     assert (produced["generations"], produced["ensembles"]) in runs, (
         "the main job's accuracies match no recording: a change of behaviour, or a new kind of CPU (then check that "
@@ -479,13 +484,13 @@ def test_a_run_without_a_schedule_saves_a_config_that_runs_again_and_resumes(in_
              "--trainer.callbacks.save_last", "true"]  # the teacher file keeps the best epoch; last.ckpt the last
     main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), "--model.init_args.lr_scheduler", "none",
           "--trainer.max_epochs", "1", *quick])
-    saved = yaml.safe_load((in_tmp / "checkpoints/digits/config.yaml").read_text())
+    run = in_tmp / "checkpoints/digits_teacher/latest"
+    saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["init_args"]["lr_scheduler"] == "none"
-    checkpoint = torch.load(in_tmp / "checkpoints/digits/teacher.ckpt", weights_only=False)
+    checkpoint = torch.load(run / "teacher.ckpt", weights_only=False)
     assert checkpoint["hyper_parameters"]["lr_scheduler"] == "none"
-    main(["fit", "--config", "checkpoints/digits/config.yaml", "--trainer.max_epochs", "2",
-          "--ckpt_path", "checkpoints/digits/last.ckpt", *quick])
-    assert torch.load(in_tmp / "checkpoints/digits/last.ckpt", weights_only=False)["global_step"] == 4  # 2 x 2 steps
+    main(["fit", "--config", str(run / "config.yaml"), "--trainer.max_epochs", "2", "--ckpt_path", "last", *quick])
+    assert torch.load(run / "last.ckpt", weights_only=False)["global_step"] == 4  # 2 x 2 steps, in the same run
 
 
 def test_resumes_are_checked_whatever_built_the_trainer(in_tmp: Path, teacher_runs) -> None:
@@ -493,26 +498,27 @@ def test_resumes_are_checked_whatever_built_the_trainer(in_tmp: Path, teacher_ru
 
     quick = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", *TINY_BATCHES,
              "--model.init_args.lr_scheduler", "none"]
-    folder = in_tmp / "checkpoints/digits"
+    folder = in_tmp / "checkpoints/digits_teacher/latest"
     folder.mkdir(parents=True)
-    shutil.copy(teacher_runs(CONFIGS / "digits_teacher.yaml") / "checkpoints/digits/teacher.ckpt", folder)
-    shutil.copy(folder / "teacher.ckpt", folder / "other-teacher.ckpt")
+    shutil.copy(teacher_runs(CONFIGS / "digits_teacher.yaml") / "checkpoints/digits_teacher/latest/teacher.ckpt",
+                folder)
+    shutil.copy(folder / "teacher.ckpt", in_tmp / "other-teacher.ckpt")
     kd = ["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *quick]
-    with pytest.raises(Refusal, match=r"--ckpt_path last: no checkpoint named last in .*checkpoints/digits, so "
-                                      r"nothing would be resumed"):
+    with pytest.raises(Refusal, match=r"--ckpt_path last: no checkpoint named last in the runs of "
+                                      r"checkpoints/digits_kd, so nothing would be resumed"):
         main([*kd, "--trainer.max_epochs", "1", "--ckpt_path", "last"])
-    assert not (folder / "kd-student.ckpt").exists()
+    assert not (in_tmp / "checkpoints/digits_kd").exists()
     main([*kd, "--trainer.max_epochs", "1"])
-    student = folder / "kd-student.ckpt"
+    student = in_tmp / "checkpoints/digits_kd/latest/kd-student.ckpt"
     main([*kd, "--trainer.max_epochs", "2", "--ckpt_path", str(student)])
     resumed = torch.load(student, weights_only=False)
     assert resumed["epoch"] == 1
     # issue 23: a run resumed once no longer recorded its teacher, so a second resume took another one silently
-    assert resumed["lightning_kd"]["teacher_ckpt"] == "checkpoints/digits/teacher.ckpt"
-    with pytest.raises(Refusal, match=r"teacher_ckpt: 'checkpoints/digits/teacher.ckpt' in the checkpoint, "
-                                      r"'checkpoints/digits/other-teacher.ckpt' asked"):
+    assert resumed["lightning_kd"]["teacher_ckpt"] == "checkpoints/digits_teacher/latest/teacher.ckpt"
+    with pytest.raises(Refusal, match=r"teacher_ckpt: 'checkpoints/digits_teacher/latest/teacher.ckpt' in the "
+                                      r"checkpoint, 'other-teacher.ckpt' asked"):
         main([*kd, "--trainer.max_epochs", "3", "--ckpt_path", str(student),
-              "--model.init_args.teacher_ckpt", "checkpoints/digits/other-teacher.ckpt"])
+              "--model.init_args.teacher_ckpt", "other-teacher.ckpt"])
 
 
 def test_a_resume_with_other_settings_or_a_longer_cosine_is_refused_from_python(tmp_path: Path) -> None:
@@ -552,7 +558,7 @@ FAMILIES = {  # a run of each family, with what makes it that family's
 
 def _family_run(folder: Path, family: str, teacher_runs) -> tuple[list[str], Path]:
     """A two-epoch run of ``family`` set up in ``folder`` (its config and teachers' files): its arguments and the
-    checkpoint holding the last epoch's state."""
+    checkpoint holding the last epoch's state, as ``<runs folder>/<file>`` (the file is in a run's folder there)."""
     config, extra = FAMILIES[family]
     settings = yaml.safe_load((CONFIGS / config).read_text())
     settings["trainer"]["logger"] = False
@@ -594,19 +600,21 @@ def test_born_again_run_killed_and_resumed_through_the_cli_ends_as_an_uninterrup
     args = _born_again_run(in_tmp / "whole")
     monkeypatch.chdir(in_tmp / "whole")
     main(args)
-    killed = sigkilled_runs / "born-again"
-    monkeypatch.chdir(killed)
-    assert not Path("checkpoints/digits_ban/generation_2.ckpt").exists()
-    main([*args, "--ckpt_path", "checkpoints/digits_ban/last.ckpt"])  # the README's resume command
+    monkeypatch.chdir(sigkilled_runs / "born-again")
+    killed = only_run(Path("checkpoints/digits_ban"))
+    assert not (killed / "generation_2.ckpt").exists() and (killed / "generation_1.ckpt").exists()
+    main([*args, "--ckpt_path", "last"])  # the README's resume command: the newest run's last.ckpt
+    assert only_run(Path("checkpoints/digits_ban")) == killed  # resumed in its own folder, now the latest
+    assert Path("checkpoints/digits_ban/latest").resolve() == killed.resolve()
+    whole_run = in_tmp / "whole/checkpoints/digits_ban/latest"
     for generation in range(4):
-        name = f"checkpoints/digits_ban/generation_{generation}.ckpt"
-        whole = torch.load(in_tmp / "whole" / name, weights_only=True)["state_dict"]
+        name = f"generation_{generation}.ckpt"
+        whole = torch.load(whole_run / name, weights_only=True)["state_dict"]
         resumed = torch.load(killed / name, weights_only=True)["state_dict"]
         assert whole.keys() == resumed.keys()
         assert all(torch.equal(whole[k], resumed[k]) for k in whole if isinstance(whole[k], torch.Tensor)), generation
-    table = "checkpoints/digits_ban/generations.json"
-    whole_rows = json.loads((in_tmp / "whole" / table).read_text())["generations"]
-    assert json.loads((killed / table).read_text())["generations"] == whole_rows
+    whole_rows = json.loads((whole_run / "generations.json").read_text())["generations"]
+    assert json.loads((killed / "generations.json").read_text())["generations"] == whole_rows
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -618,10 +626,13 @@ def test_every_family_killed_and_resumed_ends_as_an_uninterrupted_run(in_tmp: Pa
     monkeypatch.chdir(in_tmp / "whole")
     main(args)
     monkeypatch.chdir(sigkilled_runs / family)
-    assert torch.load(ckpt, weights_only=True)["epoch"] == 0  # the kill came in the second epoch
-    main([*args, "--ckpt_path", str(ckpt)])
-    whole = torch.load(in_tmp / "whole" / ckpt, weights_only=True)["state_dict"]
-    resumed = torch.load(sigkilled_runs / family / ckpt, weights_only=True)["state_dict"]
+    killed = only_run(ckpt.parent) / ckpt.name  # the killed run's own folder (never linked as latest)
+    assert not (ckpt.parent / "latest").exists()
+    assert torch.load(killed, weights_only=True)["epoch"] == 0  # the kill came in the second epoch
+    main([*args, "--ckpt_path", str(killed)])
+    assert only_run(ckpt.parent) == killed.parent  # the resumed run went on in its folder
+    whole = torch.load(in_tmp / "whole" / ckpt.parent / "latest" / ckpt.name, weights_only=True)["state_dict"]
+    resumed = torch.load(killed, weights_only=True)["state_dict"]
     assert whole.keys() == resumed.keys()
     differing = {k: float((whole[k].double() - resumed[k].double()).abs().max()) for k in whole
                  if not torch.equal(whole[k], resumed[k])}
@@ -638,17 +649,17 @@ def test_a_python_resume_with_other_teachers_or_data_is_refused(tmp_path: Path) 
 
     def fit(task, data=None, ckpt_path: Path | None = None, name: str = "run") -> None:
         cpu_trainer(max_epochs=2 if ckpt_path else 1, limit_train_batches=2, limit_val_batches=1,
-                    enable_checkpointing=True, callbacks=[ModelCheckpoint(tmp_path, name)]).fit(
+                    enable_checkpointing=True, callbacks=[ModelCheckpoint(tmp_path / name, name)]).fit(
             task, data or DigitsDataModule(batch_size=32), ckpt_path=ckpt_path)
 
     def teacher(name: str, widths: tuple[int, ...]) -> Path:
         fit(Classifier(SmallCNN(widths=widths, num_classes=10), lr_scheduler="none"), name=name)
-        return tmp_path / f"{name}.ckpt"
+        return tmp_path / name / f"{name}.ckpt"
 
     first, second = teacher("first", (8, 16)), teacher("second", (8, 16))
     student = lambda: MLP(input_shape=(1, 8, 8), hidden_sizes=(16,), num_classes=10)  # noqa: E731
     fit(VanillaKD(student(), SmallCNN(widths=(8, 16), num_classes=10), teacher_ckpt=first, lr_scheduler="none"))
-    run = tmp_path / "run.ckpt"
+    run = tmp_path / "run/run.ckpt"
     # issue 23: another teacher was silently replaced by the checkpoint's on a resume
     with pytest.raises(Refusal, match=r"teacher_ckpt: '.*first.ckpt' in the checkpoint, '.*second.ckpt' here"):
         fit(VanillaKD(student(), SmallCNN(widths=(8, 16), num_classes=10), teacher_ckpt=second,

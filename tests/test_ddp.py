@@ -176,7 +176,7 @@ def test_cli_ddp_strategy_in_a_subprocess(tmp_path: Path, monkeypatch) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stdout + result.stderr
-    checkpoint = torch.load(tmp_path / "checkpoints/digits/kd-student.ckpt", weights_only=True)
+    checkpoint = torch.load(tmp_path / "checkpoints/digits_kd/latest/kd-student.ckpt", weights_only=True)
     assert checkpoint["lightning_kd"]["network"] == "student"
 
 
@@ -195,7 +195,7 @@ def test_cli_born_again_under_ddp_in_a_subprocess(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stdout + result.stderr
-    folder = tmp_path / "checkpoints/digits_wide_to_small"
+    folder = tmp_path / "checkpoints/digits_wide_to_small/latest"
     assert isinstance(load_network(folder / "generation_0.ckpt"), SmallCNN)
     assert isinstance(load_network(folder / "generation_1.ckpt"), MLP)
     table = json.loads((folder / "generations.json").read_text())

@@ -85,7 +85,7 @@ def test_the_cli_trains_on_a_folder_with_networks_sized_from_it(tmp_path: Path, 
           "--trainer.enable_progress_bar", "false"])
     from lightning_kd import Classifier
 
-    task = Classifier.load_from_checkpoint("checkpoints/digits/teacher.ckpt")
+    task = Classifier.load_from_checkpoint("checkpoints/digits_teacher/latest/teacher.ckpt")
     assert task.hparams.net["init_args"]["num_classes"] == 3 and task.hparams.net["init_args"]["in_channels"] == 3
     dm = ImageFolderDataModule("images", image_size=16, val_fraction=0.25)
     dm.setup()

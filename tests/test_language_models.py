@@ -462,14 +462,15 @@ def test_a_born_again_lstm_run_killed_mid_generation_resumes_bit_identically(tmp
     with pytest.raises(RuntimeError, match="simulated kill"):  # killed in the middle of generation 2
         main(["fit", "--config", "ban.yaml", *quick, "--trainer.callbacks+=tests.helpers.KillAtEpoch",
               "--trainer.callbacks.epoch", "5"])
-    main(["fit", "--config", "ban.yaml", *quick, "--ckpt_path", "checkpoints/janeausten_ban_l/last.ckpt"])
+    main(["fit", "--config", "ban.yaml", *quick, "--ckpt_path", "last"])  # the newest run's last.ckpt
+    runs = "checkpoints/janeausten_lstm_ban_l/latest"
     for generation in range(4):
-        name = f"checkpoints/janeausten_ban_l/generation_{generation}.ckpt"
+        name = f"{runs}/generation_{generation}.ckpt"
         whole = torch.load(tmp_path / "whole" / name, weights_only=True)["state_dict"]
         resumed = torch.load(tmp_path / "killed" / name, weights_only=True)["state_dict"]
         assert whole.keys() == resumed.keys()
         assert all(torch.equal(whole[k], resumed[k]) for k in whole if isinstance(whole[k], torch.Tensor)), generation
-    table = "checkpoints/janeausten_ban_l/generations.json"
+    table = f"{runs}/generations.json"
     whole_rows = json.loads((tmp_path / "whole" / table).read_text())["generations"]
     assert json.loads((tmp_path / "killed" / table).read_text())["generations"] == whole_rows
     assert all(row["test/ppl"] > 1 for row in whole_rows)

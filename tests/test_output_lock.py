@@ -37,26 +37,38 @@ def test_the_lock_names_its_owner_and_is_released(tmp_path: Path) -> None:
     assert not path.exists()
 
 
+QUICK = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.limit_train_batches", "2",
+         "--trainer.limit_val_batches", "1", "--model.init_args.lr_scheduler", "none"]
+
+
+def _finished_run(in_tmp: Path) -> Path:
+    """A one-epoch digits teacher run: its folder (every new run has its own: a lock matters to a resume)."""
+    main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), *QUICK, "--trainer.max_epochs", "1"])
+    return (in_tmp / "checkpoints/digits_teacher/latest").resolve()
+
+
 def test_a_live_runs_folder_is_refused_before_training(in_tmp: Path) -> None:
-    process = holder(in_tmp / "checkpoints/digits")
+    run = _finished_run(in_tmp)
+    before = (run / "teacher.ckpt").read_bytes()
+    process = holder(run)  # another process resuming that run
     try:
-        message = rf"checkpoints/digits is being written by another run \(PID {process.pid}"
+        message = rf"{run.name} is being written by another run \(PID {process.pid}"
         with pytest.raises(FolderLockedError, match=message):
-            main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), "--trainer.logger", "false"])
-        assert not (in_tmp / "checkpoints/digits/teacher.ckpt").exists()  # nothing trained, nothing written
+            main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), *QUICK, "--trainer.max_epochs", "2",
+                  "--ckpt_path", str(run / "teacher.ckpt")])
+        assert (run / "teacher.ckpt").read_bytes() == before  # nothing trained, nothing written
     finally:
         process.kill()
         process.wait()
 
 
 def test_a_killed_runs_lock_is_stale_and_replaced(in_tmp: Path) -> None:
-    process = holder(in_tmp / "checkpoints/digits")
+    run = _finished_run(in_tmp)
+    process = holder(run)
     os.kill(process.pid, signal.SIGKILL)  # a real kill: the lock stays behind
     process.wait()
-    assert lock_path(in_tmp / "checkpoints/digits").exists()
+    assert lock_path(run).exists()
     with pytest.warns(UserWarning, match=f"removing a stale lock .*PID {process.pid}"):
-        main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), "--trainer.logger", "false",
-              "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar",
-              "false"])
-    assert (in_tmp / "checkpoints/digits/teacher.ckpt").is_file()
-    assert not lock_path(in_tmp / "checkpoints/digits").exists()  # released at the end of the fit
+        main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), *QUICK, "--trainer.max_epochs", "2",
+              "--ckpt_path", str(run / "teacher.ckpt")])
+    assert not lock_path(run).exists()  # released at the end of the fit

@@ -44,4 +44,4 @@ def test_the_wheel_installs_and_runs_a_shipped_config_by_name(tmp_path: Path) ->
         cwd=work, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (work / "checkpoints/digits/teacher.ckpt").is_file()
+    assert (work / "checkpoints/digits_teacher/latest/teacher.ckpt").is_file()

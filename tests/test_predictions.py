@@ -28,9 +28,10 @@ def read(path: Path) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tenso
 def test_cli_predict_writes_the_models_softmax_for_every_test_sample(in_tmp: Path) -> None:
     quiet = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
     main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), "--trainer.max_epochs", "2", *quiet])
-    checkpoint = in_tmp / "checkpoints/digits/teacher.ckpt"
+    checkpoint = in_tmp / "checkpoints/digits_teacher/latest/teacher.ckpt"
     main(["predict", "--config", str(CONFIGS / "digits_teacher.yaml"), "--ckpt_path", str(checkpoint), *quiet])
-    header, index, prediction, probabilities = read(in_tmp / "checkpoints/digits/teacher-predictions.csv")
+    written = in_tmp / "checkpoints/digits_teacher/latest/teacher-predictions.csv"
+    header, index, prediction, probabilities = read(written)
     assert header == ["index", "prediction", *(f"prob_{c}" for c in range(10))]
     data = DigitsDataModule()
     data.setup()

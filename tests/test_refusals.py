@@ -15,7 +15,7 @@ from lightning_kd.data import DigitsDataModule
 from lightning_kd.models import MLP, SmallCNN
 from lightning_kd.tasks.base import NonFiniteLossError
 from tests.conftest import CONFIGS
-from tests.helpers import cpu_trainer
+from tests.helpers import cpu_trainer, only_run
 
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
 
@@ -200,7 +200,7 @@ def _killed_ban_run(in_tmp: Path) -> list[str]:
     quick = ["--config", "ban.yaml", *QUIET, "--trainer.limit_train_batches", "3"]
     with pytest.raises(RuntimeError, match="simulated kill"):
         main(["fit", *quick, "--trainer.callbacks+=tests.helpers.KillAtEpoch", "--trainer.callbacks.epoch", "3"])
-    return [*quick, "--ckpt_path", "checkpoints/digits_ban/last.ckpt"]
+    return [*quick, "--ckpt_path", "last"]  # the newest run's last.ckpt
 
 
 def test_resuming_with_another_loss_is_refused_naming_the_change(in_tmp: Path) -> None:
@@ -218,7 +218,7 @@ def test_resuming_with_another_generation_plan_is_refused(in_tmp: Path) -> None:
                                          r"this command plans generations 0..3 of 1, 1, 1, 1 epochs"):
         main(["fit", *[("ban1.yaml" if arg == "ban.yaml" else arg) for arg in resume]])
     main(["fit", *resume])  # the same settings resume, and finish every generation
-    assert (in_tmp / "checkpoints/digits_ban/generation_3.ckpt").is_file()
+    assert (in_tmp / "checkpoints/digits_ban/latest/generation_3.ckpt").is_file()
 
 
 # a constant learning rate: a cosine run may not resume over a longer budget (its schedule would restart)
@@ -228,12 +228,12 @@ CONSTANT_LR = ["--model.init_args.lr_scheduler", "none"]
 def test_resuming_with_another_teacher_checkpoint_is_refused(in_tmp: Path) -> None:
     main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), *QUIET, "--trainer.max_epochs", "1"])
     other = in_tmp / "other_teacher.ckpt"
-    other.write_bytes((in_tmp / "checkpoints/digits/teacher.ckpt").read_bytes())
+    other.write_bytes((in_tmp / "checkpoints/digits_teacher/latest/teacher.ckpt").read_bytes())
     main(["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *QUIET, *CONSTANT_LR, "--trainer.max_epochs", "1"])
     resume = ["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *QUIET, *CONSTANT_LR, "--trainer.max_epochs", "2",
-              "--ckpt_path", "checkpoints/digits/kd-student.ckpt"]
-    with pytest.raises(ValueError, match=r"teacher_ckpt: 'checkpoints/digits/teacher.ckpt' in the checkpoint, "
-                                         r"'other_teacher.ckpt' asked"):
+              "--ckpt_path", "checkpoints/digits_kd/latest/kd-student.ckpt"]
+    with pytest.raises(ValueError, match=r"teacher_ckpt: 'checkpoints/digits_teacher/latest/teacher.ckpt' in the "
+                                         r"checkpoint, 'other_teacher.ckpt' asked"):
         main([*resume, "--model.init_args.teacher_ckpt", "other_teacher.ckpt"])
     main(resume)  # unchanged, it resumes
 
@@ -245,7 +245,7 @@ def test_resuming_with_another_teacher_network_is_refused(in_tmp: Path) -> None:
     main(["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *QUIET, *CONSTANT_LR, "--trainer.max_epochs", "1",
           *teacher])
     resume = ["fit", "--config", str(CONFIGS / "digits_kd.yaml"), *QUIET, *CONSTANT_LR, "--trainer.max_epochs", "2",
-              "--ckpt_path", "checkpoints/digits/kd-student.ckpt"]
+              "--ckpt_path", "checkpoints/digits_kd/latest/kd-student.ckpt"]
     other = ["--model.init_args.teacher", "lightning_kd.models.SmallCNN",
              "--model.init_args.teacher.init_args.widths", "[16, 32]"]
     with pytest.raises(ValueError, match=r"changes its settings: teacher: .*'widths': \[32, 64\].* in the checkpoint, "
@@ -267,7 +267,7 @@ def test_a_config_with_its_own_run_record_keeps_it_and_the_data_settings(in_tmp:
     main(["fit", "--config", str(CONFIGS / "digits_teacher.yaml"), *QUIET, "--trainer.max_epochs", "1",
           "--trainer.callbacks+=lightning_kd.callbacks.run_record.RunRecord",
           "--trainer.callbacks.settings", '{"note": "mine"}'])
-    checkpoint = torch.load(in_tmp / "checkpoints/digits/teacher.ckpt", weights_only=True)
+    checkpoint = torch.load(in_tmp / "checkpoints/digits_teacher/latest/teacher.ckpt", weights_only=True)
     (record,) = [state for key, state in checkpoint["callbacks"].items() if key.startswith("RunRecord")]
     assert record["note"] == "mine" and record["data"]["batch_size"] == 64
 
@@ -327,9 +327,10 @@ def test_a_failed_checkpoint_write_stops_the_run(in_tmp: Path, monkeypatch: pyte
     # the write went to a temporary file: the previous checkpoint is intact and loads, and no partial file is left
     from lightning_kd import Classifier
 
-    assert Classifier.load_from_checkpoint(in_tmp / "checkpoints/digits/last.ckpt").net is not None
-    assert torch.load(in_tmp / "checkpoints/digits/last.ckpt", weights_only=False)["epoch"] == 0
-    assert sorted(p.name for p in (in_tmp / "checkpoints/digits").iterdir()) == ["config.yaml", "last.ckpt"]
+    run = only_run(in_tmp / "checkpoints/digits_teacher")
+    assert Classifier.load_from_checkpoint(run / "last.ckpt").net is not None
+    assert torch.load(run / "last.ckpt", weights_only=False)["epoch"] == 0
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "last.ckpt"]
 
 
 def test_a_plain_trainer_writes_checkpoints_atomically_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -460,3 +461,23 @@ def test_a_predictions_file_under_a_file_is_refused_before_predicting(tmp_path: 
     writer = PredictionWriter(tmp_path / "notes.txt" / "predictions.csv")
     with pytest.raises(ValueError, match=r"the predictions' folder .*notes.txt cannot be made: .*notes.txt is a file"):
         cpu_trainer(callbacks=[writer]).predict(Classifier(MLP(num_classes=10)), datamodule=DigitsDataModule())
+
+
+def test_evaluating_without_a_checkpoint_is_refused_unless_asked(in_tmp: Path) -> None:
+    # issue 24: test without --ckpt_path scored freshly initialised weights (accuracy 0.13) and exited 0
+    from lightning_kd.errors import Refusal
+
+    command = ["--config", "digits_teacher", *QUIET, "--trainer.limit_test_batches", "1"]
+    for subcommand in ("test", "validate", "predict"):
+        with pytest.raises(Refusal, match=rf"{subcommand} without --ckpt_path would score freshly initialised "
+                                          r"weights: give the checkpoint"):
+            main([subcommand, *command])
+    main(["test", *command, "--untrained", "true"])  # said explicitly, it runs
+
+
+def test_a_shipped_configs_path_outside_the_checkout_points_to_its_name(in_tmp: Path) -> None:
+    from lightning_kd.errors import Refusal
+
+    with pytest.raises(Refusal, match=r"--config configs/digits_ban.yaml: no such file here; the shipped config of "
+                                      r"that name runs by name: --config digits_ban"):
+        main(["fit", "--config", "configs/digits_ban.yaml"])

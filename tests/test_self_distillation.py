@@ -340,7 +340,8 @@ def test_wandb_gets_the_exits_table_the_plot_and_the_sweep_through_the_cli(in_tm
         fit = KDLightningCLI(args=["fit", "--config", config, *tiny])
         summary = dict(fit.trainer.logger.experiment.summary)
         wandb.finish()
-        test = KDLightningCLI(args=["test", "--config", config, *tiny, "--ckpt_path", "checkpoints/mnist5k/byot.ckpt"])
+        test = KDLightningCLI(args=["test", "--config", config, *tiny, "--ckpt_path",
+                                    "checkpoints/mnist5k_byot/latest/byot.ckpt"])
         test_summary = dict(test.trainer.logger.experiment.summary)
     finally:
         wandb.finish()

@@ -233,7 +233,7 @@ def test_the_cache_and_the_fast_teacher_work_from_the_command_line(in_tmp: Path)
     main(["fit", "--config", str(CONFIGS / "mnist5k_kd.yaml"), *quick,
           "--trainer.callbacks+=lightning_kd.callbacks.TeacherOutputCache", "--trainer.callbacks.precision", "fp16",
           "--trainer.callbacks+=lightning_kd.callbacks.FastTeacher", "--trainer.callbacks.precision", "bf16"])
-    assert (in_tmp / "checkpoints/mnist5k/kd.ckpt").is_file()
+    assert (in_tmp / "checkpoints/mnist5k_kd/latest/kd.ckpt").is_file()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run on one: the cache on the device)")

@@ -148,10 +148,10 @@ def test_several_teachers_from_a_config_get_the_datas_shape_and_reload(tmp_path:
     }
     (tmp_path / "mt.json").write_text(json.dumps(config))
     main(["fit", "--config", "mt.json"])
-    reloaded = MeanOfTeachersKD.load_from_checkpoint(tmp_path / "ckpts/mt.ckpt")  # every network from the config
+    reloaded = MeanOfTeachersKD.load_from_checkpoint(tmp_path / "ckpts/latest/mt.ckpt")  # every network from the config
     assert [type(t).__name__ for t in reloaded.teacher_networks().values()] == ["SmallCNN", "MLP"]
     assert reloaded.hparams.teacher[1]["init_args"]["input_shape"] == [1, 8, 8]
-    record = torch.load(tmp_path / "ckpts/mt.ckpt", weights_only=True)["lightning_kd"]
+    record = torch.load(tmp_path / "ckpts/latest/mt.ckpt", weights_only=True)["lightning_kd"]
     assert record["roles"]["teacher_2"] == {"class": "MLP", "parameters": 9610}
 
 

@@ -6,6 +6,7 @@ from lightning_kd.callbacks.fast_teacher import FastTeacher
 from lightning_kd.callbacks.generations import Generations
 from lightning_kd.callbacks.output_lock import OutputLock
 from lightning_kd.callbacks.predictions import PredictionWriter
+from lightning_kd.callbacks.run_folder import RunFolder
 from lightning_kd.callbacks.summary import RunSummary
 from lightning_kd.callbacks.teacher_cache import TeacherOutputCache
 
@@ -16,6 +17,7 @@ __all__ = [
     "Generations",
     "OutputLock",
     "PredictionWriter",
+    "RunFolder",
     "RunSummary",
     "TeacherOutputCache",
 ]

@@ -4,7 +4,7 @@ Example:
     $ lightning-kd list                      # methods, networks and shipped configs
     $ lightning-kd fit --config digits_ban   # a shipped config, by name
     $ lightning-kd fit --config configs/digits_kd.yaml --model.init_args.temperature 2
-    $ lightning-kd test --config configs/digits_kd.yaml --ckpt_path checkpoints/digits/kd-student.ckpt
+    $ lightning-kd test --config digits_kd --ckpt_path checkpoints/digits_kd/latest/kd-student.ckpt
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from lightning_kd import __version__
 from lightning_kd.callbacks import Generations, OutputLock, PredictionWriter, RunSummary
 from lightning_kd.callbacks.progress import EpochLines, KDProgressBar
+from lightning_kd.callbacks.run_folder import RunFolder
 from lightning_kd.callbacks.run_record import RunRecord
 from lightning_kd.catalog import shipped_configs, task_classes
 from lightning_kd.checkpoint_io import check_checkpoint_to_read
@@ -35,7 +36,10 @@ from lightning_kd.cli.config import (
     data_record,
     fill_from_data,
     network_configs,
+    newest_last_checkpoint,
     refuse_changed_resume,
+    run_identity,
+    runs_folder,
 )
 from lightning_kd.cli.save_config import LoggerSaveConfigCallback
 from lightning_kd.compat import PlainHelpFormatter
@@ -171,11 +175,23 @@ class KDLightningCLI(LightningCLI):
         print(yaml.safe_dump(_section(dumped, subcommand), sort_keys=False), end="")
         raise SystemExit(0)
 
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--untrained", type=bool, default=False,
+                            help="validate, test or predict with the config's freshly initialised weights, without "
+                                 "--ckpt_path (refused otherwise)")
+
     def parse_arguments(self, parser: Any, args: Any) -> None:
         self._parse_arguments_and_print(parser, args)
         # what this command asks of the model, before LightningCLI replaces it with a checkpoint's (--ckpt_path)
         subcommand = self.config.get("subcommand")
         config = _section(self.config, subcommand)
+        evaluates = subcommand in ("validate", "test", "predict")
+        if evaluates and not config.get("ckpt_path") and not config.get("untrained"):
+            raise Refusal(f"{subcommand} without --ckpt_path would score freshly initialised weights: give the "
+                          f"checkpoint (--ckpt_path checkpoints/<config>/latest/<file>.ckpt), or --untrained true to "
+                          f"{subcommand} the untrained networks")
+        if subcommand == "fit" and config.get("ckpt_path") == "last":  # the newest run of this config's folder
+            config.ckpt_path = str(resolve_last(config))
         self._requested = copy.deepcopy(config) if subcommand == "fit" and config.get("ckpt_path") else None
         ckpt_path = config.get("ckpt_path") if config is not None else None
         if ckpt_path and str(ckpt_path) not in ("last", "best", "hpc") and not str(ckpt_path).startswith("registry"):
@@ -218,6 +234,16 @@ class KDLightningCLI(LightningCLI):
         callbacks = list(trainer_config.get("callbacks") or [])
         if not any(isinstance(c, RunSummary) for c in callbacks):
             callbacks.append(RunSummary())
+        if self.subcommand == "fit" and not any(isinstance(c, RunFolder) for c in callbacks):
+            # each run in a folder of its own (a resumed one in its checkpoint's): first, before the callbacks
+            # that write there look for it
+            parsed = _section(self.config, self.subcommand)
+            logger = parsed.get("trainer", Namespace()).get("logger")
+            logger_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+            name = (logger_args.get("name") if isinstance(logger_args, Namespace) else None) or \
+                run_identity(parsed)["name"]  # the W&B run's name, as the config (or the CLI) set it
+            ckpt_path = parsed.get("ckpt_path")
+            callbacks.insert(0, RunFolder(name, Path(ckpt_path).resolve().parent if ckpt_path else None))
         if self.subcommand == "fit" and not any(isinstance(c, OutputLock) for c in callbacks):
             callbacks.append(OutputLock())  # one live run per checkpoint folder
         if self.subcommand == "fit":  # the data settings, in every checkpoint: a resume is checked against them
@@ -243,10 +269,7 @@ class KDLightningCLI(LightningCLI):
                 raise Refusal(f"trainer.max_epochs is {given} but the generations take {budget} epochs; leave "
                                  f"max_epochs unset or set it to {budget}")
             kwargs.setdefault("max_epochs", budget)
-        trainer = super().instantiate_trainer(callbacks=callbacks, **kwargs)
-        if self.subcommand == "fit" and _section(self.config, self.subcommand).get("ckpt_path") == "last":
-            refuse_nothing_to_resume(trainer)
-        return trainer
+        return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
 
 # jsonargparse's own words for a type that did not match: not the reason a constructor refused a value
@@ -280,18 +303,21 @@ def constructor_reason(error: BaseException) -> str | None:
     return reasons[0] if len(reasons) == 1 else None
 
 
-def refuse_nothing_to_resume(trainer: Trainer) -> None:
-    """Refuse ``--ckpt_path last`` where no checkpoint named ``last`` exists: Lightning would warn, train from
-    scratch and overwrite the folder's files. (Only the command line knows ``last`` was asked: Lightning resolves
-    it to ``None`` before any task or callback sees it.)"""
-    folders = [Path(c.dirpath) for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)]
-    if any(path.suffix == ".ckpt" and "last" in path.name for folder in folders if folder.is_dir()
-           for path in folder.iterdir()):
-        return
-    where = ", ".join(str(folder) for folder in folders) or "the run's checkpoint folder"
-    raise Refusal(f"--ckpt_path last: no checkpoint named last in {where}, so nothing would be resumed and the run "
-                  "would start over that folder's files; give the checkpoint's path, or drop --ckpt_path to start a "
-                  "new run")
+def resolve_last(config: Namespace) -> Path:
+    """``--ckpt_path last`` of a fit: the ``last`` checkpoint of the newest run in the config's runs folder.
+
+    Lightning would look in the new run's (empty) folder, warn, and train from scratch.
+
+    Raises:
+        Refusal: There is no such checkpoint.
+    """
+    root = runs_folder(config)
+    found = newest_last_checkpoint(root) if root is not None else None
+    if found is None:
+        where = str(root) if root is not None else "the run's checkpoint folder (no ModelCheckpoint dirpath is set)"
+        raise Refusal(f"--ckpt_path last: no checkpoint named last in the runs of {where}, so nothing would be "
+                      "resumed; give the checkpoint's path, or drop --ckpt_path to start a new run")
+    return found
 
 
 DESCRIPTION = """Knowledge distillation with PyTorch Lightning: one method per LightningModule, one command to run it.

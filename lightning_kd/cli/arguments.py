@@ -8,12 +8,14 @@ from pathlib import Path
 import yaml
 
 from lightning_kd.catalog import shipped_configs
+from lightning_kd.errors import Refusal
 
 
 def resolve_config_names(args: list[str]) -> list[str]:
     """Replace a ``--config`` value that names a shipped config (``digits_ban``) by that config's path.
 
-    A value naming an existing file is kept as it is, so a local ``configs/digits_ban.yaml`` wins.
+    A value naming an existing file is kept as it is, so a local ``configs/digits_ban.yaml`` wins; a path to a file
+    that does not exist but names a shipped config is refused with the by-name form.
     """
     configs = shipped_configs()
     resolved = list(args)
@@ -27,7 +29,17 @@ def resolve_config_names(args: list[str]) -> list[str]:
                 resolved[index] = str(configs[value.removesuffix(".yaml")])
         elif value and not Path(value).exists() and value.removesuffix(".yaml") in configs:
             resolved[index] = f"{flag}={configs[value.removesuffix('.yaml')]}"
+        _refuse_missing_config_path(value, configs)
     return resolved
+
+
+def _refuse_missing_config_path(value: str, configs: dict[str, Path]) -> None:
+    """A ``--config`` path that does not exist but names a shipped config (``configs/digits_ban.yaml`` outside the
+    checkout): one line saying how it runs by name, rather than jsonargparse's "File does not exist"."""
+    path = Path(value)
+    if value and not path.exists() and path.parent != Path(".") and path.stem in configs:
+        raise Refusal(f"--config {value}: no such file here; the shipped config of that name runs by name: "
+                      f"--config {path.stem}")
 
 
 def append_later_callbacks(args: list[str], scratch: Path) -> list[str]:

@@ -93,13 +93,105 @@ def fill_from_data(config: Namespace) -> None:
 def complete_config(config: Namespace, subcommand: str | None) -> None:
     """What the CLI adds to a parsed config before it runs (and before --print_config shows it)."""
     fill_from_data(config)
+    _move_outputs_under_root(config)
     _organise_wandb_run(config, subcommand)
+
+
+# callbacks whose network-free settings change what the student is trained on: their runs are named apart
+_TRAINING_CALLBACKS = {"TeacherOutputCache": "cache", "FastTeacher": "fastteacher"}
+
+
+def _short_name(class_path: Any) -> str:
+    return str(class_path).rsplit(".", 1)[-1].lower()
+
+
+def _trained_networks(arguments: dict[str, Any]) -> str | None:
+    """The trained network(s) of a task's arguments, by class (``smallcnn``; ``smallcnn+mlp`` for several)."""
+    for role in ("student", "net", "peers"):
+        value = arguments.get(role)
+        items = value if isinstance(value, (list, tuple)) else [value]
+        names = [_short_name(item["class_path"]) for item in items if isinstance(item, dict) and item.get("class_path")]
+        if names:
+            return "+".join(dict.fromkeys(names))
+    return None
+
+
+def _callback_tags(config: Namespace) -> list[str]:
+    """``cache-fp16``, ``fastteacher-bf16``: the callbacks of a config that change what training sees."""
+    tags = []
+    for callback in config.get("trainer", Namespace()).get("callbacks") or []:
+        if not isinstance(callback, Namespace) or not callback.get("class_path"):
+            continue
+        short = str(callback.class_path).rsplit(".", 1)[-1]
+        if short in _TRAINING_CALLBACKS:
+            init_args = callback.get("init_args") or Namespace()
+            precision = init_args.get("precision") if isinstance(init_args, Namespace) else None
+            tags.append("-".join(part for part in (_TRAINING_CALLBACKS[short], precision) if part))
+    return tags
+
+
+def run_identity(config: Namespace) -> dict[str, Any]:
+    """The run's ``name`` (method, variant, trained network, training callbacks, seed:
+    ``bornagain-ban+l-smallcnn-seed0``), its ``group`` (the config file's name) and ``tags``."""
+    model_class = import_object(config.model.class_path) if config.get("model") else None
+    model_args = config.model.get("init_args") if config.get("model") else None
+    arguments = model_args.as_dict() if isinstance(model_args, Namespace) else {}
+    method = model_class.__name__.lower() if model_class is not None else "run"
+    variant = model_class.run_variant(arguments) if hasattr(model_class, "run_variant") else None
+    network = _trained_networks(arguments)
+    data = config.data.class_path.rsplit(".", 1)[-1].removesuffix("DataModule").lower() if config.get("data") else None
+    configs = [Path(str(path)) for path in (config.get("config") or [])]
+    parts = (method, variant, network, *_callback_tags(config), f"seed{config.get('seed_everything')}")
+    return {"name": "-".join(part for part in parts if part), "group": configs[0].stem if configs else method,
+            "tags": [tag for tag in (method, variant, network, data) if tag]}
+
+
+def _move_outputs_under_root(config: Namespace) -> None:
+    """``trainer.default_root_dir`` moves everything a run writes: each relative ``dirpath`` of a callback, the W&B
+    folder and the predictions file are taken under it (the checkpoints a run reads stay as given)."""
+    trainer = config.get("trainer") or Namespace()
+    root = trainer.get("default_root_dir")
+    if not root:
+        return
+    entries = [*(trainer.get("callbacks") or []), trainer.get("logger")]
+    for entry in entries:
+        init_args = entry.get("init_args") if isinstance(entry, Namespace) else None
+        if not isinstance(init_args, Namespace):
+            continue
+        for key in ("dirpath", "save_dir", "path"):
+            value = init_args.get(key)
+            if isinstance(value, (str, Path)) and not Path(value).is_absolute():
+                init_args[key] = str(Path(root) / value)
+
+
+def runs_folder(config: Namespace) -> Path | None:
+    """The folder a config's runs go into: its first ``ModelCheckpoint``'s ``dirpath`` (``None`` without one)."""
+    for callback in (config.get("trainer") or Namespace()).get("callbacks") or []:
+        if not isinstance(callback, Namespace) or not callback.get("class_path"):
+            continue
+        callback_class = import_object(callback.class_path)
+        init_args = callback.get("init_args") or Namespace()
+        if getattr(callback_class, "__name__", "") == "ModelCheckpoint" or any(
+                base.__name__ == "ModelCheckpoint" for base in getattr(callback_class, "__mro__", ())):
+            dirpath = init_args.get("dirpath") if isinstance(init_args, Namespace) else None
+            return Path(dirpath) if dirpath else None
+    return None
+
+
+def newest_last_checkpoint(root: Path) -> Path | None:
+    """The ``last*.ckpt`` of the newest run in ``root`` (its run folders, or ``root`` itself for runs written
+    before run folders), ``None`` if there is none."""
+    if not root.is_dir():
+        return None
+    found = [path for pattern in ("last*.ckpt", "*/last*.ckpt") for path in root.glob(pattern)
+             if path.parent.name != "latest"]
+    return max(found, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
 def _organise_wandb_run(config: Namespace, subcommand: str | None) -> None:
     """Name, group, job type and tags of a :class:`~lightning_kd.loggers.WandbLogger` run, where the config leaves them.
 
-    A ``--ckpt_path`` written by a run with W&B makes ``test``/``validate``/``predict`` resume that run.
+    A ``--ckpt_path`` written by a run with W&B makes every subcommand continue that run (a resumed ``fit`` too).
     """
     logger = config.get("trainer", Namespace()).get("logger")
     if not isinstance(logger, Namespace) or not logger.get("class_path"):
@@ -108,21 +200,9 @@ def _organise_wandb_run(config: Namespace, subcommand: str | None) -> None:
     if not (inspect.isclass(logger_class) and issubclass(logger_class, KDWandbLogger)):
         return
     init_args = logger.get("init_args") or Namespace()
-    model_class = import_object(config.model.class_path) if config.get("model") else None
-    model_args = config.model.get("init_args") if config.get("model") else None
-    arguments = model_args.as_dict() if isinstance(model_args, Namespace) else {}
-    method = model_class.__name__.lower() if model_class is not None else "run"
-    variant = model_class.run_variant(arguments) if hasattr(model_class, "run_variant") else None
-    data = config.data.class_path.rsplit(".", 1)[-1].removesuffix("DataModule").lower() if config.get("data") else None
-    configs = [Path(str(path)) for path in (config.get("config") or [])]
-    defaults = {
-        "name": "-".join(part for part in (method, variant, f"seed{config.get('seed_everything')}") if part),
-        "group": configs[0].stem if configs else method,
-        "job_type": subcommand,
-        "tags": [tag for tag in (method, variant, data) if tag],
-    }
+    defaults = {**run_identity(config), "job_type": subcommand}
     ckpt_path = config.get("ckpt_path")
-    if subcommand != "fit" and ckpt_path and Path(ckpt_path).is_file():
+    if ckpt_path and Path(ckpt_path).is_file():
         record = read_checkpoint(ckpt_path).get(CHECKPOINT_KEY, {}).get("wandb")
         if record:
             defaults["id"] = record["id"]

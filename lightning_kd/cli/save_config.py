@@ -13,9 +13,9 @@ from pytorch_lightning.cli import SaveConfigCallback
 class LoggerSaveConfigCallback(SaveConfigCallback):
     """Write the config that ran beside the run's checkpoints, and store it in each logger's run.
 
-    The file is ``config.yaml`` for ``fit`` and ``config-<subcommand>.yaml`` otherwise, in the
-    ``ModelCheckpoint``'s folder (else the logger's, else ``default_root_dir``): each run's outputs
-    folder, rather than one file every command overwrites.
+    The file is ``config.yaml`` for ``fit`` and ``config-<subcommand>.yaml`` otherwise, in the run's folder (the
+    ``ModelCheckpoint``'s; for an evaluation, the folder of the checkpoint it reads; else the logger's, else
+    ``default_root_dir``), rather than one file every command overwrites.
     """
 
     def save_config(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
@@ -47,6 +47,8 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
 
 
 def _run_folder(trainer: Trainer) -> Path:
+    if trainer.state.fn != "fit" and trainer.ckpt_path:  # an evaluation of a run's checkpoint: in that run's folder
+        return Path(trainer.ckpt_path).parent
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and getattr(checkpoint, "dirpath", None):
         return Path(checkpoint.dirpath)

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
@@ -29,11 +28,12 @@ from lightning_kd.data.base import Batch, data_sizes
 from lightning_kd.errors import NonFiniteLossError, Refusal
 from lightning_kd.guards import stop_if_not_finite
 from lightning_kd.loggers import wandb_run_reference
-from lightning_kd.losses import LabelSmoothing, flatten_positions, label_smoothing_from
+from lightning_kd.losses import LabelSmoothing, label_smoothing_from
 from lightning_kd.metrics import evaluation_metrics
 from lightning_kd.models.base import check_networks_fit
 from lightning_kd.naming import join_variants, smoothing_variant
 from lightning_kd.optim import SGD, ScheduleSpec, build_optimization
+from lightning_kd.tasks.evaluation import EvaluationSteps
 from lightning_kd.tasks.finite import FiniteChecks
 from lightning_kd.tasks.resume import ResumeChecks
 from lightning_kd.tasks.streams import StreamHooks
@@ -42,7 +42,8 @@ from lightning_kd.training_log import TrainingLog
 __all__ = ["BaseTask", "NonFiniteLossError", "join_variants"]
 
 
-class BaseTask(FiniteChecks, ResumeChecks, StreamHooks, IgnoredByDDP, LightningModule, metaclass=ABCMeta):
+class BaseTask(EvaluationSteps, FiniteChecks, ResumeChecks, StreamHooks, IgnoredByDDP, LightningModule,
+               metaclass=ABCMeta):
     """Base of every method: networks by role, losses, metrics, optimisation, checkpoints and logging.
 
     Subclasses implement :meth:`configure_models`, :meth:`trained_networks` and
@@ -212,32 +213,6 @@ class BaseTask(FiniteChecks, ResumeChecks, StreamHooks, IgnoredByDDP, LightningM
     def on_train_epoch_end(self) -> None:
         # an epoch cut short (max_steps) never reaches its last batch: its means are logged here instead
         self.training_log.end_epoch(self)
-
-    def evaluation_step(self, batch: Batch, stage: str) -> Tensor:
-        """Log ``{stage}/loss`` and the ``{stage}/`` metrics of the handed-on network; return its logits."""
-        logits = self(batch["input"])
-        self.log_evaluation(batch, logits, stage)
-        return logits
-
-    def log_evaluation(self, batch: Batch, logits: Tensor, stage: str) -> None:
-        """Log ``{stage}/loss`` and the ``{stage}/`` metrics (accuracy, top-5, ECE; on tokens perplexity too) of the
-        handed-on network, over the batch's samples or valid positions."""
-        logits, targets = flatten_positions(logits, batch["target"])
-        batch_size = len(targets)
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
-        metrics.update(logits, targets)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, targets), batch_size=batch_size, sync_dist=True)
-        self.log_dict(metrics, batch_size=batch_size)
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self.count_nonfinite_outputs(self.evaluation_step(batch, "val"))
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self.count_nonfinite_outputs(self.evaluation_step(batch, "test"))
-
-    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        """``{"index": ..., "probabilities": ...}``: the handed-on network's softmax, with each sample's index."""
-        return {"index": batch["index"], "probabilities": self(batch["input"]).softmax(dim=1)}
 
     # -- optimisation -----------------------------------------------------------------------------
     def schedule_epochs(self) -> int | None:

@@ -7,7 +7,8 @@ once the callbacks (a Born-Again generation plan) are restored, a cosine schedul
 checkpoint holds the random state, restored at fit start, after anything the restore builds has drawn its
 initial weights: a killed and resumed run of any method ends bit-identical to the uninterrupted one on CPU. Every
 checkpoint is written atomically and verified: at setup the task swaps Lightning's default writer for
-:class:`~lightning_kd.checkpoint_io.VerifiedCheckpointIO` (a writer the user chose is kept).
+:class:`~lightning_kd.checkpoint_io.VerifiedCheckpointIO` (a writer the user chose is kept). A new fit (not a resume)
+into a checkpoint folder that already holds checkpoints is refused: it would replace another run's files.
 
 A task that overrides ``setup``, ``on_load_checkpoint``, ``on_save_checkpoint`` or ``on_fit_start`` calls
 ``super()``.
@@ -15,6 +16,7 @@ A task that overrides ``setup``, ``on_load_checkpoint``, ``on_save_checkpoint`` 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.plugins.io import TorchCheckpointIO
@@ -58,9 +60,28 @@ class ResumeChecks:
         self._rng_on_resume = record.get("rng")
 
     def on_fit_start(self) -> None:
+        trainer = attached_trainer(self)  # type: ignore[arg-type]
+        if trainer is not None and trainer.ckpt_path is None and not trainer.fast_dev_run:
+            refuse_earlier_runs_files(trainer)
         if (resumed := self.__dict__.pop("_resumed_record", None)) is not None:
             refusal = checkpoints.resume_refusal({}, {}, resumed[0], checkpoints.cosine_epochs(self), resumed[1])
             if refusal:
                 raise Refusal(refusal)
         if (states := self.__dict__.pop("_rng_on_resume", None)) is not None:
             set_rng_states(states)
+
+
+def refuse_earlier_runs_files(trainer: Any) -> None:
+    """Refuse a new fit whose checkpoint folder already holds checkpoints: it would replace another run's files.
+
+    (The command line gives every run a folder of its own; from Python, give each run its own ``dirpath``, or
+    resume that run with ``ckpt_path``.)
+    """
+    for callback in trainer.checkpoint_callbacks:
+        folder = Path(callback.dirpath) if getattr(callback, "dirpath", None) else None
+        found = sorted(path.name for path in folder.glob("*.ckpt")) if folder is not None and folder.is_dir() else []
+        if found:
+            shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+            raise Refusal(f"{folder} holds another run's checkpoints ({shown}), which this new run would replace: "
+                          "give it another folder (the ModelCheckpoint's dirpath), move them away, or resume that run "
+                          "(ckpt_path)")
