@@ -28,6 +28,12 @@ def cpu_trainer(**kwargs: Any) -> Trainer:
     return Trainer(**defaults)
 
 
+def lightning_kd_process(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m lightning_kd <args>`` in a process of its own, as a user runs it (W&B offline), output captured."""
+    return subprocess.run([sys.executable, "-m", "lightning_kd", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "WANDB_MODE": "offline"}, timeout=300)
+
+
 def only_run(runs: Path) -> Path:
     """The one run folder in a config's runs folder (``latest`` aside), finished or not."""
     folders = [path for path in runs.iterdir() if path.is_dir() and not path.is_symlink()]

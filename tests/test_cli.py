@@ -425,14 +425,14 @@ def test_checkpoints_as_artifacts_with_the_teacher_recorded(in_tmp: Path) -> Non
     (callback,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "CheckpointArtifacts"]
     assert callback.logged["checkpoints"] == ["kd-student.ckpt"]
     (teacher,) = callback.logged["teachers"]
-    assert teacher["name"] == "teacher-teacher"
+    assert teacher["name"] == "teacher-digits_teacher-teacher"  # the config's teacher, not any teacher.ckpt
     import hashlib
 
     teacher_file = in_tmp / "checkpoints/digits_teacher/latest/teacher.ckpt"
     assert teacher["sha256"] == hashlib.sha256(teacher_file.read_bytes()).hexdigest()
     wandb.finish()
     recorded = next(Path(run.dir).parent.glob("run-*.wandb")).read_bytes()  # the offline run's own record
-    assert callback.logged["artifact"].encode() in recorded and b"teacher-teacher" in recorded
+    assert callback.logged["artifact"].encode() in recorded and b"teacher-digits_teacher-teacher" in recorded
 
 
 def test_the_config_that_ran_is_saved_with_the_runs_outputs(in_tmp: Path) -> None:

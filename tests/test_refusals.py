@@ -370,14 +370,9 @@ def test_non_finite_outputs_are_reported_not_scored(tmp_path: Path) -> None:
 
 
 def test_a_value_that_does_not_parse_is_reported_in_a_few_lines(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
+    from tests.helpers import lightning_kd_process
 
-    command = [sys.executable, "-m", "lightning_kd", "fit", "--config", "digits_kd", "--model.init_args.temperature",
-               "abc"]
-    result = subprocess.run(command, cwd=tmp_path, env={**os.environ, "WANDB_MODE": "offline"}, capture_output=True,
-                            text=True, timeout=300)
+    result = lightning_kd_process(["fit", "--config", "digits_kd", "--model.init_args.temperature", "abc"], tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) <= 4, result.stderr  # not jsonargparse's 50-line usage and union dump

@@ -18,7 +18,7 @@ class CheckpointArtifacts(Callback):
 
     The artifact (``<run name>-checkpoints``) holds every file the ``ModelCheckpoint`` callbacks
     kept (and the Born-Again generation checkpoints, when there are). Each teacher checkpoint the task
-    was given becomes an artifact of its own (``teacher-<file name>``): used as the run's input when
+    was given becomes an artifact of its own (``teacher-<config>-<file name>``): used as the run's input when
     online, so W&B's lineage graph shows teacher -> student; offline (where W&B cannot mark inputs),
     logged beside it, and named with its SHA-256 in the student artifact's metadata.
 
@@ -39,7 +39,7 @@ class CheckpointArtifacts(Callback):
         run = runs[0]
         teachers = []
         for path in _teacher_checkpoints(pl_module):
-            artifact = wandb.Artifact(f"teacher-{_artifact_name(path.stem)}", type="model",
+            artifact = wandb.Artifact(_teacher_artifact_name(path), type="model",
                                       metadata={"path": str(path), "sha256": _sha256(path)})
             artifact.add_file(str(path))
             if run.offline:
@@ -79,6 +79,17 @@ def _checkpoint_files(trainer: pl.Trainer) -> list[str]:
 
 def _artifact_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+
+
+def _teacher_artifact_name(path: Path) -> str:
+    """``teacher-<config's runs folder>-<file>`` for a checkpoint in a run folder (``checkpoints/mnist5k_teacher/
+    <run>/teacher.ckpt``: ``teacher-mnist5k_teacher-teacher``), so that two configs' ``teacher.ckpt`` are two
+    artifacts and each run of one config a version of its artifact; ``teacher-<file>`` elsewhere."""
+    resolved = path.resolve()
+    runs = resolved.parent.parent
+    if (runs / "latest").is_symlink():
+        return _artifact_name(f"teacher-{runs.name}-{resolved.stem}")
+    return _artifact_name(f"teacher-{resolved.stem}")
 
 
 def _sha256(path: Path) -> str:

@@ -18,13 +18,17 @@ from lightning_kd.errors import Refusal, check_folder_path
 class PredictionWriter(BasePredictionWriter):
     """Write the handed-on network's predictions to a CSV file at the end of ``predict``.
 
-    One row per sample, sorted by ``index`` (the sample's position in the predicted split, the test
-    split of the package's data modules)::
+    One row per sample, sorted by ``index`` (the sample's position in the predicted split: the test split of the
+    package's data modules, or an image folder's ``predict_root``)::
 
-        index,prediction,prob_0,prob_1,...,prob_{C-1}
-        0,7,0.0012,...
+        index,target,prediction,prob_0,prob_1,...,prob_{C-1}
+        0,7,7,0.0012,...
 
-    ``prediction`` is the arg-max class, ``prob_c`` the softmax probability of class ``c``. Under DDP
+    ``target`` is the sample's label (the column is left out when the data has none: unlabelled images),
+    ``prediction`` the arg-max class, ``prob_c`` the softmax probability of class ``c``. Where the data module
+    names its classes (``class_names``: an image folder's folder names) the labels and predictions are written as
+    names and the columns as ``prob_<name>``; where it names its samples (``sample_names()``: an image's path) a
+    ``sample`` column follows ``index``. Under DDP
     every rank predicts its share; the shares are gathered and rank zero writes the one file (a sample
     predicted twice, as a sampler that evens out the shares does, appears once).
 
@@ -61,38 +65,56 @@ class PredictionWriter(BasePredictionWriter):
             return
         indices = torch.cat([b["index"] for b in batches]).to(pl_module.device)
         probabilities = torch.cat([b["probabilities"] for b in batches]).float().to(pl_module.device)
+        targets = torch.cat([b.get("target", torch.full_like(b["index"], -1)) for b in batches]).to(pl_module.device)
         if trainer.world_size > 1:  # every rank's share (shares may differ by a sample), on each rank
-            indices, probabilities = _gather_uneven(trainer, indices, probabilities)
+            indices, probabilities, targets = _gather_uneven(trainer, indices, probabilities, targets)
         path = self.output_path(trainer)
         if trainer.is_global_zero:
-            _write_csv(path, indices.cpu(), probabilities.cpu())
+            datamodule = getattr(trainer, "datamodule", None)
+            names = datamodule.sample_names() if hasattr(datamodule, "sample_names") else None
+            _write_csv(path, indices.cpu(), probabilities.cpu(), targets.cpu(), names,
+                       getattr(datamodule, "class_names", None))
             rank_zero_info(f"predictions of {len(set(indices.tolist()))} samples written to {path}")
         self.written = path
         trainer.strategy.barrier()
 
 
-def _gather_uneven(trainer: pl.Trainer, indices: torch.Tensor, probabilities: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """All ranks' rows, concatenated: padded to the longest share for the collective, then trimmed."""
-    sizes = trainer.strategy.all_gather(torch.tensor(len(indices), device=indices.device)).flatten().tolist()
-    longest = max(sizes)
-    padding = longest - len(indices)
-    indices = torch.cat([indices, indices.new_zeros(padding)])
-    probabilities = torch.cat([probabilities, probabilities.new_zeros(padding, probabilities.shape[1])])
-    all_indices = trainer.strategy.all_gather(indices)
-    all_probabilities = trainer.strategy.all_gather(probabilities)
-    return (torch.cat([all_indices[r, :n] for r, n in enumerate(sizes)]),
-            torch.cat([all_probabilities[r, :n] for r, n in enumerate(sizes)]))
+def _gather_uneven(trainer: pl.Trainer, *columns: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """All ranks' rows of each column, concatenated: padded to the longest share for the collective, then trimmed."""
+    sizes = trainer.strategy.all_gather(torch.tensor(len(columns[0]), device=columns[0].device)).flatten().tolist()
+    padding = max(sizes) - len(columns[0])
+    gathered = []
+    for column in columns:
+        padded = torch.cat([column, column.new_zeros(padding, *column.shape[1:])])
+        every = trainer.strategy.all_gather(padded)
+        gathered.append(torch.cat([every[rank, :size] for rank, size in enumerate(sizes)]))
+    return tuple(gathered)
 
 
-def _write_csv(path: Path, indices: torch.Tensor, probabilities: torch.Tensor) -> None:
+def _write_csv(path: Path, indices: torch.Tensor, probabilities: torch.Tensor, targets: torch.Tensor,
+               sample_names: list[str] | None = None, class_names: list[str] | None = None) -> None:
     order = torch.argsort(indices, stable=True)
-    indices, probabilities = indices[order], probabilities[order]
+    indices, probabilities, targets = indices[order], probabilities[order], targets[order]
     keep = torch.ones_like(indices, dtype=torch.bool)
     keep[1:] = indices[1:] != indices[:-1]  # a sample the sampler repeated appears once
+    indices, probabilities, targets = indices[keep].tolist(), probabilities[keep].tolist(), targets[keep].tolist()
+    classes = class_names if class_names and len(class_names) == len(probabilities[0]) else None
+
+    def label(c: int) -> Any:
+        return classes[c] if classes else c
+
+    labelled = any(target >= 0 for target in targets)
+    header = ["index", *(["sample"] if sample_names else []), *(["target"] if labelled else []), "prediction",
+              *(f"prob_{classes[c] if classes else c}" for c in range(len(probabilities[0])))]
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["index", "prediction", *(f"prob_{c}" for c in range(probabilities.shape[1]))])
-        for index, probs in zip(indices[keep].tolist(), probabilities[keep].tolist(), strict=True):
-            writer.writerow([index, max(range(len(probs)), key=probs.__getitem__), *(f"{p:.6g}" for p in probs)])
+        writer.writerow(header)
+        for index, target, probs in zip(indices, targets, probabilities, strict=True):
+            row: list[Any] = [index]
+            if sample_names:
+                row.append(sample_names[index])
+            if labelled:
+                row.append(label(target) if target >= 0 else "")
+            row.append(label(max(range(len(probs)), key=probs.__getitem__)))
+            writer.writerow([*row, *(f"{p:.6g}" for p in probs)])

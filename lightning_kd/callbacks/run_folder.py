@@ -91,6 +91,12 @@ class RunFolder(Callback):
         self.folder = Path(folder)
         rank_zero_info(f"This run writes into {self.folder}")
 
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # a run refused before it wrote anything leaves no empty folder behind (a resumed run's is never empty)
+        if self.folder is not None and self.resumed is None and trainer.is_global_zero and self.folder.is_dir() \
+                and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.folder is not None and trainer.is_global_zero and not trainer.interrupted:
             point_latest(self.folder)

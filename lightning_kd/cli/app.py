@@ -30,7 +30,7 @@ from lightning_kd.callbacks.run_folder import RunFolder
 from lightning_kd.callbacks.run_record import RunRecord
 from lightning_kd.catalog import shipped_configs, task_classes
 from lightning_kd.checkpoint_io import check_checkpoint_to_read
-from lightning_kd.cli.arguments import append_later_callbacks, resolve_config_names
+from lightning_kd.cli.arguments import append_later_callbacks, resolve_config_names, resolve_network_names
 from lightning_kd.cli.config import (
     complete_config,
     data_record,
@@ -44,7 +44,8 @@ from lightning_kd.cli.config import (
 from lightning_kd.cli.save_config import LoggerSaveConfigCallback
 from lightning_kd.compat import PlainHelpFormatter
 from lightning_kd.console import quiet_known_noise
-from lightning_kd.errors import Refusal
+from lightning_kd.errors import NonFiniteLossError, Refusal
+from lightning_kd.loggers import finish_failed_wandb_run
 from lightning_kd.tasks import BaseTask
 from lightning_kd.text import summary_line
 
@@ -71,7 +72,10 @@ class KDArgumentParser(LightningArgumentParser):
         print(f"usage: {self.prog} [options]  (--help lists them)", file=file or sys.stdout)
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        super().error(condense_parse_error(message), ex)
+        condensed = condense_parse_error(message)
+        if "Expected a dot import path string" in condensed:  # a network (or class) given by a name it lacks
+            condensed += " (a network is a class_path, or a name `lightning-kd list networks` prints)"
+        super().error(condensed, ex)
 
 
 def condense_parse_error(message: str) -> str:
@@ -367,10 +371,19 @@ def main(args: list[str] | None = None) -> None:
         return
     quiet_known_noise()
     with tempfile.TemporaryDirectory(prefix="lightning-kd-") as scratch:
-        resolved = append_later_callbacks(resolve_config_names(argv), Path(scratch))
+        resolved = append_later_callbacks(resolve_network_names(resolve_config_names(argv)), Path(scratch))
         if args is None:  # the process's own command line: DDP's re-launch must see the resolved paths too
             sys.argv[1:] = resolved
-        KDLightningCLI(args=None if args is None else resolved, parser_kwargs={"description": DESCRIPTION})
+        try:
+            KDLightningCLI(args=None if args is None else resolved, parser_kwargs={"description": DESCRIPTION})
+        except BaseException as error:
+            # W&B would record the run as finished (exit code 0): the process is still alive when the logger ends
+            if not (isinstance(error, SystemExit) and error.code in (0, None)):
+                refusal = find_refusal(error)
+                # a refused start (not a training that diverged) leaves no empty W&B run
+                finish_failed_wandb_run(2 if refusal is not None else 1,
+                                        refused=refusal is not None and not isinstance(refusal, NonFiniteLossError))
+            raise
 
 
 DEBUG_VARIABLE = "LIGHTNING_KD_DEBUG"

@@ -42,6 +42,30 @@ def _refuse_missing_config_path(value: str, configs: dict[str, Path]) -> None:
                       f"--config {path.stem}")
 
 
+def resolve_network_names(args: list[str]) -> list[str]:
+    """Replace a network given by name to a model argument (``--model.init_args.student resnet20``, ``tv_resnet18``,
+    ``timm/resnet18``) by the config that builds it (:func:`~lightning_kd.models.model_config`), as jsonargparse
+    takes a network: a ``class_path`` and its ``init_args``. Only values that name a network are touched.
+
+    Example:
+        >>> resolve_network_names(["fit", "--model.init_args.student", "resnet20"])[2]
+        '{"class_path": "lightning_kd.models.CifarResNet", "init_args": {"depth": 20, "widths": [16, 16, 32, 64]}}'
+    """
+    from lightning_kd.models import is_model_name, model_config
+
+    resolved = list(args)
+    for index, arg in enumerate(resolved):
+        flag, equals, value = arg.partition("=")
+        if not flag.startswith("--model.init_args.") or flag.count(".") != 2:
+            continue
+        if not equals:
+            index, value = index + 1, resolved[index + 1] if index + 1 < len(resolved) else ""
+        if value and is_model_name(value):
+            text = json.dumps(model_config(value))
+            resolved[index] = f"{flag}={text}" if equals else text
+    return resolved
+
+
 def append_later_callbacks(args: list[str], scratch: Path) -> list[str]:
     """Make a second (third, ...) ``--config`` file add its ``trainer.callbacks`` to the earlier ones.
 

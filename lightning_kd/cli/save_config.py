@@ -21,17 +21,18 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
     def save_config(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
         stage = str(getattr(stage, "value", stage))  # Lightning passes a TrainerFn
         self._pending = "config.yaml" if stage == "fit" else f"config-{stage}.yaml"
-        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False, format="yaml"))
-        for logger in trainer.loggers:
-            logger.log_hyperparams({"config": config})
 
     def _write(self, trainer: Trainer) -> None:
-        # written once the callbacks are set up: ModelCheckpoint warns about a folder holding files at setup
+        # once every setup check has passed: ModelCheckpoint warns about a folder holding files at setup, and the
+        # W&B run is opened by the first log (a run refused at setup leaves no empty W&B run)
         name = self.__dict__.pop("_pending", None)
         if name is not None:
             folder = _run_folder(trainer)
             folder.mkdir(parents=True, exist_ok=True)
             self.parser.save(self.config, folder / name, skip_none=False, overwrite=True, multifile=False)
+            config = yaml.safe_load(self.parser.dump(self.config, skip_none=False, format="yaml"))
+            for logger in trainer.loggers:
+                logger.log_hyperparams({"config": config})
 
     def on_fit_start(self, trainer: Trainer, pl_module: Any) -> None:
         self._write(trainer)

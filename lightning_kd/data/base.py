@@ -103,6 +103,8 @@ class ClassificationDataModule(LightningDataModule):
     """Random training transforms that cannot be replayed (named), if the module has any."""
     augmentation_views: int | None = None
     """How many views of each training sample the augmentation cycles through (``None``: a new one each epoch)."""
+    class_names: list[str] | None = None
+    """Each class's name, by class index, where the data has them (an image folder's folder names)."""
 
     def __init__(
         self,
@@ -182,7 +184,16 @@ class ClassificationDataModule(LightningDataModule):
         return self._loader(self.test_set, train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, train=False)
+        return self._loader(self.predict_split(), train=False)
+
+    def predict_split(self) -> Dataset | None:
+        """The samples ``predict`` runs on: the test split here (an image folder may name a folder of its own)."""
+        return self.test_set
+
+    def sample_names(self) -> list[str] | None:
+        """A name per sample of :meth:`predict_split`, by its index (an image's file); ``None`` where samples have
+        none. Predictions files carry it."""
+        return None
 
 
 def data_sizes(trainer: Any, network: Any) -> tuple[int, tuple[int, ...] | None]:

@@ -51,6 +51,8 @@ class ImageFolderDataModule(ClassificationDataModule):
         augmentation_views: ``"small"`` style: views per training sample the augmentation cycles through
             (see :class:`~lightning_kd.data.CIFAR10DataModule`); ``None``: a new view every epoch.
         augmentation_seed: ``"small"`` style: seed of the views (default: torch's seed at setup).
+        predict_root: A folder of unlabelled images (any layout, searched recursively) that ``predict`` runs on,
+            instead of the test split; the predictions file names each image by its path in that folder.
 
     Example:
         >>> import tempfile
@@ -84,8 +86,13 @@ class ImageFolderDataModule(ClassificationDataModule):
         seed: int = 0,
         augmentation_views: int | None = None,
         augmentation_seed: int | None = None,
+        predict_root: str | Path | None = None,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, val_fraction, seed)
+        self.predict_root = Path(predict_root) if predict_root is not None else None
+        if self.predict_root is not None and not self.predict_root.is_dir():
+            raise MissingFileRefusal(f"predict_root: no such folder: {self.predict_root}")
+        self.predict_set: IndexedDataset | None = None
         self.transform_style = transform_style
         self.augmentation_views = check_views(augmentation_views)
         self.augmentation_seed = augmentation_seed
@@ -119,6 +126,18 @@ class ImageFolderDataModule(ClassificationDataModule):
         return {"num_classes": len(classes), "input_shape": (channels, image_size, image_size),
                 "class_names": classes}
 
+    def predict_split(self) -> IndexedDataset | None:
+        return self.predict_set if self.predict_root is not None else self.test_set
+
+    def sample_names(self) -> list[str] | None:
+        """Each predicted image's path: in ``predict_root``, else in ``root`` (the test split's)."""
+        split = self.predict_split()
+        if not isinstance(split, IndexedDataset):
+            return None
+        if isinstance(split.dataset, UnlabelledImages):
+            return [str(path.relative_to(self.predict_root)) for path in split.dataset.paths]  # type: ignore[arg-type]
+        return [str(Path(split.dataset.samples[i][0]).relative_to(self.root)) for i in split.indices]
+
     def _folder(self, path: Path) -> datasets.ImageFolder:
         folder = datasets.ImageFolder(str(path))
         if folder.classes != self.class_names:
@@ -144,10 +163,30 @@ class ImageFolderDataModule(ClassificationDataModule):
             val, transform=self.eval_transform)
         self.test_set = IndexedDataset(train, test_idx, self.eval_transform) if test is None else IndexedDataset(
             test, transform=self.eval_transform)
+        if self.predict_root is not None:
+            self.predict_set = IndexedDataset(UnlabelledImages(self.predict_root), transform=self.eval_transform)
         if self.transform_style == "small":
             normalize = self.train_transform.transforms[-1]
             self.augmentation = ReplayableCropFlip.black_padded(self.input_shape[1] // 8, normalize.mean,
                                                                 normalize.std, self.augmentation_seed)
+
+
+class UnlabelledImages:
+    """Every image file under ``root`` (recursively, sorted by path), as ``(image, -1)``: no label."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.paths = sorted(path for path in root.rglob("*") if path.is_file()
+                            and path.suffix.lower() in datasets.folder.IMG_EXTENSIONS)
+        if not self.paths:
+            raise MissingFileRefusal(f"predict_root {root} holds no image files "
+                                     f"({', '.join(datasets.folder.IMG_EXTENSIONS)})")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return datasets.folder.default_loader(str(self.paths[index])), -1
 
 
 def _transforms(style: str, size: int, channels: int, mean: tuple[float, ...] | None,

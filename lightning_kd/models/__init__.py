@@ -15,7 +15,7 @@ from lightning_kd.models.ensemble import SoftmaxEnsemble
 from lightning_kd.models.huggingface import HuggingFaceCausalLM
 from lightning_kd.models.language import CharCNNLSTM, LSTMLanguageModel, TransformerLanguageModel
 from lightning_kd.models.multi_exit import ExitCost, MultiExitNetwork, TruncatedNetwork
-from lightning_kd.models.registry import create_model, list_models, register_model
+from lightning_kd.models.registry import create_model, is_model_name, list_models, model_config, register_model
 from lightning_kd.models.resnet_cifar import CifarResNet
 from lightning_kd.models.simple import MLP, SmallCNN
 from lightning_kd.models.taps import NetworkOutput, forward_with_taps, resolve_layers, stage_names
@@ -47,6 +47,8 @@ __all__ = [
     "early_exit_sweep",
     "forward_with_taps",
     "list_models",
+    "is_model_name",
+    "model_config",
     "register_model",
     "reinitialize",
     "resolve_layers",

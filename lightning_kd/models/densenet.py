@@ -100,13 +100,13 @@ class DenseNet(ClassifierNetwork):
 
 
 
-@register_model()
+@register_model(network=DenseNet, depth=100, growth_rate=12)
 def densenet_bc_100_12(num_classes: int = 100, in_channels: int = 3) -> DenseNet:
     """DenseNet-BC-100 with growth rate 12 (0.8M parameters)."""
     return DenseNet(100, 12, num_classes=num_classes, in_channels=in_channels)
 
 
-@register_model()
+@register_model(network=DenseNet, depth=112, growth_rate=33)
 def densenet_112_33(num_classes: int = 100, in_channels: int = 3) -> DenseNet:
     """DenseNet-BC-112-33, the Born-Again Networks teacher."""
     return DenseNet(112, 33, num_classes=num_classes, in_channels=in_channels)

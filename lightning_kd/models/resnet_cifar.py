@@ -110,7 +110,7 @@ def _preset(name: str, depth: int, widths: tuple[int, ...]) -> None:
 
     constructor.__name__ = name
     constructor.__doc__ = f"{name}: CifarResNet(depth={depth}, widths={widths})."
-    register_model(name)(constructor)
+    register_model(name, CifarResNet, depth=depth, widths=widths)(constructor)
 
 
 for _depth in (20, 32, 44, 56, 110):
@@ -119,13 +119,13 @@ _preset("resnet8x4", 8, (32, 64, 128, 256))
 _preset("resnet32x4", 32, (32, 64, 128, 256))
 
 
-@register_model()
+@register_model(network=CifarResNet, depth=None, widths=(64, 64, 128, 256, 512), blocks=(2, 2, 2, 2))
 def resnet18_cifar(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
     """resnet18_cifar: CifarResNet(widths=(64, 64, 128, 256, 512), blocks=(2, 2, 2, 2)), 11.2M parameters."""
     return CifarResNet(None, (64, 64, 128, 256, 512), num_classes, in_channels, blocks=(2, 2, 2, 2))
 
 
-@register_model()
+@register_model(network=CifarResNet, depth=None, widths=(64, 64, 128, 256, 512), blocks=(3, 4, 6, 3))
 def resnet34_cifar(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
     """resnet34_cifar: CifarResNet(widths=(64, 64, 128, 256, 512), blocks=(3, 4, 6, 3)), 21.3M parameters."""
     return CifarResNet(None, (64, 64, 128, 256, 512), num_classes, in_channels, blocks=(3, 4, 6, 3))

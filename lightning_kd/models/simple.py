@@ -110,13 +110,13 @@ class SmallCNN(ClassifierNetwork):
 
 
 
-@register_model()
+@register_model(network=MLP, hidden_sizes=(128,))
 def mlp(num_classes: int = 10, input_shape: Sequence[int] = (1, 8, 8), hidden_sizes: Sequence[int] = (128,)) -> MLP:
     """One-hidden-layer MLP."""
     return MLP(input_shape, hidden_sizes, num_classes=num_classes)
 
 
-@register_model()
+@register_model(network=SmallCNN, widths=(32, 64))
 def small_cnn(num_classes: int = 10, in_channels: int = 1, widths: Sequence[int] = (32, 64)) -> SmallCNN:
     """Two-block CNN for digits/MNIST."""
     return SmallCNN(widths, num_classes, in_channels)

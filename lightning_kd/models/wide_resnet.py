@@ -96,7 +96,7 @@ def _preset(depth: int, widen_factor: int) -> None:
         return WideResNet(depth, widen_factor, dropout, num_classes, in_channels)
 
     constructor.__name__ = name
-    register_model(name)(constructor)
+    register_model(name, WideResNet, depth=depth, widen_factor=widen_factor)(constructor)
 
 
 for _depth, _k in ((16, 2), (16, 4), (16, 8), (28, 10), (40, 1), (40, 2), (40, 4)):

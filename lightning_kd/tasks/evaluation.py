@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -48,5 +49,10 @@ class EvaluationSteps:
         self.count_nonfinite_outputs(self.evaluation_step(batch, "test"))
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        """``{"index": ..., "probabilities": ...}``: the handed-on network's softmax, with each sample's index."""
-        return {"index": batch["index"], "probabilities": self(batch["input"]).softmax(dim=1)}
+        """``{"index", "probabilities", "target"}``: the handed-on network's softmax, with each sample's index and
+        label (``-1`` where the data has none)."""
+        probabilities = self(batch["input"]).softmax(dim=1)
+        target = batch.get("target")
+        if target is None:
+            target = torch.full_like(batch["index"], -1)
+        return {"index": batch["index"], "probabilities": probabilities, "target": target}
