@@ -370,6 +370,8 @@ def main(args: list[str] | None = None) -> None:
         data_command(argv[1:])
         return
     quiet_known_noise()
+    if os.getcwd() not in sys.path:  # a config's own classes (my_method.MyKD) import from the working directory,
+        sys.path.append(os.getcwd())  # as under `python -m`; last, so a local file never shadows a library
     with tempfile.TemporaryDirectory(prefix="lightning-kd-") as scratch:
         resolved = append_later_callbacks(resolve_network_names(resolve_config_names(argv)), Path(scratch))
         if args is None:  # the process's own command line: DDP's re-launch must see the resolved paths too
