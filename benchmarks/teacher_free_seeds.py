@@ -28,7 +28,7 @@ RUNS: dict[str, tuple[str, list[str], str]] = {
         "mnist5k_dekd", ["--model.init_args.teacher_ckpt",
                          "checkpoints/mnist5k_teacher/latest/teacher_after_epoch_1.ckpt"], "dekd"),
 }
-METRICS = ("test/acc", "test/teacher_acc")
+METRICS = ("test/acc", "test/teacher/acc")
 
 
 def run_seed(seed: int) -> dict[str, dict[str, float]]:
@@ -45,4 +45,4 @@ def run_seed(seed: int) -> dict[str, dict[str, float]]:
 
 
 if __name__ == "__main__":
-    run_seeds("teacher_free_seeds", run_seed, shown={"test/teacher_acc": ("teacher", 100)})
+    run_seeds("teacher_free_seeds", run_seed, shown={"test/teacher/acc": ("teacher", 100)})

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from jsonargparse import DefaultHelpFormatter
+from pytorch_lightning.callbacks import RichProgressBar
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -97,6 +98,19 @@ def rewrap_for_ddp(strategy: Strategy) -> None:
 def wandb_init_arguments(logger: Any) -> dict[str, Any]:
     """The keyword arguments Lightning's ``WandbLogger`` will pass to ``wandb.init`` (editable until the run starts)."""
     return logger._wandb_init
+
+
+class OneBasedRichProgressBar(RichProgressBar):
+    """Lightning's rich bar counting epochs from 1 (``Epoch 1/80``), as the log lines and the summary do.
+
+    Lightning's own reads ``Epoch 0/79``; its description comes from the private ``_get_train_description``.
+    """
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = f"Epoch {current_epoch + 1}"
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs >= 0:
+            description += f"/{self.trainer.max_epochs}"
+        return f"{description:{len(self.validation_description)}}"  # padded as Lightning's, against flicker
 
 
 class PlainHelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):

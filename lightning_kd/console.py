@@ -25,6 +25,21 @@ _HARMLESS_LOG_RECORDS = (
 )
 
 
+_EVALUATION_WARNINGS = (
+    # test/validate/predict take only the weights from a fit's checkpoint: the fit's callback states (its run record,
+    # its checkpoint folder) are not restored, and are not meant to be
+    r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided",
+    r"The dirpath has changed from .* therefore `best_model_score`",
+)
+
+
+def quiet_evaluation_noise() -> None:
+    """Silence Lightning's warnings about a fit's callback states when ``test``/``validate``/``predict`` read its
+    checkpoint (the CLI calls it for those subcommands only: a resumed fit keeps them)."""
+    for pattern in _EVALUATION_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 class _DropHarmless(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

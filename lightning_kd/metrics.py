@@ -72,10 +72,10 @@ def teacher_metric_names(stage: str, role: str) -> tuple[str, str]:
 
     Example:
         >>> teacher_metric_names("val", "teacher"), teacher_metric_names("test", "teacher_2")
-        (('val/teacher_acc', 'val/agreement'), ('test/teacher_2_acc', 'test/agreement_teacher_2'))
+        (('val/teacher/acc', 'val/agreement'), ('test/teacher_2/acc', 'test/agreement/teacher_2'))
     """
-    agreement = f"{stage}/agreement" if role == "teacher" else f"{stage}/agreement_{role}"
-    return f"{stage}/{role}_acc", agreement
+    agreement = f"{stage}/agreement" if role == "teacher" else f"{stage}/agreement/{role}"
+    return f"{stage}/{role}/acc", agreement  # nested as the peers' (val/peer_1/acc) and the exits' are
 
 
 def teachers_ensemble_metric_name(stage: str) -> str:

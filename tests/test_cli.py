@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +224,7 @@ def test_cli_checkpoint_reloads_without_arguments(in_tmp: Path) -> None:
                                    "checkpoints/digits_kd/latest/kd-student.ckpt", *quiet])
         if subcommand == "test":
             assert cli.trainer.callback_metrics["test/acc"] > 0.1
-            assert "test/teacher_acc" in cli.trainer.callback_metrics
+            assert "test/teacher/acc" in cli.trainer.callback_metrics
 
 
 def test_print_config(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -248,7 +249,7 @@ def test_wandb_run_holds_config_and_summary(in_tmp: Path) -> None:
     summary = dict(run.summary)
     assert summary["summary/student_params"] == 1210
     assert summary["summary/teacher_params"] == sum(p.numel() for p in cli.model.teacher.parameters())
-    for key in ("summary/val/acc", "summary/val/teacher_acc", "summary/val/agreement"):
+    for key in ("summary/val/acc", "summary/val/teacher/acc", "summary/val/agreement"):
         assert 0 <= summary[key] <= 1
     assert summary["summary/val/acc"] == pytest.approx(float(cli.trainer.callback_metrics["val/acc"]))
     assert summary["summary/val/networks"]["_type"] == "table-file"  # one row per network, logged at the end
@@ -294,6 +295,16 @@ def test_timm_network_from_a_config_gets_the_datas_shape(in_tmp: Path) -> None:
     x = torch.randn(2, 1, 8, 8)
     torch.testing.assert_close(reloaded.eval()(x), cli.model.eval()(x))
     assert isinstance(load_network(in_tmp / "checkpoints/digits_teacher/latest/teacher.ckpt").body, torch.nn.Module)
+
+
+def test_version_and_the_configs_list_answer_without_importing_lightning() -> None:
+    probe = ("import sys; from lightning_kd.cli import console; sys.argv = ['lightning-kd', *sys.argv[1:]]; console(); "
+             "print('imported:', sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))")
+    for args, printed, imported in ((["--version"], "lightning-kd ", "[]"), (["list", "configs"], "digits_ban", "[]"),
+                                    (["list", "networks"], "resnet8x4", "['torch']")):
+        result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and printed in result.stdout, result.stderr[-2000:]
+        assert result.stdout.strip().endswith(f"imported: {imported}"), (args, result.stdout[-300:])
 
 
 def test_the_cli_introduces_itself(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -437,9 +448,14 @@ def test_checkpoints_as_artifacts_with_the_teacher_recorded(in_tmp: Path) -> Non
 
 def test_the_config_that_ran_is_saved_with_the_runs_outputs(in_tmp: Path) -> None:
     _run(CONFIGS / "digits_teacher.yaml", in_tmp, "--trainer.logger", "false")
-    main(["test", "--config", str(CONFIGS / "digits_teacher.yaml"), "--ckpt_path",
-          "checkpoints/digits_teacher/latest/teacher.ckpt", "--trainer.logger", "false",
-          "--trainer.enable_progress_bar", "false"])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        main(["test", "--config", str(CONFIGS / "digits_teacher.yaml"), "--ckpt_path",
+              "checkpoints/digits_teacher/latest/teacher.ckpt", "--trainer.logger", "false",
+              "--trainer.enable_progress_bar", "false"])
+    # the fit's callback states are not the evaluation's business: Lightning's warnings about them are not shown
+    assert not [str(w.message) for w in seen if "callbacks used to create the checkpoint" in str(w.message)
+                or "The dirpath has changed" in str(w.message)]
     folder = in_tmp / "checkpoints/digits_teacher/latest"
     assert yaml.safe_load((folder / "config.yaml").read_text())["model"]["class_path"] == "lightning_kd.Classifier"
     assert (folder / "config-test.yaml").is_file()  # the test run's own, not the fit's overwritten

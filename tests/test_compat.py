@@ -86,3 +86,13 @@ def test_no_private_name_outside_the_compat_module() -> None:
     offenders = [use for path in sorted(PACKAGE.rglob("*.py")) if path.name != "compat.py"
                  for use in _private_uses(path)]
     assert not offenders, offenders
+
+
+def test_the_rich_bar_counts_epochs_from_one() -> None:
+    from pytorch_lightning.callbacks import RichProgressBar
+
+    assert callable(getattr(RichProgressBar, "_get_train_description", None))  # the private hook it overrides
+    bar = compat.OneBasedRichProgressBar()
+    trainer = pl.Trainer(max_epochs=80, logger=False, enable_checkpointing=False, callbacks=[bar])
+    bar.setup(trainer, Classifier(nn.Linear(2, 2)), stage="fit")  # what the trainer does before the first epoch
+    assert bar._get_train_description(2).strip() == "Epoch 3/80"

@@ -38,7 +38,7 @@ class RankReport(Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         report = {
             "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()
-                        if k.startswith("val/") or k.startswith("train/weight")},
+                        if k.startswith("val/") or k.endswith("/weight")},
             "student": [float(p.double().sum()) for p in pl_module.student.parameters()],
             "teacher": [float(t.double().sum()) for t in pl_module.teacher.state_dict().values()],
             "teacher_training": pl_module.teacher.training,
@@ -59,7 +59,7 @@ def test_ddp_spawn_two_processes_agree(tmp_path: Path) -> None:
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["world_size"] == 2
     assert rank0["metrics"] == rank1["metrics"]  # torchmetrics synced across ranks
-    assert {"val/acc", "val/agreement", "val/teacher_acc"} <= set(rank0["metrics"])
+    assert {"val/acc", "val/agreement", "val/teacher/acc"} <= set(rank0["metrics"])
     assert rank0["student"] == rank1["student"]  # gradients all-reduced
     assert rank0["teacher"] == rank1["teacher"] == teacher_before  # teacher untouched
     assert not rank0["teacher_training"] and not rank1["teacher_training"]
@@ -121,7 +121,7 @@ def test_multi_teacher_kd_keeps_every_teacher_out_of_ddp_and_ranks_equal(ddp_run
     tmp_path = ddp_run
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["world_size"] == 2 and rank0["metrics"] == rank1["metrics"]
-    assert {"train/weight_teacher", "train/weight_teacher_2", "val/teachers_ensemble_acc"} <= set(rank0["metrics"])
+    assert {"train/teacher/weight", "train/teacher_2/weight", "val/teachers_ensemble_acc"} <= set(rank0["metrics"])
     assert rank0["student"] == rank1["student"]
     assert rank0["teacher"] == rank1["teacher"] == before[0]
     assert set(rank0["ddp_ignored"]) == {f"teachers.{role}.{key}" for role, teacher in

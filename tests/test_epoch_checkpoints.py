@@ -51,7 +51,7 @@ def test_a_kept_checkpoint_is_a_ready_teacher(tmp_path: Path) -> None:
                                                  poor.net.state_dict().values(), strict=True))
     trainer = cpu_trainer(max_epochs=1, limit_train_batches=2)
     trainer.fit(student, DigitsDataModule(batch_size=64))
-    assert "val/teacher_acc" in trainer.callback_metrics  # the poor teacher's accuracy is shown in the run
+    assert "val/teacher/acc" in trainer.callback_metrics  # the poor teacher's accuracy is shown in the run
 
 
 def test_an_epoch_past_the_budget_is_refused_before_training(tmp_path: Path) -> None:

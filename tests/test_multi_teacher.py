@@ -208,8 +208,8 @@ def test_training_logs_weights_teachers_and_their_ensemble(weighting: str) -> No
     trainer = cpu_trainer(max_epochs=1, limit_train_batches=5, callbacks=[summary])
     trainer.fit(task, DigitsDataModule(batch_size=64))
     metrics = trainer.callback_metrics
-    assert {"train/weight_teacher", "train/weight_teacher_2", "val/teacher_acc", "val/teacher_2_acc",
-            "val/agreement", "val/agreement_teacher_2", "val/teachers_ensemble_acc"} <= set(metrics)
+    assert {"train/teacher/weight", "train/teacher_2/weight", "val/teacher/acc", "val/teacher_2/acc",
+            "val/agreement", "val/agreement/teacher_2", "val/teachers_ensemble_acc"} <= set(metrics)
     means = {role: summary.summary[f"summary/{role}/mean weight"] for role in ("teacher", "teacher_2")}
     assert sum(means.values()) == pytest.approx(1, abs=1e-5)
     if weighting == "fixed":

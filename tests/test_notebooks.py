@@ -21,6 +21,20 @@ def test_every_notebook_has_expectations() -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_stored_with_their_outputs(path: Path) -> None:
+    """A reader (and the docs, which show them as stored) sees the full run's results and plots without running it."""
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(cell.execution_count for cell in code), f"{path.name}: run it top to bottom and save it with outputs"
+    assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1)), f"{path.name}: run in order"
+    outputs = [o for cell in code for o in cell.get("outputs", [])]
+    printed = "".join(o.get("text", "") for o in outputs)
+    assert all(text in printed for text in EXPECTED[path.name])
+    assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name}: its plots are not stored"
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_executes(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LIGHTNING_KD_NOTEBOOK_EPOCHS", "3")
     monkeypatch.setenv("MPLBACKEND", "Agg")

@@ -107,7 +107,7 @@ def test_teacher_accuracy_and_agreement_equal_hand_computation(digits_teacher) -
     with torch.no_grad():
         teacher_pred = teacher.eval()(x).argmax(1)
         student_pred = task.student.eval()(x).argmax(1)
-    assert results["val/teacher_acc"] == pytest.approx((teacher_pred == y).float().mean().item())
+    assert results["val/teacher/acc"] == pytest.approx((teacher_pred == y).float().mean().item())
     assert results["val/agreement"] == pytest.approx((teacher_pred == student_pred).float().mean().item())
     assert results["val/acc"] == pytest.approx((student_pred == y).float().mean().item())
 
@@ -122,7 +122,7 @@ def test_teacher_accuracy_is_logged_every_validation_epoch(digits_teacher) -> No
 
         def on_validation_epoch_end(self, trainer, pl_module) -> None:
             if not trainer.sanity_checking:
-                self.logged.append(float(trainer.callback_metrics["val/teacher_acc"]))
+                self.logged.append(float(trainer.callback_metrics["val/teacher/acc"]))
 
     record = Record()
     cpu_trainer(max_epochs=3, limit_train_batches=2, callbacks=[record]).fit(

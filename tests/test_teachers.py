@@ -89,7 +89,7 @@ def test_three_teachers_under_two_process_ddp(ddp_run: Path) -> None:
     assert rank0["teachers_training"] == rank1["teachers_training"] == [False] * 3
     assert rank0["student"] == rank1["student"]
     assert rank0["metrics"] == rank1["metrics"]
-    assert {"val/teacher_acc", "val/teacher_2_acc", "val/teacher_3_acc", "val/agreement_teacher_3"} <= set(
+    assert {"val/teacher/acc", "val/teacher_2/acc", "val/teacher_3/acc", "val/agreement/teacher_3"} <= set(
         rank0["metrics"])
 
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
+from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
+from lightning_kd.compat import OneBasedRichProgressBar
 from lightning_kd.errors import Refusal
 from lightning_kd.reporting import percent
 
@@ -28,8 +29,11 @@ def progress_items(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[s
     return items
 
 
-class KDProgressBar(RichProgressBar):
-    """Lightning's rich bar, with the method's position (e.g. the generation) and validation accuracy."""
+class KDProgressBar(OneBasedRichProgressBar):
+    """Lightning's rich bar, with the method's position (e.g. the generation) and validation accuracy.
+
+    Epochs count from 1 (``Epoch 3/80``), as in :class:`EpochLines` and the run's summary.
+    """
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         return {**progress_items(trainer, pl_module), **super().get_metrics(trainer, pl_module)}

@@ -10,12 +10,13 @@ Example:
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import yaml
 from jsonargparse import Namespace
@@ -28,7 +29,6 @@ from lightning_kd.callbacks import Generations, OutputLock, PredictionWriter, Ru
 from lightning_kd.callbacks.progress import EpochLines, KDProgressBar
 from lightning_kd.callbacks.run_folder import RunFolder
 from lightning_kd.callbacks.run_record import RunRecord
-from lightning_kd.catalog import shipped_configs, task_classes
 from lightning_kd.checkpoint_io import check_checkpoint_to_read
 from lightning_kd.cli.arguments import append_later_callbacks, resolve_config_names, resolve_network_names
 from lightning_kd.cli.config import (
@@ -41,18 +41,24 @@ from lightning_kd.cli.config import (
     run_identity,
     runs_folder,
 )
+from lightning_kd.cli.listing import listing
 from lightning_kd.cli.save_config import LoggerSaveConfigCallback
 from lightning_kd.compat import PlainHelpFormatter
-from lightning_kd.console import quiet_known_noise
+from lightning_kd.console import quiet_evaluation_noise, quiet_known_noise
 from lightning_kd.errors import NonFiniteLossError, Refusal
 from lightning_kd.loggers import finish_failed_wandb_run
 from lightning_kd.tasks import BaseTask
-from lightning_kd.text import summary_line
 
 
 def _section(config: Any, subcommand: str | None) -> Any:
     """The part of a parsed (or dumped) config that belongs to the subcommand."""
     return config[subcommand] if subcommand else config
+
+
+def defaults_not_given(init: Any, defaults: dict[str, Any], args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with ``defaults`` for the arguments given neither by name nor by position to ``init``."""
+    positional = list(inspect.signature(init).parameters)[: len(args)]
+    return {**{name: value for name, value in defaults.items() if name not in positional}, **kwargs}
 
 
 class KDArgumentParser(LightningArgumentParser):
@@ -63,9 +69,10 @@ class KDArgumentParser(LightningArgumentParser):
     class whose argument failed.
     """
 
+    DEFAULTS: ClassVar[dict[str, Any]] = {"formatter_class": PlainHelpFormatter}  # over LightningArgumentParser's
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", PlainHelpFormatter)
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **defaults_not_given(super().__init__, self.DEFAULTS, args, kwargs))
 
     def print_usage(self, file: Any = None) -> None:
         # the full usage of a LightningCLI subcommand runs to some 50 lines before the error
@@ -153,17 +160,20 @@ class KDLightningCLI(LightningCLI):
     :class:`~lightning_kd.callbacks.PredictionWriter` to ``predict``.
     """
 
+    DEFAULTS: ClassVar[dict[str, Any]] = {  # over LightningCLI's (the docs show them in the signature)
+        "model_class": BaseTask,
+        "datamodule_class": LightningDataModule,
+        "save_config_callback": LoggerSaveConfigCallback,
+        "save_config_kwargs": {"overwrite": True, "save_to_log_dir": False},
+        "parser_class": KDArgumentParser,
+        "seed_everything_default": 0,
+        "subclass_mode_model": True,
+        "subclass_mode_data": True,
+        "auto_configure_optimizers": False,
+    }
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("parser_class", KDArgumentParser)
-        kwargs.setdefault("model_class", BaseTask)
-        kwargs.setdefault("subclass_mode_model", True)
-        kwargs.setdefault("datamodule_class", LightningDataModule)
-        kwargs.setdefault("subclass_mode_data", True)
-        kwargs.setdefault("save_config_callback", LoggerSaveConfigCallback)
-        kwargs.setdefault("save_config_kwargs", {"overwrite": True, "save_to_log_dir": False})
-        kwargs.setdefault("seed_everything_default", 0)
-        kwargs.setdefault("auto_configure_optimizers", False)
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **defaults_not_given(super().__init__, self.DEFAULTS, args, kwargs))
 
     def _parse_arguments_and_print(self, parser: Any, args: Any) -> None:
         # --print_config prints what will run: the networks' sizes filled in from the data first (jsonargparse
@@ -257,6 +267,8 @@ class KDLightningCLI(LightningCLI):
                 callbacks.append(RunRecord({"data": data}))
             else:  # one per trainer (Lightning refuses two): the config's own record keeps the data settings too
                 record.record("data", data)
+        if self.subcommand in {"test", "validate", "predict"}:
+            quiet_evaluation_noise()  # they take a checkpoint's weights, not the fit's callback states
         if self.subcommand == "predict" and not any(isinstance(c, PredictionWriter) for c in callbacks):
             callbacks.append(PredictionWriter())  # predict writes its predictions to a file
         wants_bar = trainer_config.get("enable_progress_bar") is not False
@@ -331,28 +343,6 @@ See what ships:  lightning-kd list [methods|networks|configs]
 Make a corpus:   lightning-kd data janeausten --root data/janeausten   (from Debian's r-cran-janeaustenr)
 Version:         lightning-kd --version
 Each subcommand (fit, validate, test, predict) has its own --help; --print_config shows the config that runs."""
-
-
-def listing(what: str = "all") -> str:
-    """The text of ``lightning-kd list``: methods, networks and/or shipped configs."""
-    from lightning_kd.models import list_models
-
-    sections = {
-        "methods": [(f"lightning_kd.{cls.__name__}", summary_line(cls)) for cls in task_classes()],
-        "networks": [(name, "") for name in list_models()]
-        + [("tv_<name>", "any torchvision classification model (TorchvisionNetwork)"),
-           ("timm_<name>", "any timm model (TimmNetwork; pip install 'lightning-kd[timm]')")],
-        "configs": [(name, str(path)) for name, path in shipped_configs().items()],
-    }
-    if what != "all" and what not in sections:
-        raise SystemExit(f"lightning-kd list: choose methods, networks or configs, not {what!r}")
-    chosen = sections if what == "all" else {what: sections[what]}
-    lines = []
-    for title, entries in chosen.items():
-        lines.append(f"{title}:")
-        width = max(len(name) for name, _ in entries)
-        lines += [f"  {name:<{width}}  {text}".rstrip() for name, text in entries]
-    return "\n".join(lines)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -43,8 +43,8 @@ class DistillationTask(BaseTask):
     that is where a per-sample cache of teacher outputs plugs in.
 
     Besides the student's metrics it logs, for each teacher, every validation and test epoch,
-    its accuracy (``{val,test}/teacher_acc``, ``teacher_2_acc``, ...) and the student's top-1 agreement
-    with it (``{val,test}/agreement``, ``agreement_teacher_2``, ...); with several teachers, the
+    its accuracy (``{val,test}/teacher/acc``, ``teacher_2/acc``, ...) and the student's top-1 agreement
+    with it (``{val,test}/agreement``, ``agreement/teacher_2``, ...); with several teachers, the
     accuracy of their ensemble (averaged softmax), ``{val,test}/teachers_ensemble_acc``.
 
     Args:

@@ -43,7 +43,7 @@ class MultiTeacherKD(DistillationTask):
     Teachers are given as for every distillation task (networks, checkpoints or both, as lists), of any
     architectures; each is frozen, in eval mode and out of DDP. Besides the student's metrics and each
     teacher's accuracy and agreement (:class:`~lightning_kd.tasks.DistillationTask`), it logs each
-    teacher's mean weight per epoch (``train/weight_<role>``); the run summary shows each teacher's mean
+    teacher's mean weight per epoch (``train/<role>/weight``); the run summary shows each teacher's mean
     weight over the fit (a resumed fit: since the resume) and the teachers' ensemble accuracy
     (``val/teachers_ensemble_acc``).
 
@@ -119,7 +119,7 @@ class MultiTeacherKD(DistillationTask):
         weights = self.criterion.weights(logits, teacher_logits, batch["target"])
         for k, role in enumerate(self.teachers):
             self.weight_means[role].update(weights[:, k])
-        self.log_epoch_means({f"train/weight_{role}": weights[:, k].mean() for k, role in enumerate(self.teachers)},
+        self.log_epoch_means({f"train/{role}/weight": weights[:, k].mean() for k, role in enumerate(self.teachers)},
                              len(weights))
         return self.criterion(logits, teacher_logits, batch["target"], weights), logits
 
