@@ -22,6 +22,16 @@ def join_variants(*parts: str | None) -> str | None:
     return "-".join(part for part in parts if part) or None
 
 
+def valued_variant(arguments: Mapping[str, Any], defaults: Mapping[str, float], labels: Mapping[str, str]) -> str:
+    """The values of a method's main arguments (its defaults where not given), each after its short label.
+
+    Example:
+        >>> valued_variant({"beta": 2.0}, {"alpha": 1.0, "beta": 8.0}, {"alpha": "alpha", "beta": "beta"})
+        'alpha1-beta2'
+    """
+    return "-".join(f"{label}{arguments.get(name, defaults[name]):g}" for name, label in labels.items())
+
+
 def smoothing_variant(arguments: Mapping[str, Any]) -> str | None:
     """The label smoothing's part of a run's variant (``"ls0.1"``), ``None`` without smoothing.
 

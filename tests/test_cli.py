@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import os
 import shutil
@@ -569,6 +571,10 @@ FAMILIES = {  # a run of each family, with what makes it that family's
     "multi-teacher": ("mnist5k_multi_teacher.yaml", ["--model.init_args.weighting", "ca-mkd"]),
     "teacher-free": ("mnist5k_tfkd_reg.yaml", []),
     "vanilla-kd": ("mnist5k_kd.yaml", []),
+    # the logit methods without a config of their own here: mnist5k_kd's run with the method swapped in
+    "dkd": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.DecoupledKD"]),
+    "dist": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.DIST"]),
+    "logit-standardisation": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.LogitStandardisedKD"]),
 }
 
 
@@ -577,6 +583,12 @@ def _family_run(folder: Path, family: str, teacher_runs) -> tuple[list[str], Pat
     checkpoint holding the last epoch's state, as ``<runs folder>/<file>`` (the file is in a run's folder there)."""
     config, extra = FAMILIES[family]
     settings = yaml.safe_load((CONFIGS / config).read_text())
+    if extra[:1] == ["--model.class_path"]:  # another method on the same networks: its own arguments' defaults
+        method = importlib.import_module("lightning_kd").__getattribute__(extra[1].rsplit(".", 1)[1])
+        accepted = inspect.signature(method.__init__).parameters
+        settings["model"] = {"class_path": extra[1], "init_args": {
+            k: v for k, v in settings["model"]["init_args"].items() if k in accepted and k not in {"alpha"}}}
+        extra = []
     settings["trainer"]["logger"] = False
     checkpoint = settings["trainer"]["callbacks"][0]["init_args"]
     checkpoint.update(filename="run", monitor=None, save_top_k=1)  # the last epoch's state, each epoch

@@ -14,7 +14,16 @@ import torch
 import yaml
 from pytorch_lightning import Callback, seed_everything
 
-from lightning_kd import BornAgain, DeepMutualLearning, MultiTeacherKD, TeacherFreeKD, VanillaKD
+from lightning_kd import (
+    DIST,
+    BornAgain,
+    DecoupledKD,
+    DeepMutualLearning,
+    LogitStandardisedKD,
+    MultiTeacherKD,
+    TeacherFreeKD,
+    VanillaKD,
+)
 from lightning_kd.callbacks import EpochCheckpoints, Generations
 from lightning_kd.checkpoints import load_network
 from lightning_kd.cli import main
@@ -65,6 +74,27 @@ def test_ddp_spawn_two_processes_agree(tmp_path: Path) -> None:
     assert not rank0["teacher_training"] and not rank1["teacher_training"]
     assert rank0["trainable"] and all(name.startswith("student.") for name in rank0["trainable"])
     assert set(rank0["ddp_ignored"]) == {f"teachers.teacher.{k}" for k in teacher.state_dict()}
+
+
+LOGIT_METHODS = {"dkd": DecoupledKD, "dist": DIST, "logit-standardisation": LogitStandardisedKD}
+
+
+def _logit_method(folder: Path, name: str) -> None:
+    seed_everything(0)
+    task = LOGIT_METHODS[name](MLP(hidden_sizes=(16,), num_classes=10), SmallCNN(widths=(8, 16), num_classes=10))
+    trainer = cpu_trainer(devices=2, strategy="ddp", max_epochs=1, limit_train_batches=6, limit_val_batches=2,
+                          callbacks=[RankReport(folder)])
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.ddp(scenario=functools.partial(_logit_method, name=n))) for n in LOGIT_METHODS])
+def test_each_logit_method_trains_under_ddp_with_ranks_equal(ddp_run: Path, name: str) -> None:
+    rank0, rank1 = (json.loads((ddp_run / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["world_size"] == 2 and rank0["metrics"] == rank1["metrics"]
+    assert rank0["student"] == rank1["student"] and rank0["teacher"] == rank1["teacher"]
+    assert all(parameter.startswith("student.") for parameter in rank0["trainable"])
+    assert rank0["ddp_ignored"] and all(k.startswith("teachers.") for k in rank0["ddp_ignored"])
 
 
 class StudentFingerprint(Callback):

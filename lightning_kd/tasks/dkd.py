@@ -12,7 +12,7 @@ from lightning_kd.data.base import Batch
 from lightning_kd.errors import Refusal
 from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, SmoothingConvention
 from lightning_kd.losses.dkd import DKD_DEFAULTS, DKDLoss, dkd_warmup
-from lightning_kd.naming import join_variants
+from lightning_kd.naming import join_variants, valued_variant
 from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.distillation import DistillationTask
 
@@ -82,6 +82,5 @@ class DecoupledKD(DistillationTask):
 
     @classmethod
     def run_variant(cls, arguments: dict[str, Any]) -> str | None:
-        values = {name: arguments.get(name, default) for name, default in DKD_DEFAULTS.items()}
-        own = f"alpha{values['alpha']:g}-beta{values['beta']:g}-T{values['temperature']:g}"
+        own = valued_variant(arguments, DKD_DEFAULTS, {"alpha": "alpha", "beta": "beta", "temperature": "T"})
         return join_variants(own, super().run_variant(arguments))
