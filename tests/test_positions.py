@@ -32,6 +32,8 @@ CASES: dict[str, Callable] = {
     "dkpp_loss": lambda zs, zt, y, **m: losses.dkpp_loss(zs, zt, _generator(), **m),
     "born_again_loss": lambda zs, zt, y, **m: losses.born_again_loss("ban+l", zs, zt, y, **m),
     "dkd_loss": lambda zs, zt, y, **m: losses.dkd_loss(zs, zt, y, **m),
+    "dist_loss": lambda zs, zt, y, **m: losses.dist_loss(zs, zt, y, 1.5, 2.5, 3.0, 0.5, **m),
+    "standardised_kd_loss": lambda zs, zt, y, **m: losses.standardised_kd_loss(zs, zt, y, 9.0, 2.0, 0.1, **m),
     "tf_kd_reg_loss": lambda zs, zt, y, **m: losses.tf_kd_reg_loss(zs, y, 0.9, 5.0, 0.5, **m),
     "multi_teacher_weights": lambda zs, zt, y, **m: losses.multi_teacher_weights("ae-kd", zs, [zt, -zt], y, **m),
     "multi_teacher_kd_loss": lambda zs, zt, y, **m: losses.multi_teacher_kd_loss(
