@@ -575,6 +575,9 @@ FAMILIES = {  # a run of each family, with what makes it that family's
     "dkd": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.DecoupledKD"]),
     "dist": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.DIST"]),
     "logit-standardisation": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.LogitStandardisedKD"]),
+    # a feature method, its hint regressor (a trained part of the task) resumed with the student
+    "fitnets": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.FitNets", "--model.init_args.student_layers",
+                                    "penultimate", "--model.init_args.teacher_layers", "penultimate"]),
 }
 
 
@@ -588,7 +591,7 @@ def _family_run(folder: Path, family: str, teacher_runs) -> tuple[list[str], Pat
         accepted = inspect.signature(method.__init__).parameters
         settings["model"] = {"class_path": extra[1], "init_args": {
             k: v for k, v in settings["model"]["init_args"].items() if k in accepted and k not in {"alpha"}}}
-        extra = []
+        extra = extra[2:]
     settings["trainer"]["logger"] = False
     checkpoint = settings["trainer"]["callbacks"][0]["init_args"]
     checkpoint.update(filename="run", monitor=None, save_top_k=1)  # the last epoch's state, each epoch

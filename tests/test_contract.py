@@ -65,6 +65,10 @@ def builder(task_class: type[BaseTask]) -> Callable[[], dict[str, Any]]:
     if task_class in BUILDERS:
         return BUILDERS[task_class]
     parameters = inspect.signature(task_class.__init__).parameters
+    if issubclass(task_class, DistillationTask) and {"student", "teacher", "student_layers"} <= set(parameters):
+        # a method over pairs of layers (its defaults may tap feature maps): two CNNs of other widths
+        return lambda: {"student": SmallCNN(widths=(8, 16), num_classes=10),
+                        "teacher": SmallCNN(widths=(12, 24), num_classes=10)}
     if issubclass(task_class, DistillationTask) and {"student", "teacher"} <= set(parameters):
         return lambda: {"student": MLP(hidden_sizes=(16,), num_classes=10),
                         "teacher": SmallCNN(widths=(8, 16), num_classes=10)}

@@ -13,12 +13,15 @@ import pytest
 import torch
 import yaml
 from pytorch_lightning import Callback, seed_everything
+from torch import nn
 
 from lightning_kd import (
     DIST,
+    RKD,
     BornAgain,
     DecoupledKD,
     DeepMutualLearning,
+    FitNets,
     LogitStandardisedKD,
     MultiTeacherKD,
     TeacherFreeKD,
@@ -49,6 +52,8 @@ class RankReport(Callback):
             "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()
                         if k.startswith("val/") or k.endswith("/weight")},
             "student": [float(p.double().sum()) for p in pl_module.student.parameters()],
+            "projectors": [float(t.double().sum()) for t in getattr(pl_module, "projectors", nn.Identity()).state_dict()
+                           .values()],
             "teacher": [float(t.double().sum()) for t in pl_module.teacher.state_dict().values()],
             "teacher_training": pl_module.teacher.training,
             "world_size": trainer.world_size,
@@ -95,6 +100,30 @@ def test_each_logit_method_trains_under_ddp_with_ranks_equal(ddp_run: Path, name
     assert rank0["student"] == rank1["student"] and rank0["teacher"] == rank1["teacher"]
     assert all(parameter.startswith("student.") for parameter in rank0["trainable"])
     assert rank0["ddp_ignored"] and all(k.startswith("teachers.") for k in rank0["ddp_ignored"])
+
+
+FEATURE_METHODS = {"fitnets": FitNets, "rkd": RKD}
+
+
+def _feature_method(folder: Path, name: str) -> None:
+    seed_everything(0)
+    task = FEATURE_METHODS[name](SmallCNN(widths=(8, 16), num_classes=10), SmallCNN(widths=(12, 24), num_classes=10))
+    trainer = cpu_trainer(devices=2, strategy="ddp", max_epochs=1, limit_train_batches=6, limit_val_batches=2,
+                          callbacks=[RankReport(folder)])
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.ddp(scenario=functools.partial(_feature_method, name=n)))
+    for n in FEATURE_METHODS])
+def test_each_feature_method_trains_under_ddp_with_ranks_equal(ddp_run: Path, name: str) -> None:
+    """FitNets' regressor (with its BatchNorm) is trained and kept equal on both ranks like the student; RKD's
+    relations are each process's batch statistics, and the ranks still end equal."""
+    rank0, rank1 = (json.loads((ddp_run / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["world_size"] == 2 and rank0["metrics"] == rank1["metrics"]
+    assert rank0["student"] == rank1["student"] and rank0["projectors"] == rank1["projectors"]
+    assert all(parameter.startswith(("student.", "projectors.")) for parameter in rank0["trainable"])
+    assert any(parameter.startswith("projectors.") for parameter in rank0["trainable"]) == (name == "fitnets")
 
 
 class StudentFingerprint(Callback):
@@ -258,6 +287,8 @@ class GenerationRankReport(Callback):
             "starts": self.starts,
             "wrapped": self.wrapped,
             "student": [float(p.double().sum()) for p in pl_module.student.parameters()],
+            "projectors": [float(t.double().sum()) for t in getattr(pl_module, "projectors", nn.Identity()).state_dict()
+                           .values()],
             "teacher": [float(t.double().sum()) for t in pl_module.teacher.state_dict().values()],
             "generation": pl_module.generation,
             "records": {g: float(r["val"].double().sum()) for g, r in schedule.records.items()},

@@ -15,6 +15,7 @@ __all__ = [
     "check_alpha",
     "check_smoothing",
     "check_temperature",
+    "check_positive",
 ]
 
 LossOutput = dict[str, Tensor]
@@ -62,6 +63,19 @@ def check_weight(weight: float, name: str) -> None:
     """
     if not (math.isfinite(weight) and weight >= 0):
         raise Refusal(f"{name} must be finite and >= 0, got {weight}")
+
+
+def check_positive(value: float, name: str) -> None:
+    """Refuse a setting that must be finite and ``> 0`` (an exponent, a width, a variance floor).
+
+    Example:
+        >>> check_positive(0.0, "p")
+        Traceback (most recent call last):
+        ...
+        lightning_kd.errors.Refusal: p must be finite and > 0, got 0.0
+    """
+    if not (math.isfinite(value) and value > 0):
+        raise Refusal(f"{name} must be finite and > 0, got {value}")
 
 
 def check_smoothing(eps: float) -> None:

@@ -1,11 +1,11 @@
 """Feature taps: the outputs of chosen layers of any ``nn.Module``, collected with forward hooks.
 
 Layers are named by module path (``"stages.1"``, ``"layer3.1.conv2"``, ``"body.layer4"``), as
-``network.named_modules()`` lists them, or by two names that work on any network:
+``network.named_modules()`` lists them, or by names that work on any network:
 
 * ``"stages"``: the network's stages, the outputs at the end of each resolution (see
   :func:`stage_names`): zoo networks name theirs, timm networks report them through
-  ``feature_info``;
+  ``feature_info``; ``"stages[i]"`` one of them (0-based, ``"stages[-1]"`` the deepest);
 * ``"penultimate"``: the features the classifier head sees (for a zoo or timm network its
   ``forward_features``; for any other module the input of its last ``nn.Linear``).
 
@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -37,9 +38,10 @@ from lightning_kd.errors import Refusal
 
 STAGES = "stages"
 PENULTIMATE = "penultimate"
+_ONE_STAGE = re.compile(r"stages\[(-?\d+)\]")
 
 LayerSpec = str | Sequence[str]
-"""One layer name, ``"stages"``, ``"penultimate"``, or a list of them."""
+"""One layer name, ``"stages"``, ``"stages[i]"``, ``"penultimate"``, or a list of them."""
 
 
 @dataclass
@@ -66,7 +68,8 @@ def stage_names(network: nn.Module) -> tuple[str, ...]:
 
 
 def resolve_layers(network: nn.Module, layers: LayerSpec) -> list[str]:
-    """Expand ``"stages"`` and check every path against ``network``; ``"penultimate"`` is kept as is.
+    """Expand ``"stages"`` and ``"stages[i]"`` (one stage, 0-based; ``-1`` the deepest) and check every path;
+    ``"penultimate"`` is kept as is.
 
     Raises:
         Refusal: A path names no module of ``network``; the message suggests the closest ones.
@@ -75,6 +78,8 @@ def resolve_layers(network: nn.Module, layers: LayerSpec) -> list[str]:
         >>> from lightning_kd.models import SmallCNN
         >>> resolve_layers(SmallCNN(widths=(8, 16)), ["stages", "penultimate"])
         ['body.2', 'body.6', 'penultimate']
+        >>> resolve_layers(SmallCNN(widths=(8, 16)), ["stages[-1]", "stages[0]"])
+        ['body.6', 'body.2']
         >>> resolve_layers(SmallCNN(widths=(8, 16)), "bdy.2")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
@@ -84,7 +89,7 @@ def resolve_layers(network: nn.Module, layers: LayerSpec) -> list[str]:
     paths = {name for name, _ in network.named_modules() if name}
     resolved: list[str] = []
     for name in requested:
-        expanded = list(stage_names(network)) if name == STAGES else [name]
+        expanded = list(stage_names(network)) if name == STAGES else [_one_stage(network, name) or name]
         for path in expanded:
             if path != PENULTIMATE and path not in paths:
                 close = difflib.get_close_matches(path, sorted(paths), n=3, cutoff=0.5)
@@ -95,6 +100,18 @@ def resolve_layers(network: nn.Module, layers: LayerSpec) -> list[str]:
             if path not in resolved:
                 resolved.append(path)
     return resolved
+
+
+def _one_stage(network: nn.Module, name: str) -> str | None:
+    """The module path ``"stages[i]"`` stands for, ``None`` for any other name."""
+    match = _ONE_STAGE.fullmatch(name)
+    if match is None:
+        return None
+    stages, index = stage_names(network), int(match.group(1))
+    if not -len(stages) <= index < len(stages):
+        raise Refusal(f"{name!r}: {type(network).__name__} has {len(stages)} stages ({', '.join(stages)}); "
+                      f"index them from 0 to {len(stages) - 1}, or from -1 back")
+    return stages[index]
 
 
 def layer_list(layers: LayerSpec) -> list[str]:

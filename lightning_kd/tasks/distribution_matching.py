@@ -17,14 +17,12 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from lightning_kd.compat import attached_trainer
 from lightning_kd.data.base import Batch
 from lightning_kd.errors import Refusal
 from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, DEFAULT_TEMPERATURE, SmoothingConvention
 from lightning_kd.losses.distances import distance_spec
 from lightning_kd.losses.distribution_matching import FeatureMatch, distribution_matching_loss
 from lightning_kd.losses.validation import check_alpha, check_temperature
-from lightning_kd.models.taps import NetworkOutput, forward_with_taps
 from lightning_kd.naming import join_variants
 from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.feature_distillation import FeatureDistillationTask, FeaturePair
@@ -51,12 +49,6 @@ def pool_features(features: Tensor, pooling: str) -> Tensor:
     if features.ndim == 3:  # tokens (B, N, C)
         return features.mean(dim=1) if pooling == "avg" else features.amax(dim=1)
     raise Refusal(f"cannot pool features of shape {tuple(features.shape)}")
-
-
-def _fitting_batch_size(samples: int, needed: int, around: int) -> int:
-    """The batch size nearest ``around`` whose last batch of ``samples`` holds at least ``needed``."""
-    candidates = [size for size in range(needed, samples + 1) if (samples % size or size) >= needed]
-    return min(candidates, key=lambda size: (abs(size - around), size)) if candidates else samples
 
 
 class DistributionMatchingKD(FeatureDistillationTask):
@@ -115,30 +107,9 @@ class DistributionMatchingKD(FeatureDistillationTask):
         check_temperature(self.hparams["temperature"])
         self.smoothing = self.label_smoothing()
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if stage == "fit":
-            self.check_batches_hold_enough_samples()
-
-    def check_batches_hold_enough_samples(self) -> None:
-        """Refuse, before training, batches too small for a distance (Gaussian fits and the unbiased MMD need 2
-        samples a side): the last batch of an epoch included, which holds what is left of the split."""
-        trainer = attached_trainer(self)
-        datamodule = getattr(trainer, "datamodule", None)
-        samples, batch_size = len(getattr(datamodule, "train_set", None) or ()), getattr(datamodule, "batch_size", 0)
-        if trainer is None or not samples or not batch_size:
-            return
-        per_process = -(-samples // trainer.world_size)  # the distributed sampler pads every share to this
-        last = per_process % batch_size or batch_size
-        smallest = min(last, batch_size, per_process)
-        for index, match in enumerate(self.matches):
-            needed = distance_spec(match.distance, match.options).samples_needed(match.options)
-            if smallest < needed:
-                suggestion = _fitting_batch_size(per_process, needed, batch_size)
-                raise Refusal(
-                    f"{self.pair_name(index)} needs at least {needed} samples a batch, but the last training batch of "
-                    f"each epoch holds {smallest} ({per_process} samples per process in batches of {batch_size}): "
-                    f"choose a batch size that leaves at least {needed}, e.g. {suggestion}")
+    def samples_needed(self, index: int) -> int:
+        options = self.matches[index].options
+        return distance_spec(self.matches[index].distance, options).samples_needed(options)
 
     def feature_pairs(self) -> list[FeaturePair]:
         return [FeaturePair(match.student_layer, match.teacher_layer, match.projector, match.compares_across_widths)
@@ -156,16 +127,6 @@ class DistributionMatchingKD(FeatureDistillationTask):
                 f"{tuple(target.shape[1:])} differ (maps of different sizes?); use pooling: avg or max")
 
     # -- training ---------------------------------------------------------------------------------
-    def _tapped(self, batch: Batch) -> tuple[NetworkOutput, NetworkOutput]:
-        """The student's and the teacher's outputs, with every match's layer tapped."""
-        (teacher,) = self.teacher_outputs(batch, [match.teacher_layer for match in self.matches])
-        student = forward_with_taps(self.student, batch["input"], [match.student_layer for match in self.matches])
-        return student, teacher
-
-    def _raw_features(self, student: NetworkOutput, teacher: NetworkOutput) -> tuple[list[Tensor], list[Tensor]]:
-        return ([student.features[match.student_layer] for match in self.matches],
-                [teacher.features[match.teacher_layer] for match in self.matches])
-
     def training_losses(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
         projected, teacher_raw, student_out, teacher_out = self.matched_features(batch)
         student = [pool_features(f, match.pooling) for match, f in zip(self.matches, projected, strict=True)]

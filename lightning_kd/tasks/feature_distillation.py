@@ -12,17 +12,19 @@ with the student (they are trainable parameters of the task).
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
+from lightning_kd.checkpoints import CHECKPOINT_KEY
 from lightning_kd.compat import attached_trainer
 from lightning_kd.data.base import Batch
 from lightning_kd.errors import Refusal
-from lightning_kd.models.taps import NetworkOutput, forward_with_taps
+from lightning_kd.models.taps import NetworkOutput, forward_with_taps, resolve_layers
 from lightning_kd.tasks.distillation import DistillationTask
 
 ProjectorKind = Literal["auto", "linear", "none"]
@@ -54,6 +56,17 @@ def feature_width(features: Tensor) -> int:
         (16, 7)
     """
     return int(features.shape[1] if features.ndim == 4 else features.shape[-1])
+
+
+def _fitting_batch_size(samples: int, needed: int, around: int) -> int:
+    """The batch size nearest ``around`` whose last batch of ``samples`` holds at least ``needed``."""
+    candidates = [size for size in range(needed, samples + 1) if (samples % size or size) >= needed]
+    return min(candidates, key=lambda size: (abs(size - around), size)) if candidates else samples
+
+
+def _width(shape: tuple[int, ...]) -> int:
+    """:func:`feature_width` of features of ``shape`` (without the batch)."""
+    return int(shape[0] if len(shape) == 3 else shape[-1])
 
 
 def projector_between(in_width: int, out_width: int, maps: bool) -> nn.Module:
@@ -88,13 +101,39 @@ class FeatureDistillationTask(DistillationTask):
     # -- projectors -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if self._projectors_built:
+        if not self._projectors_built:
+            input_shape = getattr(getattr(attached_trainer(self), "datamodule", None), "input_shape", None)
+            if input_shape is None:
+                raise Refusal(f"{type(self).__name__} sizes its projectors from the data's input_shape: use a data "
+                              "module with `input_shape` (every lightning_kd data module has one)")
+            self.build_projectors(tuple(input_shape))
+        if stage == "fit":
+            self.check_batches_hold_enough_samples()
+
+    def samples_needed(self, index: int) -> int:
+        """The fewest samples a batch must hold for the ``index``-th pair's term (a relation between samples needs
+        2; a distance between fitted Gaussians more)."""
+        return 1
+
+    def check_batches_hold_enough_samples(self) -> None:
+        """Refuse, before training, batches too small for a pair's term: the last batch of an epoch included,
+        which holds what is left of the split."""
+        trainer = attached_trainer(self)
+        datamodule = getattr(trainer, "datamodule", None)
+        samples, batch_size = len(getattr(datamodule, "train_set", None) or ()), getattr(datamodule, "batch_size", 0)
+        if trainer is None or not samples or not batch_size:
             return
-        input_shape = getattr(getattr(attached_trainer(self), "datamodule", None), "input_shape", None)
-        if input_shape is None:
-            raise Refusal(f"{type(self).__name__} sizes its projectors from the data's input_shape: use a data "
-                          "module with `input_shape` (every lightning_kd data module has one)")
-        self.build_projectors(tuple(input_shape))
+        per_process = -(-samples // trainer.world_size)  # the distributed sampler pads every share to this
+        last = per_process % batch_size or batch_size
+        smallest = min(last, batch_size, per_process)
+        for index in range(len(self.projectors)):
+            needed = self.samples_needed(index)
+            if smallest < needed:
+                suggestion = _fitting_batch_size(per_process, needed, batch_size)
+                raise Refusal(
+                    f"{self.pair_name(index)} needs at least {needed} samples a batch, but the last training batch of "
+                    f"each epoch holds {smallest} ({per_process} samples per process in batches of {batch_size}): "
+                    f"choose a batch size that leaves at least {needed}, e.g. {suggestion}")
 
     def build_projectors(self, input_shape: tuple[int, ...]) -> None:
         """Size each pair's projector from one eval-mode forward of zeros; refuse features that cannot match.
@@ -113,21 +152,34 @@ class FeatureDistillationTask(DistillationTask):
                 student, teacher = self.raw_features(*self.tapped(dummy))
         finally:
             self.student.train(was_training)
+        self.feature_shapes = [(tuple(s.shape[1:]), tuple(t.shape[1:])) for s, t in zip(student, teacher, strict=True)]
         for index, (pair, s, t) in enumerate(zip(self.feature_pairs(), student, teacher, strict=True)):
-            widths_differ = feature_width(s) != feature_width(t)
-            wanted = pair.projector == "linear" or (pair.projector == "auto" and widths_differ
-                                                    and not pair.across_widths)
-            if wanted:
-                self.projectors[index] = projector_between(feature_width(s), feature_width(t), s.ndim == 4).to(
-                    parameter.device)
-            elif widths_differ and not pair.across_widths:
-                raise Refusal(
-                    f"{self.pair_name(index)}: the student's {pair.student_layer!r} has width {feature_width(s)} "
-                    f"and the teacher's {pair.teacher_layer!r} width {feature_width(t)}; set projector: auto or "
-                    "linear to learn a map between them")
+            self.projectors[index] = self.make_projector(index, pair, *self.feature_shapes[index]).to(parameter.device)
             with torch.no_grad():
                 self.check_pair(index, pair, self.projectors[index](s), t)
         self._projectors_built = True
+
+    def make_projector(self, index: int, pair: FeaturePair, student_shape: tuple[int, ...],
+                       teacher_shape: tuple[int, ...]) -> nn.Module:
+        """The learned map of the ``index``-th pair from the student's features to the teacher's (shapes without
+        the batch); ``nn.Identity()`` for none. Called when the fit sets up and when a checkpoint is loaded.
+
+        By default a 1x1 convolution or a linear map between widths (:func:`projector_between`), as the pair's
+        ``projector`` asks. A method with its own regressor (FitNets' hint regressor) overrides this.
+
+        Raises:
+            Refusal: The widths differ where the pair wants no projector.
+        """
+        student_width, teacher_width = _width(student_shape), _width(teacher_shape)
+        widths_differ = student_width != teacher_width
+        if pair.projector == "linear" or (pair.projector == "auto" and widths_differ and not pair.across_widths):
+            return projector_between(student_width, teacher_width, len(student_shape) == 3)
+        if widths_differ and not pair.across_widths:
+            raise Refusal(
+                f"{self.pair_name(index)}: the student's {pair.student_layer!r} has width {student_width} "
+                f"and the teacher's {pair.teacher_layer!r} width {teacher_width}; set projector: auto or "
+                "linear to learn a map between them")
+        return nn.Identity()
 
     def pair_name(self, index: int) -> str:
         """How refusals name the ``index``-th pair (0-based)."""
@@ -143,14 +195,26 @@ class FeatureDistillationTask(DistillationTask):
                 f"{self.pair_name(index)}: the student's features {tuple(projected.shape[1:])} (projected) and the "
                 f"teacher's {tuple(teacher.shape[1:])} differ in shape; tap layers of the same resolution")
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if getattr(self, "feature_shapes", None):  # what the projectors were built for, to rebuild them on load
+            checkpoint[CHECKPOINT_KEY]["feature_shapes"] = [[list(s), list(t)] for s, t in self.feature_shapes]
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        # the projectors' sizes, from their weights (built before the state dict is loaded into them)
-        state = checkpoint.get("state_dict", {})
-        for index in range(len(self.projectors)):
-            weight = state.get(f"projectors.{index}.weight")
-            if weight is not None:
-                self.projectors[index] = projector_between(weight.shape[1], weight.shape[0], weight.ndim == 4)
+        # the projectors, built before the state dict is loaded into them: from the feature shapes they were
+        # built for, or (checkpoints written before those were recorded) from their weights' shapes
+        shapes = checkpoint.get(CHECKPOINT_KEY, {}).get("feature_shapes")
+        if shapes is not None:
+            self.feature_shapes = [(tuple(s), tuple(t)) for s, t in shapes]
+            for index, pair in enumerate(self.feature_pairs()):
+                self.projectors[index] = self.make_projector(index, pair, *self.feature_shapes[index])
+        else:
+            state = checkpoint.get("state_dict", {})
+            for index in range(len(self.projectors)):
+                weight = state.get(f"projectors.{index}.weight")
+                if weight is not None:
+                    self.projectors[index] = projector_between(weight.shape[1], weight.shape[0], weight.ndim == 4)
         self._projectors_built = True
 
     def cached_teacher_layers(self) -> list[str]:
@@ -176,3 +240,66 @@ class FeatureDistillationTask(DistillationTask):
         student, teacher = self.raw_features(student_out, teacher_out)
         projected = [projector(f) for projector, f in zip(self.projectors, student, strict=True)]
         return projected, teacher, student_out, teacher_out
+
+
+class LayerMatchingTask(FeatureDistillationTask):
+    """A feature method whose loss is its :attr:`criterion` over the features of pairs of layers.
+
+    The pairs come from the hyperparameters ``student_layers`` and ``teacher_layers``: one layer name each, a list,
+    ``"stages"`` (every stage of a zoo, torchvision or timm network), ``"stages[-1]"`` or ``"penultimate"``;
+    resolved against the two networks and zipped in order (so ``"stages"`` on both pairs stage with stage). The
+    criterion is called as ``criterion(student_logits, targets, student_features, teacher_features)`` with the
+    (projected) student features and the teacher's, in the student's precision, one tensor per pair, and returns
+    a :data:`~lightning_kd.losses.LossOutput`. A method states its class attributes and writes
+    :meth:`~lightning_kd.tasks.base.BaseTask.configure_losses` (which sets ``self.criterion``): see
+    :class:`~lightning_kd.tasks.AttentionTransfer` for one in 60 lines.
+    """
+
+    projector: ClassVar[ProjectorKind] = "none"
+    """Whether the student's features pass through a learned map to the teacher's width first."""
+    compares_across_widths: ClassVar[bool] = True
+    """The term compares features of different widths as they are (relations, attention, selectivity)."""
+    needs_maps: ClassVar[bool] = False
+    """The term reads the spatial layout: the tapped features must be ``(B, C, H, W)`` maps."""
+    needs_samples: ClassVar[int] = 1
+    """The fewest samples a batch must hold (a relation between samples needs 2)."""
+
+    @abstractmethod
+    def configure_losses(self) -> None:
+        """Check the method's hyperparameters and set ``self.criterion``."""
+
+    def feature_pairs(self) -> list[FeaturePair]:
+        pairs = self.__dict__.get("_pairs")
+        if pairs is None:
+            student = resolve_layers(self.student, self.hparams["student_layers"])
+            teacher = resolve_layers(self.teacher, self.hparams["teacher_layers"])
+            if len(student) != len(teacher):
+                raise Refusal(
+                    f"{type(self).__name__} matches layer to layer, but student_layers names {len(student)} "
+                    f"({', '.join(student)}) and teacher_layers {len(teacher)} ({', '.join(teacher)}); "
+                    "name as many of each")
+            pairs = [FeaturePair(s, t, self.projector, self.compares_across_widths)
+                     for s, t in zip(student, teacher, strict=True)]
+            self.__dict__["_pairs"] = pairs
+        return pairs
+
+    def pair_name(self, index: int) -> str:
+        pair = self.feature_pairs()[index]
+        return f"{type(self).__name__} pair {index + 1} ({pair.student_layer} -> {pair.teacher_layer})"
+
+    def samples_needed(self, index: int) -> int:
+        return self.needs_samples
+
+    def check_pair(self, index: int, pair: FeaturePair, projected: Tensor, teacher: Tensor) -> None:
+        if self.needs_maps and (projected.ndim != 4 or teacher.ndim != 4):
+            raise Refusal(
+                f"{self.pair_name(index)}: {type(self).__name__} compares feature maps (B, C, H, W), got the "
+                f"student's {tuple(projected.shape[1:])} and the teacher's {tuple(teacher.shape[1:])}; tap "
+                "convolutional stages (\"stages\", \"stages[i]\" or module paths), not pooled features")
+        super().check_pair(index, pair, projected, teacher)
+
+    def training_losses(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
+        student, teacher, student_out, _ = self.matched_features(batch)
+        # the teacher's outputs come as float32: in the student's precision (a float64 student stays float64)
+        teacher = [t.to(s.dtype) for s, t in zip(student, teacher, strict=True)]
+        return self.criterion(student_out.logits, batch["target"], student, teacher), student_out.logits
