@@ -578,6 +578,8 @@ FAMILIES = {  # a run of each family, with what makes it that family's
     # a feature method, its hint regressor (a trained part of the task) resumed with the student
     "fitnets": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.FitNets", "--model.init_args.student_layers",
                                     "penultimate", "--model.init_args.teacher_layers", "penultimate"]),
+    # CRD: its memory banks and constants (buffers) resumed with the student
+    "crd": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.CRD", "--model.init_args.negatives", "256"]),
 }
 
 

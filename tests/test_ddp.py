@@ -16,6 +16,7 @@ from pytorch_lightning import Callback, seed_everything
 from torch import nn
 
 from lightning_kd import (
+    CRD,
     DIST,
     RKD,
     BornAgain,
@@ -54,6 +55,8 @@ class RankReport(Callback):
             "student": [float(p.double().sum()) for p in pl_module.student.parameters()],
             "projectors": [float(t.double().sum()) for t in getattr(pl_module, "projectors", nn.Identity()).state_dict()
                            .values()],
+            "memory": [float(t.double().sum()) for t in (getattr(pl_module, "memory", None) or nn.Identity())
+                       .state_dict().values()],
             "teacher": [float(t.double().sum()) for t in pl_module.teacher.state_dict().values()],
             "teacher_training": pl_module.teacher.training,
             "world_size": trainer.world_size,
@@ -102,7 +105,7 @@ def test_each_logit_method_trains_under_ddp_with_ranks_equal(ddp_run: Path, name
     assert rank0["ddp_ignored"] and all(k.startswith("teachers.") for k in rank0["ddp_ignored"])
 
 
-FEATURE_METHODS = {"fitnets": FitNets, "rkd": RKD}
+FEATURE_METHODS = {"fitnets": FitNets, "rkd": RKD, "crd": functools.partial(CRD, negatives=64)}
 
 
 def _feature_method(folder: Path, name: str) -> None:
@@ -117,13 +120,15 @@ def _feature_method(folder: Path, name: str) -> None:
     pytest.param(n, marks=pytest.mark.ddp(scenario=functools.partial(_feature_method, name=n)))
     for n in FEATURE_METHODS])
 def test_each_feature_method_trains_under_ddp_with_ranks_equal(ddp_run: Path, name: str) -> None:
-    """FitNets' regressor (with its BatchNorm) is trained and kept equal on both ranks like the student; RKD's
+    """FitNets' regressor (with its BatchNorm) and CRD's embeddings are trained and kept equal on both ranks like the
+    student; CRD's memory banks and constants end equal (each process applies every process's batch); RKD's
     relations are each process's batch statistics, and the ranks still end equal."""
     rank0, rank1 = (json.loads((ddp_run / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["world_size"] == 2 and rank0["metrics"] == rank1["metrics"]
     assert rank0["student"] == rank1["student"] and rank0["projectors"] == rank1["projectors"]
+    assert rank0["memory"] == rank1["memory"] and bool(rank0["memory"]) == (name == "crd")
     assert all(parameter.startswith(("student.", "projectors.")) for parameter in rank0["trainable"])
-    assert any(parameter.startswith("projectors.") for parameter in rank0["trainable"]) == (name == "fitnets")
+    assert any(parameter.startswith("projectors.") for parameter in rank0["trainable"]) == (name != "rkd")
 
 
 class StudentFingerprint(Callback):
@@ -289,6 +294,8 @@ class GenerationRankReport(Callback):
             "student": [float(p.double().sum()) for p in pl_module.student.parameters()],
             "projectors": [float(t.double().sum()) for t in getattr(pl_module, "projectors", nn.Identity()).state_dict()
                            .values()],
+            "memory": [float(t.double().sum()) for t in (getattr(pl_module, "memory", None) or nn.Identity())
+                       .state_dict().values()],
             "teacher": [float(t.double().sum()) for t in pl_module.teacher.state_dict().values()],
             "generation": pl_module.generation,
             "records": {g: float(r["val"].double().sum()) for g, r in schedule.records.items()},

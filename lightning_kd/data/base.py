@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from pytorch_lightning import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lightning_kd.data.augmentation import ReplayableCropFlip
 from lightning_kd.errors import Refusal
@@ -40,6 +40,23 @@ class IndexedDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def targets(self) -> Tensor:
+        """The split's labels by index, read without loading the inputs where the dataset keeps its labels apart
+        (``targets`` as torchvision's datasets, or a ``TensorDataset``'s second tensor); else item by item.
+
+        Example:
+            >>> from torch.utils.data import TensorDataset
+            >>> split = IndexedDataset(TensorDataset(torch.zeros(4, 2), torch.tensor([3, 1, 2, 0])), [2, 0])
+            >>> split.targets().tolist()
+            [2, 3]
+        """
+        labels = getattr(self.dataset, "targets", None)
+        if labels is None and isinstance(self.dataset, TensorDataset) and len(self.dataset.tensors) > 1:
+            labels = self.dataset.tensors[1]
+        if labels is not None:
+            return torch.as_tensor(labels, dtype=torch.long)[torch.as_tensor(self.indices, dtype=torch.long)]
+        return torch.tensor([int(self.dataset[i][1]) for i in self.indices], dtype=torch.long)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         x, y = self.dataset[self.indices[index]]

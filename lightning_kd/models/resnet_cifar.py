@@ -3,7 +3,8 @@
 ResNet-20/32/56/110 use three stages of 16/32/64 channels with ``(depth - 2) / 6`` basic blocks
 each. ResNet8x4 and ResNet32x4 (Tian et al., CRD) widen the stem and stages to 32/64/128/256.
 ``resnet18_cifar`` is the ResNet-18 the CIFAR KD papers (Tf-KD among them) train: four stages of
-64/128/256/512 channels with two basic blocks each, a 3x3 stem and no max-pooling.
+64/128/256/512 channels with two basic blocks each, a 3x3 stem and no max-pooling; ``resnet50_cifar`` the
+benchmarks' ResNet-50 the same way with bottleneck blocks (3/4/6/3, 23.7M parameters with 100 classes).
 """
 
 from __future__ import annotations
@@ -37,13 +38,41 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (with the stride), 1x1 expand to 4x ``planes``; a projected shortcut where shapes change."""
+
+    expansion = 4
+
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        out_planes = planes * self.expansion
+        self.conv1 = nn.Conv2d(in_planes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out_planes, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_planes)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_planes != out_planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride, bias=False),
+                                          nn.BatchNorm2d(out_planes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        return F.relu(self.bn3(self.conv3(out)) + self.shortcut(x))
+
+
 class CifarResNet(ClassifierNetwork):
     """ResNet for 32x32 inputs with basic blocks.
 
     Args:
-        depth: ``6n + 2`` (8, 20, 32, 56, 110, ...): ``(depth - 2) / 6`` blocks in every stage (default 20).
+        depth: ``6n + 2`` (8, 20, 32, 56, 110, ...) for three stages: ``(depth - 2) / 6`` blocks in every stage
+            (default 20); in general two layers a basic block (three a bottleneck) times the stages, plus 2.
         widths: Stem width followed by one width per stage.
         blocks: Blocks per stage instead of ``depth`` (e.g. ``[2, 2, 2, 2]`` for ResNet-18); one per stage.
+        bottleneck: Bottleneck blocks (1x1, 3x3, 1x1; a stage's output is 4x its width) rather than basic ones,
+            as ResNet-50 has; ``depth`` then counts three layers a block (``9n + 2`` per three stages).
         num_classes: Number of classes (linked from the data module by the CLI).
         in_channels: Input channels (linked from the data module by the CLI).
 
@@ -63,23 +92,28 @@ class CifarResNet(ClassifierNetwork):
         num_classes: int = 100,
         in_channels: int = 3,
         blocks: Sequence[int] | None = None,
+        bottleneck: bool = False,
     ) -> None:
         super().__init__()
+        layers = 3 if bottleneck else 2
         if len(widths) < 2:
             raise Refusal(f"widths needs a stem width and at least one stage width, got {list(widths)}")
         if blocks is None:
             depth = 20 if depth is None else depth
-            if depth < 8 or (depth - 2) % 6:
-                raise Refusal(f"CifarResNet depth must be 6n + 2 with n >= 1, got {depth}")
-            blocks = [(depth - 2) // 6] * (len(widths) - 1)
-        elif depth is not None and depth != 2 * sum(blocks) + 2:
-            raise Refusal(f"CifarResNet: blocks {list(blocks)} make depth {2 * sum(blocks) + 2}, not {depth}; "
+            stages = len(widths) - 1
+            if (depth - 2) % (layers * stages) or depth < layers * stages + 2:
+                raise Refusal(f"CifarResNet depth must be {layers * stages}n + 2 with n >= 1 ({stages} stages of "
+                              f"{'bottleneck' if bottleneck else 'basic'} blocks), got {depth}")
+            blocks = [(depth - 2) // (layers * stages)] * stages
+        elif depth is not None and depth != layers * sum(blocks) + 2:
+            raise Refusal(f"CifarResNet: blocks {list(blocks)} make depth {layers * sum(blocks) + 2}, not {depth}; "
                              "give one of them")
         if len(blocks) != len(widths) - 1 or any(b < 1 for b in blocks):
             raise Refusal(f"CifarResNet: blocks needs one count >= 1 per stage ({len(widths) - 1} stages), "
                              f"got {list(blocks)}")
         self.num_classes = num_classes
-        self.num_features = widths[-1]
+        block = Bottleneck if bottleneck else BasicBlock
+        self.num_features = widths[-1] * (Bottleneck.expansion if bottleneck else 1)
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
         )
@@ -87,9 +121,10 @@ class CifarResNet(ClassifierNetwork):
         in_planes = widths[0]
         for index, (planes, count) in enumerate(zip(widths[1:], blocks, strict=True)):
             stride = 1 if index == 0 else 2
-            stages.append(nn.Sequential(*(BasicBlock(in_planes if b == 0 else planes, planes, stride if b == 0 else 1)
+            out_planes = planes * (Bottleneck.expansion if bottleneck else 1)
+            stages.append(nn.Sequential(*(block(in_planes if b == 0 else out_planes, planes, stride if b == 0 else 1)
                                           for b in range(count))))
-            in_planes = planes
+            in_planes = out_planes
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(self.num_features, num_classes)
         init_weights(self)
@@ -123,6 +158,14 @@ _preset("resnet32x4", 32, (32, 64, 128, 256))
 def resnet18_cifar(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
     """resnet18_cifar: CifarResNet(widths=(64, 64, 128, 256, 512), blocks=(2, 2, 2, 2)), 11.2M parameters."""
     return CifarResNet(None, (64, 64, 128, 256, 512), num_classes, in_channels, blocks=(2, 2, 2, 2))
+
+
+@register_model(network=CifarResNet, depth=None, widths=(64, 64, 128, 256, 512), blocks=(3, 4, 6, 3),
+                bottleneck=True)
+def resnet50_cifar(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
+    """ResNet-50 for CIFAR (the KD benchmarks' teacher): bottlenecks 3/4/6/3, a 3x3 stem, no max-pooling."""
+    return CifarResNet(widths=(64, 64, 128, 256, 512), blocks=(3, 4, 6, 3), bottleneck=True, num_classes=num_classes,
+                       in_channels=in_channels)
 
 
 @register_model(network=CifarResNet, depth=None, widths=(64, 64, 128, 256, 512), blocks=(3, 4, 6, 3))
