@@ -193,6 +193,23 @@ def test_every_shipped_config_fits(config: Path, in_tmp: Path, skip_cifar_checks
     assert not [w for w in recwarn if "IterableDataset" in str(w.message)]
 
 
+@pytest.mark.parametrize("method", ["AttentionTransfer", "CRD"])
+def test_a_pair_config_runs_another_method_by_class_path(method: str, in_tmp: Path, skip_cifar_checksums: None,
+                                                         teacher_runs) -> None:
+    """The benchmark pairs ship one KD config each; --model.class_path runs any method on that pair and schedule,
+    the method's own arguments at their (benchmark) defaults and KD's left behind."""
+    config = CONFIGS / "cifar100_vgg13_vgg8_kd.yaml"
+    settings = yaml.safe_load(config.read_text())
+    path = settings["model"]["init_args"]["teacher_ckpt"]
+    (in_tmp / path).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(teacher_runs(teacher_configs(settings)[0]) / path, in_tmp / path)
+    _run(config, in_tmp, "--model.class_path", f"lightning_kd.{method}")
+    run = (in_tmp / "checkpoints/cifar100_vgg13_vgg8/latest").resolve()
+    assert run.name.startswith(method.lower())
+    hparams = torch.load(run / "vgg8.ckpt", weights_only=False)["hyper_parameters"]
+    assert "alpha" not in hparams and hparams["student"]["class_path"].endswith("CifarVGG")
+
+
 def test_born_again_config_runs_from_the_readme_and_hands_on_generations(in_tmp: Path) -> None:
     _run(CONFIGS / "digits_wide_to_small.yaml", in_tmp, "--trainer.logger", "false")
     folder = in_tmp / "checkpoints/digits_wide_to_small/latest"

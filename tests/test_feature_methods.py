@@ -10,17 +10,29 @@ import pytest
 import torch
 from torch import Tensor
 
-from lightning_kd import NST, PKT, RKD, AttentionTransfer, FitNets, SimilarityPreserving, VanillaKD
+from lightning_kd import (
+    NST,
+    PKT,
+    RKD,
+    VID,
+    AttentionTransfer,
+    CorrelationCongruence,
+    FitNets,
+    SimilarityPreserving,
+    VanillaKD,
+)
 from lightning_kd.checkpoints import load_network
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.errors import Refusal
 from lightning_kd.losses import (
     attention_transfer_loss,
+    correlation_congruence_loss,
     hint_loss,
     nst_loss,
     pkt_loss,
     rkd_loss,
     similarity_preserving_loss,
+    vid_loss,
 )
 from lightning_kd.models import MLP, SmallCNN
 from lightning_kd.tasks.fitnets import hint_regressor
@@ -118,6 +130,25 @@ def naive_rkd(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     return distance, sum(huber(a - o) for a, o in zip(a_s, a_t, strict=True)) / len(a_s)
 
 
+def naive_cc_authors(s: Tensor, t: Tensor) -> Tensor:
+    """Consecutive samples' products of the absolute differences, summed over the width, averaged over the pairs."""
+    d = [[abs(s[i, k] - t[i, k]) for k in range(s.shape[1])] for i in range(len(s))]
+    return sum(sum(d[i][k] * d[i + 1][k] for k in range(s.shape[1])) for i in range(len(s) - 1)) / (len(s) - 1)
+
+
+def naive_cc_paper(s: Tensor, t: Tensor, gamma: float = 0.4, order: int = 2) -> Tensor:
+    """Correlation matrices of the unit rows under exp(-gamma ||x - y||^2) = exp(-2 gamma) exp(2 gamma x.y), the
+    second factor's Taylor series to ``order``; the mean squared difference of the two matrices."""
+    def correlation(x: Tensor) -> list[list[Tensor]]:
+        rows = [unit(list(r)) for r in x]
+        dots = [[sum(a * b for a, b in zip(u, v, strict=True)) for v in rows] for u in rows]
+        return [[sum(math.exp(-2 * gamma) * (2 * gamma) ** p / math.factorial(p) * d**p for p in range(order + 1))
+                 for d in row] for row in dots]
+    cs, ct = correlation(s), correlation(t)
+    n = len(cs)
+    return sum((ct[i][j] - cs[i][j]) ** 2 for i in range(n) for j in range(n)) / n**2
+
+
 def _pair(shape_s: tuple[int, ...], shape_t: tuple[int, ...], seed: int = 0) -> tuple[Tensor, Tensor]:
     generator = torch.Generator().manual_seed(seed)
     s = torch.randn(*shape_s, generator=generator, dtype=torch.float64).relu().requires_grad_()
@@ -141,6 +172,10 @@ CASES: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], Callable[[Tensor, Ten
                      (B, 6), (B, 9)),
     "rkd-angle": (lambda s, t: rkd_loss(LOGITS, TARGETS, [s], [t])["angle"], lambda s, t: naive_rkd(s, t)[1],
                   (B, 6), (B, 9)),
+    "cc": (lambda s, t: correlation_congruence_loss(LOGITS, TARGETS, [s], [t])["cc"], naive_cc_authors,
+           (B, 6), (B, 6)),
+    "cc-paper": (lambda s, t: correlation_congruence_loss(LOGITS, TARGETS, [s], [t], convention="paper")["cc"],
+                 naive_cc_paper, (B, 6), (B, 6)),
 }
 
 
@@ -164,6 +199,30 @@ def test_hint_terms_are_the_mean_square_or_half_the_squared_norm_per_sample() ->
     paper = hint_loss(LOGITS, TARGETS, [s], [t], convention="paper")["hint"]
     assert float(benchmark) == pytest.approx(float(sum(squares) / len(squares)), rel=1e-12)
     assert float(paper) == pytest.approx(float(sum(squares) / 2 / B), rel=1e-12)
+
+
+def naive_vid(mean: Tensor, t: Tensor, variance: Tensor, convention: str) -> Tensor:
+    """The Gaussian's negative log-likelihood without its constant, element by element."""
+    b_, c_, h_, w_ = mean.shape
+    per_sample = []
+    for b in range(b_):
+        nll = [0.5 * ((mean[b, c, i, j] - t[b, c, i, j]) ** 2 / variance[c] + torch.log(variance[c]))
+               for c in range(c_) for i in range(h_) for j in range(w_)]
+        per_sample.append(sum(nll) / len(nll) if convention == "authors_code" else sum(nll))
+    return sum(per_sample) / b_
+
+
+@pytest.mark.parametrize("convention", ["authors_code", "paper"])
+def test_vid_is_the_gaussians_negative_log_likelihood_in_value_and_gradient(convention: str) -> None:
+    mean, t = _pair((B, C_T, H, H), (B, C_T, H, H))
+    variance = (torch.rand(C_T, dtype=torch.float64) + 0.5).requires_grad_()
+    value = vid_loss(LOGITS, TARGETS, [mean], [t], [variance], convention=convention)["vid"]
+    expected = naive_vid(mean, t, variance, convention)
+    assert float(value.detach()) == pytest.approx(float(expected.detach()), rel=1e-10)
+    grads = torch.autograd.grad(value, [mean, variance])
+    expected_grads = torch.autograd.grad(expected, [mean, variance])
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad, expected_grad)
 
 
 def test_maps_of_other_resolutions_are_pooled_to_the_smaller_and_terms_add_over_pairs() -> None:
@@ -206,12 +265,14 @@ def _cnn(widths: tuple[int, ...] = (8, 16)) -> SmallCNN:
 
 def test_each_task_taps_its_papers_layers_by_default() -> None:
     pairs = {cls.__name__: [(p.student_layer, p.teacher_layer) for p in cls(_cnn(), _cnn((16, 32))).feature_pairs()]
-             for cls in (AttentionTransfer, NST, SimilarityPreserving, PKT, RKD, FitNets)}
+             for cls in (AttentionTransfer, NST, SimilarityPreserving, PKT, RKD, FitNets, CorrelationCongruence, VID)}
     assert pairs == {"AttentionTransfer": [("body.2", "body.2"), ("body.6", "body.6")],
                      "NST": [("body.2", "body.2"), ("body.6", "body.6")],
                      "SimilarityPreserving": [("body.6", "body.6")],
                      "PKT": [("penultimate", "penultimate")], "RKD": [("penultimate", "penultimate")],
-                     "FitNets": [("body.6", "body.6")]}  # stages[1]: here the second of two
+                     "FitNets": [("body.6", "body.6")],  # stages[1]: here the second of two
+                     "CorrelationCongruence": [("penultimate", "penultimate")],
+                     "VID": [("body.2", "body.2"), ("body.6", "body.6")]}
 
 
 @pytest.mark.parametrize(("make", "message"), [
@@ -251,15 +312,18 @@ def test_rkd_refuses_an_epoch_whose_last_batch_holds_one_sample() -> None:
         trainer.fit(RKD(_cnn(), _cnn()), datamodule=DigitsDataModule(batch_size=odd))
 
 
-@pytest.mark.parametrize("task", [AttentionTransfer, NST, SimilarityPreserving, PKT, RKD, FitNets])
+@pytest.mark.parametrize("task", [AttentionTransfer, NST, SimilarityPreserving, PKT, RKD, FitNets,
+                                  CorrelationCongruence, VID])
 def test_each_task_lowers_its_own_term_on_digits(task: type) -> None:
     """With the labels switched off, 26 steps of the method alone bring the student's features closer to the
     teacher's by the method's own measure (the first five steps' mean against the last five's)."""
     torch.manual_seed(0)
-    module = task(_cnn(), _cnn((16, 32)), ce_weight=0.0, lr_scheduler="none")
+    # VID's term starts at 0.5 log(sigma^2) per element: from unit variance the fit of the means is what moves it
+    extra = {"initial_variance": 1.0} if task is VID else {}
+    module = task(_cnn(), _cnn((16, 32)), ce_weight=0.0, lr_scheduler="none", **extra)
     seen: list[float] = []
     term = {"AttentionTransfer": "at", "NST": "nst", "SimilarityPreserving": "sp", "PKT": "pkt", "FitNets": "hint",
-            "RKD": "distance"}[task.__name__]
+            "RKD": "distance", "CorrelationCongruence": "cc", "VID": "vid"}[task.__name__]
 
     original = module.training_losses
 
@@ -309,3 +373,24 @@ def test_run_names_carry_the_main_values() -> None:
     assert FitNets.run_variant({"ce_weight": 0.0, "convention": "paper"}) == "hint100-paper-hints-only"
     assert RKD.run_variant({}) == "dist25-angle50" and PKT.run_variant({}) == "pkt30000"
     assert SimilarityPreserving.run_variant({}) == "sp3000" and NST.run_variant({}) == "nst50"
+
+
+# the published tables' teacher -> student pairs (issue 25)
+BENCHMARK_PAIRS = [("resnet32x4", "resnet8x4"), ("resnet56", "resnet20"), ("wrn_40_2", "wrn_16_2"), ("vgg13", "vgg8"),
+                   ("resnet32x4", "shufflenetv2")]
+
+
+@pytest.mark.parametrize(("teacher", "student"), BENCHMARK_PAIRS)
+def test_every_feature_method_finds_its_layers_on_every_benchmark_pair_with_its_defaults(teacher: str,
+                                                                                         student: str) -> None:
+    from lightning_kd import CRD
+    from lightning_kd.models import create_model
+
+    torch.manual_seed(0)
+    teacher_net, student_net = create_model(teacher, num_classes=100), create_model(student, num_classes=100)
+    for method in (AttentionTransfer, NST, SimilarityPreserving, PKT, RKD, FitNets, CRD, CorrelationCongruence, VID):
+        task = method(student_net, teacher_net)
+        task.build_projectors((3, 32, 32))  # taps resolved, shapes checked, the regressor or embeddings sized
+        pairs = task.feature_pairs()
+        if method in (AttentionTransfer, NST, VID):  # stage with stage: as many stages on both sides
+            assert len(pairs) == len(task.student.stage_names) == len(task.teacher.stage_names)

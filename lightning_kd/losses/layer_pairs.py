@@ -20,8 +20,9 @@ __all__ = ["LayerPairsLoss", "check_feature_maps", "label_term", "pool_to_common
 
 
 def summed_over_pairs(method: str, term: Callable[[Tensor, Tensor], Tensor], student_features: Sequence[Tensor],
-                      teacher_features: Sequence[Tensor]) -> Tensor:
-    """``sum_i term(student_i, teacher_i.detach())`` over the matched pairs.
+                      teacher_features: Sequence[Tensor], detach_teacher: bool = True) -> Tensor:
+    """``sum_i term(student_i, teacher_i.detach())`` over the matched pairs (``detach_teacher=False``: the teacher's
+    side as given, for a method whose teacher side passes through a map it trains).
 
     Raises:
         Refusal: The lists are empty or differ in length.
@@ -35,8 +36,8 @@ def summed_over_pairs(method: str, term: Callable[[Tensor, Tensor], Tensor], stu
     if len(student_features) != len(teacher_features) or not student_features:
         raise Refusal(f"{method} matches layer to layer: got {len(student_features)} student and "
                       f"{len(teacher_features)} teacher features")
-    terms = [term(student, teacher.detach()) for student, teacher in zip(student_features, teacher_features,
-                                                                          strict=True)]
+    terms = [term(student, teacher.detach() if detach_teacher else teacher)
+             for student, teacher in zip(student_features, teacher_features, strict=True)]
     return sum(terms[1:], terms[0])
 
 

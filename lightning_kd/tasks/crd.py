@@ -26,19 +26,7 @@ from lightning_kd.losses.crd import (
 from lightning_kd.losses.validation import check_temperature
 from lightning_kd.naming import join_variants, valued_variant
 from lightning_kd.optim import SGD, ScheduleSpec
-from lightning_kd.tasks.feature_distillation import FeatureDistillationTask, FeaturePair
-
-
-class CRDEmbeddings(nn.Module):
-    """The student's and the teacher's embedding maps (both trained); called on the student's features."""
-
-    def __init__(self, student_width: int, teacher_width: int, dim: int) -> None:
-        super().__init__()
-        self.student = nn.Linear(student_width, dim)
-        self.teacher = nn.Linear(teacher_width, dim)
-
-    def forward(self, features: Tensor) -> Tensor:
-        return crd_embedding(features, self.student)
+from lightning_kd.tasks.feature_distillation import FeatureDistillationTask, FeaturePair, PairEmbeddings
 
 
 class CRD(FeatureDistillationTask):
@@ -77,7 +65,7 @@ class CRD(FeatureDistillationTask):
         >>> task = CRD(MLP(hidden_sizes=(16,)), SmallCNN((8, 16)), negatives=64)
         >>> task.build_projectors((1, 8, 8))
         >>> task.projectors[0]
-        CRDEmbeddings(
+        PairEmbeddings(
           (student): Linear(in_features=16, out_features=128, bias=True)
           (teacher): Linear(in_features=16, out_features=128, bias=True)
         )
@@ -119,7 +107,7 @@ class CRD(FeatureDistillationTask):
 
     def make_projector(self, index: int, pair: FeaturePair, student_shape: tuple[int, ...],
                        teacher_shape: tuple[int, ...]) -> nn.Module:
-        return CRDEmbeddings(math.prod(student_shape), math.prod(teacher_shape), self.hparams["dim"])
+        return PairEmbeddings(math.prod(student_shape), math.prod(teacher_shape), self.hparams["dim"])
 
     # -- the memory banks -------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

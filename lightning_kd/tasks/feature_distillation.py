@@ -81,6 +81,28 @@ def projector_between(in_width: int, out_width: int, maps: bool) -> nn.Module:
     return nn.Conv2d(in_width, out_width, 1, bias=False) if maps else nn.Linear(in_width, out_width)
 
 
+class PairEmbeddings(nn.Module):
+    """Trained linear embeddings of the student's and the teacher's features (flattened) into one width: the
+    projector of methods that compare embeddings of both (CRD, correlation congruence). Called on the student's.
+
+    Example:
+        >>> PairEmbeddings(16, 32, 8)(torch.zeros(2, 16)).shape
+        torch.Size([2, 8])
+    """
+
+    def __init__(self, student_width: int, teacher_width: int, dim: int) -> None:
+        super().__init__()
+        self.student = nn.Linear(student_width, dim)
+        self.teacher = nn.Linear(teacher_width, dim)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.student(features.flatten(1))
+
+    def embed_teacher(self, features: Tensor) -> Tensor:
+        """The teacher's features embedded (trained: gradients reach this map, never the teacher)."""
+        return self.teacher(features.flatten(1))
+
+
 class FeatureDistillationTask(DistillationTask):
     """A student distilled through pairs of intermediate features (and, if the method wants, logits).
 
@@ -298,8 +320,13 @@ class LayerMatchingTask(FeatureDistillationTask):
                 "convolutional stages (\"stages\", \"stages[i]\" or module paths), not pooled features")
         super().check_pair(index, pair, projected, teacher)
 
+    def teacher_side(self, index: int, features: Tensor) -> Tensor:
+        """The teacher's features of the ``index``-th pair as the criterion compares them: as tapped, unless the
+        method maps them too (correlation congruence embeds both sides)."""
+        return features
+
     def training_losses(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
         student, teacher, student_out, _ = self.matched_features(batch)
         # the teacher's outputs come as float32: in the student's precision (a float64 student stays float64)
-        teacher = [t.to(s.dtype) for s, t in zip(student, teacher, strict=True)]
+        teacher = [self.teacher_side(i, t.to(s.dtype)) for i, (s, t) in enumerate(zip(student, teacher, strict=True))]
         return self.criterion(student_out.logits, batch["target"], student, teacher), student_out.logits
