@@ -255,7 +255,7 @@ def plain(value: Any) -> tuple[bool, Any]:
 
 
 # hyperparameters a resumed run may differ in: where weights came from (held by the checkpoint itself)
-RESUME_FREE = ("teacher", "teacher_ckpt", "student_ckpt")
+RESUME_FREE = ("teacher", "teacher_ckpt", "student_ckpt", "net_ckpt", "paraphraser_ckpt")
 
 
 def cosine_epochs(task: Any) -> int | None:
@@ -281,9 +281,10 @@ def resume_refusal(stored: Mapping[str, Any], own: Mapping[str, Any], record: Ma
                for name in sorted(set(stored) & set(own))
                if not name.startswith("_") and name not in RESUME_FREE and plain(stored[name])[0]
                and plain(own[name])[0] and plain(stored[name])[1] != plain(own[name])[1]]
-    given, recorded = own.get("teacher_ckpt"), record.get("teacher_ckpt")
-    if given is not None and recorded is not None and plain(given)[1] != plain(recorded)[1]:
-        changed.append(f"teacher_ckpt: {plain(recorded)[1]!r} in the checkpoint, {plain(given)[1]!r} here")
+    for key in ("teacher_ckpt", "paraphraser_ckpt"):  # weights the run reads on: the same files
+        given, recorded = own.get(key), record.get(key)
+        if given is not None and recorded is not None and plain(given)[1] != plain(recorded)[1]:
+            changed.append(f"{key}: {plain(recorded)[1]!r} in the checkpoint, {plain(given)[1]!r} here")
     if teachers:
         roles = record.get("roles", {})
         for role in sorted(name for name in roles if name.startswith("teacher")):

@@ -28,6 +28,20 @@ def cpu_trainer(**kwargs: Any) -> Trainer:
     return Trainer(**defaults)
 
 
+def record_term(task: Any, term: str) -> list[float]:
+    """The values of ``term`` (a part of the task's training losses) at each training step, appended as it trains."""
+    seen: list[float] = []
+    original = task.training_losses
+
+    def recorded(batch: Any) -> Any:
+        losses, logits = original(batch)
+        seen.append(float(losses[term]))
+        return losses, logits
+
+    task.training_losses = recorded
+    return seen
+
+
 def lightning_kd_process(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """``python -m lightning_kd <args>`` in a process of its own, as a user runs it (W&B offline), output captured."""
     return subprocess.run([sys.executable, "-m", "lightning_kd", *args], cwd=cwd, capture_output=True, text=True,

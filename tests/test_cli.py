@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,23 @@ def _written_checkpoints(settings: dict) -> set[str]:
             name = arguments.get("filename", "after_epoch_{epoch}")
             written |= {f"{arguments.get('dirpath', folder)}/{name.format(epoch=epoch)}.ckpt" for epoch in epochs}
     return written
+
+
+WEIGHTS_READ = ("teacher_ckpt", "student_ckpt", "net_ckpt", "paraphraser_ckpt")
+"""The model arguments naming another run's checkpoint: a teacher's, or a first stage's (FitNets, FSP, FT)."""
+
+
+def weights_read(settings: dict) -> list[tuple[str, Path]]:
+    """Each checkpoint a config reads (its teachers', its first stage's), with the shipped config that writes it."""
+    writers = {path: config for config in sorted(CONFIGS.glob("*.yaml"))
+               for path in _written_checkpoints(yaml.safe_load(config.read_text()))}
+    read = []
+    for key in WEIGHTS_READ:
+        given = settings["model"]["init_args"].get(key) or []
+        for path in given if isinstance(given, list) else [given]:
+            assert path in writers, f"no shipped config writes the {key} {path}"
+            read.append((path, writers[path]))
+    return read
 
 
 def teacher_configs(settings: dict) -> list[Path]:
@@ -149,6 +167,7 @@ def teacher_runs(tmp_path_factory: pytest.TempPathFactory):
     def run(config: Path) -> Path:
         if config.name not in folders:
             folder = tmp_path_factory.mktemp(f"teacher-{config.stem}")
+            copy_weights_read(yaml.safe_load(config.read_text()), folder, run)  # a first stage's teacher
             with pytest.MonkeyPatch.context() as monkeypatch:
                 monkeypatch.chdir(folder)  # configs write relative paths
                 skip_cifar_checksums_in(monkeypatch)
@@ -160,6 +179,13 @@ def teacher_runs(tmp_path_factory: pytest.TempPathFactory):
     return run
 
 
+def copy_weights_read(settings: dict, folder: Path, runs: Callable[[Path], Path]) -> None:
+    """Put the checkpoints a config reads where it reads them in ``folder``, from one run of each writer config."""
+    for path, writer in weights_read(settings):
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(runs(writer) / path, folder / path)
+
+
 def _run(config: Path, root: Path, *extra: str) -> None:
     config, args = _prepare(config, root)
     main(["fit", "--config", str(config), *args, *extra])
@@ -169,12 +195,8 @@ def _run(config: Path, root: Path, *extra: str) -> None:
 def test_every_shipped_config_fits(config: Path, in_tmp: Path, skip_cifar_checksums: None, teacher_runs,
                                    recwarn: pytest.WarningsRecorder) -> None:
     settings = yaml.safe_load(config.read_text())
-    teacher_ckpt = settings["model"]["init_args"].get("teacher_ckpt")
-    if teacher_ckpt:  # the teachers' files, from one run of each teacher config for the whole session
-        for path, teacher_config in zip(teacher_ckpt if isinstance(teacher_ckpt, list) else [teacher_ckpt],
-                                        teacher_configs(settings), strict=True):
-            (in_tmp / path).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(teacher_runs(teacher_config) / path, in_tmp / path)
+    # the teachers' and a first stage's files, from one run of each writer config for the whole session
+    copy_weights_read(settings, in_tmp, teacher_runs)
     _run(config, in_tmp)
     runs = in_tmp / settings["trainer"]["callbacks"][0]["init_args"]["dirpath"]
     checkpoint_dir = runs / "latest"  # the run's own folder, linked once the run finished

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import pydoc
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,12 @@ from pytorch_lightning import Callback, seed_everything
 from torch import nn
 
 from lightning_kd import (
+    FSP,
     BornAgain,
     Classifier,
     DeepMutualLearning,
     DistributionMatchingKD,
+    FactorTransfer,
     MultiTeacherKD,
     SelfDistillation,
     TeacherFreeKD,
@@ -36,6 +39,19 @@ from lightning_kd.models import MLP, MultiExitNetwork, SmallCNN
 from lightning_kd.tasks.base import BaseTask
 from lightning_kd.tasks.distillation import DistillationTask
 from tests.helpers import cpu_trainer
+
+
+def _factor_transfer() -> dict[str, Any]:
+    """FT's transfer phase reads a paraphraser run's checkpoint: one written here, of an untrained paraphraser."""
+    first = FactorTransfer(SmallCNN(widths=(8, 16), num_classes=10), SmallCNN(widths=(12, 24), num_classes=10),
+                           phase="paraphraser")
+    first.build_projectors((1, 8, 8))
+    path = Path(tempfile.mkdtemp()) / "paraphraser.ckpt"
+    torch.save({"hyper_parameters": {"phase": "paraphraser", "teacher_layers": "stages[-1]", "rate": 0.5},
+                "state_dict": first.state_dict()}, path)
+    return {"student": SmallCNN(widths=(8, 16), num_classes=10), "teacher": SmallCNN(widths=(12, 24), num_classes=10),
+            "paraphraser_ckpt": str(path)}
+
 
 # Digits-sized networks for each task (fresh ones at every call)
 BUILDERS: dict[type[BaseTask], Callable[[], dict[str, Any]]] = {
@@ -55,6 +71,10 @@ BUILDERS: dict[type[BaseTask], Callable[[], dict[str, Any]]] = {
                                          MLP(hidden_sizes=(8,), num_classes=10)]},
     SelfDistillation: lambda: {"net": MultiExitNetwork(SmallCNN(widths=(8, 16), num_classes=10), input_shape=(1, 8, 8)),
                                "preset": "journal_code"},
+    FSP: lambda: {"student": SmallCNN(widths=(8, 16), num_classes=10),  # equal widths: FSP compares matrices
+                  "teacher": SmallCNN(widths=(8, 16), num_classes=10),
+                  "student_layers": "stages", "teacher_layers": "stages"},
+    FactorTransfer: _factor_transfer,
     TeacherFreeKD: lambda: {"student": MLP(hidden_sizes=(16,), num_classes=10), "mode": "reference",
                             "multiplier": 10.0, "label_smoothing": 0.1, "smoothing_convention": "others"},
 }

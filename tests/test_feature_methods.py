@@ -36,7 +36,7 @@ from lightning_kd.losses import (
 )
 from lightning_kd.models import MLP, SmallCNN
 from lightning_kd.tasks.fitnets import hint_regressor
-from tests.helpers import cpu_trainer
+from tests.helpers import cpu_trainer, record_term
 
 B, C_S, C_T, H = 4, 3, 5, 3
 
@@ -321,18 +321,9 @@ def test_each_task_lowers_its_own_term_on_digits(task: type) -> None:
     # VID's term starts at 0.5 log(sigma^2) per element: from unit variance the fit of the means is what moves it
     extra = {"initial_variance": 1.0} if task is VID else {}
     module = task(_cnn(), _cnn((16, 32)), ce_weight=0.0, lr_scheduler="none", **extra)
-    seen: list[float] = []
     term = {"AttentionTransfer": "at", "NST": "nst", "SimilarityPreserving": "sp", "PKT": "pkt", "FitNets": "hint",
             "RKD": "distance", "CorrelationCongruence": "cc", "VID": "vid"}[task.__name__]
-
-    original = module.training_losses
-
-    def recorded(batch):
-        losses, logits = original(batch)
-        seen.append(float(losses[term]))
-        return losses, logits
-
-    module.training_losses = recorded
+    seen = record_term(module, term)
     trainer = cpu_trainer(max_epochs=2, limit_train_batches=13, limit_val_batches=0)
     trainer.fit(module, datamodule=DigitsDataModule(batch_size=32))
     assert len(seen) == 26

@@ -67,12 +67,12 @@ class CifarResNet(ClassifierNetwork):
     """ResNet for 32x32 inputs with basic blocks.
 
     Args:
-        depth: ``6n + 2`` (8, 20, 32, 56, 110, ...) for three stages: ``(depth - 2) / 6`` blocks in every stage
-            (default 20); in general two layers a basic block (three a bottleneck) times the stages, plus 2.
+        depth: ``6n + 2`` (8, 20, 32, 56, 110, ...): ``n = (depth - 2) / 6`` blocks in every stage (default 20),
+            counted as for three stages whatever their number; ``9n + 2`` with bottlenecks.
         widths: Stem width followed by one width per stage.
         blocks: Blocks per stage instead of ``depth`` (e.g. ``[2, 2, 2, 2]`` for ResNet-18); one per stage.
         bottleneck: Bottleneck blocks (1x1, 3x3, 1x1; a stage's output is 4x its width) rather than basic ones,
-            as ResNet-50 has; ``depth`` then counts three layers a block (``9n + 2`` per three stages).
+            as ResNet-50 has.
         num_classes: Number of classes (linked from the data module by the CLI).
         in_channels: Input channels (linked from the data module by the CLI).
 
@@ -100,11 +100,13 @@ class CifarResNet(ClassifierNetwork):
             raise Refusal(f"widths needs a stem width and at least one stage width, got {list(widths)}")
         if blocks is None:
             depth = 20 if depth is None else depth
-            stages = len(widths) - 1
-            if (depth - 2) % (layers * stages) or depth < layers * stages + 2:
-                raise Refusal(f"CifarResNet depth must be {layers * stages}n + 2 with n >= 1 ({stages} stages of "
-                              f"{'bottleneck' if bottleneck else 'basic'} blocks), got {depth}")
-            blocks = [(depth - 2) // (layers * stages)] * stages
+            # depth counts as for three stages (the CIFAR ResNets' naming), whatever their number: n blocks in each
+            unit = 3 * layers
+            if (depth - 2) % unit or depth < unit + 2:
+                kind = "bottleneck" if bottleneck else "basic"
+                raise Refusal(f"CifarResNet depth must be {unit}n + 2 with n >= 1 (n {kind} blocks in every stage), "
+                              f"got {depth}")
+            blocks = [(depth - 2) // unit] * (len(widths) - 1)
         elif depth is not None and depth != layers * sum(blocks) + 2:
             raise Refusal(f"CifarResNet: blocks {list(blocks)} make depth {layers * sum(blocks) + 2}, not {depth}; "
                              "give one of them")

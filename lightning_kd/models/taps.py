@@ -6,6 +6,8 @@ Layers are named by module path (``"stages.1"``, ``"layer3.1.conv2"``, ``"body.l
 * ``"stages"``: the network's stages, the outputs at the end of each resolution (see
   :func:`stage_names`): zoo networks name theirs, timm networks report them through
   ``feature_info``; ``"stages[i]"`` one of them (0-based, ``"stages[-1]"`` the deepest);
+* ``"stem"``: the output of the layers before the first stage, where a network names them (the zoo's ``stem``;
+  the CIFAR VGGs' ``block0``), as FSP's first layer;
 * ``"penultimate"``: the features the classifier head sees (for a zoo or timm network its
   ``forward_features``; for any other module the input of its last ``nn.Linear``).
 
@@ -37,11 +39,12 @@ from torch import Tensor, nn
 from lightning_kd.errors import Refusal
 
 STAGES = "stages"
+STEM = "stem"
 PENULTIMATE = "penultimate"
 _ONE_STAGE = re.compile(r"stages\[(-?\d+)\]")
 
 LayerSpec = str | Sequence[str]
-"""One layer name, ``"stages"``, ``"stages[i]"``, ``"penultimate"``, or a list of them."""
+"""One layer name, ``"stages"``, ``"stages[i]"``, ``"stem"``, ``"penultimate"``, or a list of them."""
 
 
 @dataclass
@@ -89,7 +92,12 @@ def resolve_layers(network: nn.Module, layers: LayerSpec) -> list[str]:
     paths = {name for name, _ in network.named_modules() if name}
     resolved: list[str] = []
     for name in requested:
-        expanded = list(stage_names(network)) if name == STAGES else [_one_stage(network, name) or name]
+        if name == STAGES:
+            expanded = list(stage_names(network))
+        elif name == STEM:  # a network whose stem is not a module named "stem" names it
+            expanded = [getattr(network, "stem_name", STEM)]
+        else:
+            expanded = [_one_stage(network, name) or name]
         for path in expanded:
             if path != PENULTIMATE and path not in paths:
                 close = difflib.get_close_matches(path, sorted(paths), n=3, cutoff=0.5)

@@ -51,6 +51,9 @@ class CifarVGG(ClassifierNetwork):
 
     he_init = True
 
+    stem_name = "block0"
+    """The layers before the first stage (``"stem"`` taps them)."""
+
     def __init__(self, depth: int = 13, widths: Sequence[int] = VGG_WIDTHS, num_classes: int = 100,
                  in_channels: int = 3) -> None:
         super().__init__()

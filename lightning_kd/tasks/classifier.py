@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
+from lightning_kd.checkpoints import CHECKPOINT_KEY, load_network
 from lightning_kd.data.base import Batch
 from lightning_kd.errors import Refusal
 from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, SmoothingConvention
@@ -25,6 +29,9 @@ class Classifier(BaseTask):
             elsewhere); see :mod:`lightning_kd.losses.label_smoothing`.
         optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`.
         lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`.
+        net_ckpt: Weights to start the network from (a checkpoint of this package, its trained network's, or a
+            plain state dict): the second stage of FSP and FitNets-style methods, whose first run initialises the
+            student. Read once, when the task is built; its checkpoints hold the weights after that.
 
     Example:
         >>> from lightning_kd.models import SmallCNN
@@ -42,13 +49,21 @@ class Classifier(BaseTask):
         smoothing_convention: SmoothingConvention = DEFAULT_SMOOTHING_CONVENTION,
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
+        net_ckpt: str | Path | None = None,
     ) -> None:
-        super().__init__(optimizer, lr_scheduler, net=net)
+        super().__init__(optimizer, lr_scheduler, net=net, net_ckpt=net_ckpt)
 
-    def configure_models(self, net: nn.Module | None) -> None:  # type: ignore[override]
+    def configure_models(self, net: nn.Module | None, net_ckpt: str | Path | None = None) -> None:  # type: ignore[override]
         if net is None:
             raise Refusal("Classifier needs a network (`net`)")
-        self.net = net
+        self.net = load_network(net_ckpt, net) if net_ckpt is not None else net
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        hparams = checkpoint.get("hyper_parameters")
+        if hparams and hparams.get("net_ckpt") is not None:  # the weights it gave are in this checkpoint now
+            checkpoint[CHECKPOINT_KEY]["net_ckpt"] = hparams["net_ckpt"]
+            hparams["net_ckpt"] = None
 
     def trained_networks(self) -> dict[str, nn.Module]:
         return {"net": self.net}

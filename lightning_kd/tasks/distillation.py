@@ -62,6 +62,9 @@ class DistillationTask(BaseTask):
     """Whether the task refuses to run without a teacher (Born-Again's generation 0 learns from labels)."""
     max_teachers: ClassVar[int | None] = 1
     """How many teachers the method uses (``None``: any number)."""
+    starting_weights: ClassVar[tuple[str, ...]] = ("student_ckpt",)
+    """Arguments naming files of trained weights read once when the task is built (the student's; FT's paraphraser):
+    a checkpoint holds those weights, records the paths and stores ``None`` for them, so reloading it reads no file."""
 
     def __init__(
         self,
@@ -192,9 +195,10 @@ class DistillationTask(BaseTask):
         record = checkpoint[CHECKPOINT_KEY]
         # what the run was given, for resume, kept by every checkpoint of the run (a resumed one too)
         record.update(getattr(self, "_given_checkpoints", {}))
-        if hparams and hparams.get("student_ckpt") is not None:  # the student's weights are in this checkpoint
-            record["student_ckpt"] = hparams["student_ckpt"]
-            hparams["student_ckpt"] = None
+        for key in self.starting_weights:  # the weights these files gave are in this checkpoint now
+            if hparams and hparams.get(key) is not None:
+                record[key] = hparams[key]
+                hparams[key] = None
         if not hparams or hparams.get("teacher_ckpt") is None:
             return
         record["teacher_ckpt"] = hparams["teacher_ckpt"]
@@ -216,7 +220,8 @@ class DistillationTask(BaseTask):
         super().on_load_checkpoint(checkpoint)
         # format 1 (lightning-kd 0.1) kept the one teacher under "teacher."; now teachers.<role>.
         record = checkpoint.get(CHECKPOINT_KEY, {})
-        self._given_checkpoints = {key: record[key] for key in ("teacher_ckpt", "student_ckpt") if key in record}
+        given = ("teacher_ckpt", *self.starting_weights)
+        self._given_checkpoints = {key: record[key] for key in given if key in record}
         if record.get("format_version") == 1 and "state_dict" in checkpoint:
             checkpoint["state_dict"] = {
                 (f"teachers.{key}" if key.startswith("teacher.") else key): value

@@ -1,0 +1,228 @@
+"""FSP and factor transfer, the methods trained in two runs: their terms against naive float64 references written from
+the formulas (values and gradients), and the runs chained as the papers train them: FSP's initialisation then the
+labels from its student (``Classifier(net_ckpt=...)``), FT's paraphraser then the transfer through it, frozen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+
+from lightning_kd import FSP, Classifier, FactorTransfer
+from lightning_kd.checkpoints import CHECKPOINT_KEY, CheckpointError, read_checkpoint
+from lightning_kd.data import DigitsDataModule
+from lightning_kd.errors import Refusal
+from lightning_kd.losses.factor_transfer import factor_transfer_loss
+from lightning_kd.losses.fsp import fsp_loss
+from lightning_kd.models import SmallCNN, create_model
+from tests.helpers import cpu_trainer, record_term
+
+B = 3
+LOGITS, TARGETS = torch.zeros(B, 4, dtype=torch.float64), torch.tensor([0, 1, 3])
+
+
+def _maps(*shapes: tuple[int, ...], seed: int, grad: bool) -> list[Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(*shape, generator=generator, dtype=torch.float64).requires_grad_(grad) for shape in shapes]
+
+
+def naive_pool(x: Tensor, size: int) -> Tensor:
+    """Average pooling of a square map down to ``size`` by equal blocks, written out."""
+    k = x.shape[-1] // size
+    return torch.stack([torch.stack([x[..., i * k:(i + 1) * k, j * k:(j + 1) * k].mean(dim=(-2, -1))
+                                     for j in range(size)], -1) for i in range(size)], -2)
+
+
+def naive_fsp_matrix(bottom: Tensor, top: Tensor, b: int) -> list[list[Tensor]]:
+    """``G[i][j] = sum_{h,w} bottom[i,h,w] top[j,h,w] / (H W)`` for sample ``b``, the larger map pooled first."""
+    size = min(bottom.shape[-1], top.shape[-1])
+    bottom, top = naive_pool(bottom, size), naive_pool(top, size)
+    return [[sum(bottom[b, i, h, w] * top[b, j, h, w] for h in range(size) for w in range(size)) / size**2
+             for j in range(top.shape[1])] for i in range(bottom.shape[1])]
+
+
+def naive_fsp(student: list[Tensor], teacher: list[Tensor], convention: str) -> Tensor:
+    total = 0
+    for layer in range(len(student) - 1):
+        per_sample = []
+        for b in range(B):
+            gs = naive_fsp_matrix(student[layer], student[layer + 1], b)
+            gt = naive_fsp_matrix(teacher[layer], teacher[layer + 1], b)
+            squares = [(x - y) ** 2 for rs, rt in zip(gs, gt, strict=True) for x, y in zip(rs, rt, strict=True)]
+            per_sample.append(sum(squares) / len(squares) if convention == "benchmark_code" else sum(squares))
+        total = total + sum(per_sample) / B
+    return total
+
+
+@pytest.mark.parametrize("convention", ["benchmark_code", "paper"])
+def test_fsp_is_the_squared_difference_of_the_gram_matrices_between_consecutive_layers(convention: str) -> None:
+    shapes = [(B, 2, 4, 4), (B, 3, 4, 4), (B, 2, 2, 2)]  # the third pair halves the resolution: pooled
+    student = _maps(*shapes, seed=0, grad=True)
+    teacher = _maps(*shapes[:2], (B, 2, 4, 4), seed=1, grad=False)  # the teacher's at another resolution
+    value = fsp_loss(LOGITS, TARGETS, student, teacher, convention=convention)["fsp"]
+    expected = naive_fsp(student, teacher, convention)
+    assert float(value) == pytest.approx(float(expected), rel=1e-10) and float(expected) > 1e-3
+    grads = torch.autograd.grad(value, student)
+    expected_grads = torch.autograd.grad(expected, student)
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-12)
+
+
+def naive_factor(x: Tensor, b: int, convention: str) -> list[Tensor]:
+    if convention == "benchmark_code":  # the channels' mean of squares at each position
+        values = [sum(x[b, c, i, j] ** 2 for c in range(x.shape[1])) / x.shape[1]
+                  for i in range(x.shape[2]) for j in range(x.shape[3])]
+    else:
+        values = list(x[b].flatten())
+    norm = torch.sqrt(sum(v * v for v in values))
+    return [v / norm for v in values]
+
+
+@pytest.mark.parametrize("convention", ["benchmark_code", "paper"])
+def test_factor_transfer_is_the_l1_distance_of_the_normalised_factors(convention: str) -> None:
+    (student,) = _maps((B, 4, 4, 4), seed=2, grad=True)
+    (teacher,) = _maps((B, 4, 2, 2), seed=3, grad=False)  # the student's factor is pooled to the teacher's
+    value = factor_transfer_loss(LOGITS, TARGETS, [student], [teacher], convention=convention)["ft"]
+    pooled = naive_pool(student, 2)
+    differences = [[abs(x - y) for x, y in zip(naive_factor(pooled, b, convention),
+                                                naive_factor(teacher, b, convention), strict=True)] for b in range(B)]
+    if convention == "benchmark_code":
+        expected = sum(sum(row) for row in differences) / (B * len(differences[0]))
+    else:
+        expected = sum(sum(row) for row in differences) / B
+    assert float(value) == pytest.approx(float(expected), rel=1e-10) and float(expected) > 1e-3
+    (grad,) = torch.autograd.grad(value, student)
+    (expected_grad,) = torch.autograd.grad(expected, student)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-12)
+
+
+# -- FSP as a task -----------------------------------------------------------------------------------------------
+def _cnn(widths: tuple[int, ...] = (8, 16), seed: int = 0) -> SmallCNN:
+    torch.manual_seed(seed)
+    return SmallCNN(widths=widths, num_classes=10)
+
+
+def test_fsp_taps_the_stem_and_stages_and_refuses_widths_that_differ_or_a_single_layer() -> None:
+    pairs = FSP(create_model("vgg8", num_classes=100), create_model("vgg13", num_classes=100)).feature_pairs()
+    assert [p.student_layer for p in pairs] == ["block0", "block1", "block2", "block3", "block4"]  # "stem" on VGG
+    task = FSP(create_model("shufflenetv2", num_classes=100), create_model("resnet32x4", num_classes=100))
+    with pytest.raises(Refusal, match=r"FSP pair 1 \(stem -> stem\): the student's layer has 24 channels and the "
+                                      r"teacher's 32; FSP compares matrices of channels"):
+        task.build_projectors((3, 32, 32))
+    with pytest.raises(Refusal, match="SmallCNN has no layer 'stem'"):
+        FSP(_cnn(), _cnn()).build_projectors((1, 8, 8))
+    single = FSP(_cnn(), _cnn(seed=1), student_layers="stages[0]", teacher_layers="stages[0]")
+    with pytest.raises(Refusal, match="FSP relates consecutive layers: name at least 2"):
+        single.build_projectors((1, 8, 8))
+    with pytest.raises(Refusal, match="fsp_weight must be finite and >= 0"):
+        FSP(_cnn(), _cnn(), fsp_weight=-1.0)
+    assert FSP.run_variant({"ce_weight": 0.0}) == "fsp1-init"
+    assert FSP.run_variant({"convention": "paper"}) == "fsp1-paper"
+    assert FactorTransfer.run_variant({"phase": "paraphraser"}) == "paraphraser"
+    assert FactorTransfer.run_variant({"ft_weight": 100.0}) == "ft100"
+
+
+def test_fsp_initialises_the_student_and_the_labels_train_it_from_there(tmp_path: Path) -> None:
+    """The paper's two runs: FSP alone (the classifier, which it does not reach, left exactly as it was, and the
+    term lowered), then a Classifier starting from that student, its checkpoints holding the weights."""
+    stage_1 = FSP(_cnn(), _cnn(seed=1), student_layers="stages", teacher_layers="stages", ce_weight=0.0,
+                  lr_scheduler="none")
+    head = stage_1.student.fc.weight.detach().clone()
+    seen = record_term(stage_1, "fsp")
+    trainer = cpu_trainer(max_epochs=2, limit_train_batches=13, limit_val_batches=0)
+    trainer.fit(stage_1, datamodule=DigitsDataModule(batch_size=32))
+    assert torch.equal(stage_1.student.fc.weight, head)
+    assert sum(seen[-5:]) < 0.8 * sum(seen[:5]), seen
+    path = tmp_path / "fsp.ckpt"
+    trainer.save_checkpoint(path)
+
+    stage_2 = Classifier(_cnn(seed=5), net_ckpt=str(path))
+    for name, tensor in stage_1.student.state_dict().items():
+        assert torch.equal(stage_2.net.state_dict()[name], tensor), name
+    trainer = cpu_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0)
+    trainer.fit(stage_2, datamodule=DigitsDataModule(batch_size=32))
+    trainer.save_checkpoint(tmp_path / "stage2.ckpt")
+    saved = read_checkpoint(tmp_path / "stage2.ckpt")
+    assert saved["hyper_parameters"]["net_ckpt"] is None and saved[CHECKPOINT_KEY]["net_ckpt"] == str(path)
+    path.unlink()  # the second run's checkpoint needs the first's file no more
+    Classifier.load_from_checkpoint(tmp_path / "stage2.ckpt", net=_cnn())
+
+
+# -- factor transfer as a task -----------------------------------------------------------------------------------
+def _paraphraser_run(tmp_path: Path) -> tuple[FactorTransfer, Path, list[float]]:
+    task = FactorTransfer(_cnn(), _cnn((16, 32), seed=1), phase="paraphraser", lr_scheduler="none",
+                          optimizer=lambda parameters: torch.optim.Adam(parameters, lr=3e-3))
+    seen = record_term(task, "reconstruction")
+    trainer = cpu_trainer(max_epochs=2, limit_train_batches=13, limit_val_batches=0)
+    task.build_projectors((1, 8, 8))  # as the fit would: built now, to compare every weight before and after
+    before = {name: t.detach().clone() for name, t in task.state_dict().items()}
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+    after = task.state_dict()
+    moved = {name for name, t in after.items() if t.is_floating_point() and not torch.equal(t, before[name])}
+    # the paraphraser alone learns; the student's weights are untouched (its BatchNorm statistics too)
+    assert moved and all(".paraphraser_" in name for name in moved), sorted(n for n in moved if "paraphraser_" not in n)
+    path = tmp_path / "paraphraser.ckpt"
+    trainer.save_checkpoint(path)
+    return task, path, seen
+
+
+def test_the_paraphraser_learns_to_reconstruct_and_the_transfer_reads_it_frozen(tmp_path: Path) -> None:
+    first, path, reconstruction = _paraphraser_run(tmp_path)
+    assert sum(reconstruction[-5:]) < 0.8 * sum(reconstruction[:5]), reconstruction
+    second = FactorTransfer(_cnn(), _cnn((16, 32), seed=1), paraphraser_ckpt=str(path), ft_weight=10.0,
+                            lr_scheduler="none")
+    seen = record_term(second, "ft")
+    trainer = cpu_trainer(max_epochs=2, limit_train_batches=13, limit_val_batches=0)
+    trainer.fit(second, datamodule=DigitsDataModule(batch_size=32))
+    trained = first.projectors[0]
+    for name, tensor in second.projectors[0].state_dict().items():  # the first run's paraphraser, unchanged
+        if "paraphraser_" in name:
+            assert torch.equal(tensor, trained.state_dict()[name]), name
+    assert all(not p.requires_grad for p in second.projectors[0].paraphraser_parameters())
+    assert sum(seen[-5:]) < 0.8 * sum(seen[:5]), seen  # the translated factor nears the paraphrased one
+    trainer.save_checkpoint(tmp_path / "transfer.ckpt")
+    path.unlink()  # its checkpoint holds the paraphraser: reloading it reads no other file
+    reloaded = FactorTransfer.load_from_checkpoint(tmp_path / "transfer.ckpt", student=_cnn(),
+                                                   teacher=_cnn((16, 32)))
+    torch.testing.assert_close(reloaded.projectors[0].state_dict(), second.projectors[0].state_dict())
+
+
+def test_the_transfer_refuses_to_start_without_a_paraphraser_of_this_teacher(tmp_path: Path) -> None:
+    trainer = cpu_trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0)
+    with pytest.raises(Refusal, match="FactorTransfer transfers through a paraphraser trained first: run it with "
+                                      "phase: paraphraser"):
+        trainer.fit(FactorTransfer(_cnn(), _cnn((16, 32))), datamodule=DigitsDataModule(batch_size=32))
+    classifier = Classifier(_cnn())
+    cpu_trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0).fit(
+        classifier, datamodule=DigitsDataModule(batch_size=32))
+    not_a_paraphraser = tmp_path / "classifier.ckpt"
+    classifier.trainer.save_checkpoint(not_a_paraphraser)
+    task = FactorTransfer(_cnn(), _cnn((16, 32)), paraphraser_ckpt=str(not_a_paraphraser))
+    with pytest.raises(CheckpointError, match="is not a FactorTransfer run with phase: paraphraser"):
+        task.build_projectors((1, 8, 8))
+    _, path, _ = _paraphraser_run(tmp_path)
+    other_teacher = FactorTransfer(_cnn(), _cnn((16, 24)), paraphraser_ckpt=str(path))
+    with pytest.raises(CheckpointError, match=r"does not fit this teacher's paraphraser .*another teacher"):
+        other_teacher.build_projectors((1, 8, 8))
+    other_layer = FactorTransfer(_cnn(), _cnn((16, 32)), paraphraser_ckpt=str(path), teacher_layers="stages[0]")
+    with pytest.raises(CheckpointError, match=r"trained its paraphraser on the teacher's 'stages\[-1\]'"):
+        other_layer.build_projectors((1, 8, 8))
+    with pytest.raises(Refusal, match="unknown factor transfer phase 'pretrain'"):
+        FactorTransfer(_cnn(), _cnn(), phase="pretrain")
+
+
+@pytest.mark.parametrize(("teacher", "student"), [("resnet32x4", "resnet8x4"), ("resnet56", "resnet20"),
+                                                  ("wrn_40_2", "wrn_16_2"), ("vgg13", "vgg8"),
+                                                  ("resnet32x4", "shufflenetv2")])
+def test_fsp_and_factor_transfer_find_their_layers_on_the_benchmark_pairs(teacher: str, student: str) -> None:
+    teacher_net, student_net = create_model(teacher, num_classes=100), create_model(student, num_classes=100)
+    FactorTransfer(student_net, teacher_net, phase="paraphraser").build_projectors((3, 32, 32))
+    fsp = FSP(student_net, teacher_net)
+    if student == "shufflenetv2":  # widths unlike the teacher's: FSP cannot compare them
+        with pytest.raises(Refusal, match="FSP compares matrices of channels"):
+            fsp.build_projectors((3, 32, 32))
+    else:
+        fsp.build_projectors((3, 32, 32))
+        assert len(fsp.feature_pairs()) == 1 + len(student_net.stage_names)
