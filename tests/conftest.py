@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import gzip
 import os
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,29 @@ def write_tiny_corpus(root: Path, layout: str = "ptb", sentences: tuple[int, int
             text = " = Heading = \n\n " + text.replace("\n", " \n", 3)
         (root / name).write_text(text)
     return root
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """The IDX encoding written from the format's description: 0, 0, type 0x08, ndim, big-endian sizes, values."""
+    return bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", n) for n in array.shape) + array.tobytes()
+
+
+def write_fashion(root: Path, train: int = 60, test: int = 20, compressed: bool = True, seed: int = 0) -> dict:
+    """Fashion-MNIST's four IDX files, tiny, in ``root``: the arrays written, by split."""
+    from lightning_kd.data.fashion_mnist import FILES  # here: the package imports after the environment is set
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, count in (("train", train), ("test", test)):
+        labels = (np.arange(count) % 10).astype(np.uint8)
+        # each class a different brightness, so a split's statistics are known and classes are learnable
+        images = (labels[:, None, None] * 25 + rng.integers(0, 5, (count, 28, 28))).astype(np.uint8)
+        arrays[split] = (images, labels)
+        for name, array in zip(FILES[split], (images, labels), strict=True):
+            data = idx_bytes(array)
+            (root / (f"{name}.gz" if compressed else name)).write_bytes(gzip.compress(data) if compressed else data)
+    return arrays
 
 
 def write_tiny_cifar(root: Path, num_classes: int, train_per_file: int = 8, test: int = 16, seed: int = 0) -> None:
@@ -118,3 +143,9 @@ def ddp_run(request: pytest.FixtureRequest, ddp_pool: Path) -> Path:
     assert marker is not None, "a test asking for ddp_run marks its scenario: @pytest.mark.ddp(scenario=...)"
     return scenario_folder(marker.kwargs["scenario"], ddp_pool)
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests of the shared DDP pool run on one xdist worker: the pool (every marked scenario) starts once."""
+    for item in items:
+        if item.get_closest_marker("ddp") is not None:
+            item.add_marker(pytest.mark.xdist_group("ddp-pool"))

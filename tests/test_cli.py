@@ -23,7 +23,7 @@ from lightning_kd import BornAgain, Classifier, VanillaKD
 from lightning_kd.checkpoints import load_network
 from lightning_kd.cli import KDLightningCLI, main
 from lightning_kd.models import MLP, SmallCNN
-from tests.conftest import CONFIGS, skip_cifar_checksums_in, write_tiny_cifar, write_tiny_corpus
+from tests.conftest import CONFIGS, skip_cifar_checksums_in, write_fashion, write_tiny_cifar, write_tiny_corpus
 from tests.helpers import only_run, run_each_until_sigkilled
 
 
@@ -139,6 +139,10 @@ def _prepare(config: Path, root: Path) -> tuple[Path, list[str]]:
         config.write_text(yaml.safe_dump(settings))
         args += ["--data.init_args.batch_size", "4", "--data.init_args.eval_batch_size", "2",
                  "--data.init_args.bptt", "6"]
+    if "FashionMNIST" in settings["data"]["class_path"]:  # tiny IDX files in the real format, not the apt package
+        write_fashion(root / "fashion-mnist", train=80, test=20)
+        args += ["--data.init_args.root", str(root / "fashion-mnist"), "--data.init_args.train_samples", "40",
+                 "--data.init_args.batch_size", "8"]
     if "CIFAR100" in settings["data"]["class_path"]:
         write_tiny_cifar(root / "data", 100, train_per_file=16)
         args += ["--data.init_args.num_workers", "0", "--data.init_args.batch_size", "8"]

@@ -18,13 +18,22 @@ from torch import nn
 from lightning_kd import (
     CRD,
     DIST,
+    FSP,
+    NST,
+    OFD,
+    PKT,
     RKD,
+    VID,
+    AttentionTransfer,
     BornAgain,
+    CorrelationCongruence,
     DecoupledKD,
     DeepMutualLearning,
     FitNets,
     LogitStandardisedKD,
     MultiTeacherKD,
+    ReviewKD,
+    SimilarityPreserving,
     TeacherFreeKD,
     VanillaKD,
 )
@@ -105,12 +114,21 @@ def test_each_logit_method_trains_under_ddp_with_ranks_equal(ddp_run: Path, name
     assert rank0["ddp_ignored"] and all(k.startswith("teachers.") for k in rank0["ddp_ignored"])
 
 
-FEATURE_METHODS = {"fitnets": FitNets, "rkd": RKD, "crd": functools.partial(CRD, negatives=64)}
+# each feature method, and the teacher's widths it runs with (FSP compares equal widths)
+FEATURE_METHODS = {
+    "fitnets": (FitNets, (12, 24)), "rkd": (RKD, (12, 24)), "crd": (functools.partial(CRD, negatives=64), (12, 24)),
+    "at": (AttentionTransfer, (12, 24)), "sp": (SimilarityPreserving, (12, 24)), "nst": (NST, (12, 24)),
+    "pkt": (PKT, (12, 24)), "cc": (CorrelationCongruence, (12, 24)), "vid": (VID, (12, 24)),
+    "fsp": (functools.partial(FSP, student_layers="stages", teacher_layers="stages"), (8, 16)),
+    "reviewkd": (ReviewKD, (12, 24)), "ofd": (OFD, (12, 24)),
+}
+WITHOUT_PROJECTORS = {"rkd", "at", "sp", "nst", "pkt", "fsp"}
 
 
 def _feature_method(folder: Path, name: str) -> None:
     seed_everything(0)
-    task = FEATURE_METHODS[name](SmallCNN(widths=(8, 16), num_classes=10), SmallCNN(widths=(12, 24), num_classes=10))
+    method, teacher_widths = FEATURE_METHODS[name]
+    task = method(SmallCNN(widths=(8, 16), num_classes=10), SmallCNN(widths=teacher_widths, num_classes=10))
     trainer = cpu_trainer(devices=2, strategy="ddp", max_epochs=1, limit_train_batches=6, limit_val_batches=2,
                           callbacks=[RankReport(folder)])
     trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
@@ -120,15 +138,17 @@ def _feature_method(folder: Path, name: str) -> None:
     pytest.param(n, marks=pytest.mark.ddp(scenario=functools.partial(_feature_method, name=n)))
     for n in FEATURE_METHODS])
 def test_each_feature_method_trains_under_ddp_with_ranks_equal(ddp_run: Path, name: str) -> None:
-    """FitNets' regressor (with its BatchNorm) and CRD's embeddings are trained and kept equal on both ranks like the
-    student; CRD's memory banks and constants end equal (each process applies every process's batch); RKD's
-    relations are each process's batch statistics, and the ranks still end equal."""
+    """The trained parts of a method (FitNets' regressor with its BatchNorm, CRD's and CC's embeddings, VID's
+    regressors and variances, ReviewKD's fusions, OFD's connectors and margins) are kept equal on both ranks like the
+    student; CRD's memory banks and constants end equal (each process applies every process's batch); the relations
+    of RKD, SP, PKT and CC are each process's batch statistics, and the ranks still end equal."""
     rank0, rank1 = (json.loads((ddp_run / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["world_size"] == 2 and rank0["metrics"] == rank1["metrics"]
     assert rank0["student"] == rank1["student"] and rank0["projectors"] == rank1["projectors"]
     assert rank0["memory"] == rank1["memory"] and bool(rank0["memory"]) == (name == "crd")
     assert all(parameter.startswith(("student.", "projectors.")) for parameter in rank0["trainable"])
-    assert any(parameter.startswith("projectors.") for parameter in rank0["trainable"]) == (name != "rkd")
+    assert any(parameter.startswith("projectors.") for parameter in rank0["trainable"]) == (
+        name not in WITHOUT_PROJECTORS)
 
 
 class StudentFingerprint(Callback):

@@ -55,7 +55,7 @@ def test_the_loss_and_its_gradient_equal_the_formula(batch: int, classes: int, a
 
 def test_weights_warmup_and_ce_combine_as_stated() -> None:
     zs, zt, y = torch.randn(6, 5), torch.randn(6, 5), torch.randint(0, 5, (6,))
-    out = dkd_loss(zs, zt, y, alpha=2.0, beta=3.0, ce_weight=0.5, warmup=0.25)
+    out = dkd_loss(zs, zt, y, tckd_weight=2.0, nckd_weight=3.0, ce_weight=0.5, warmup=0.25)
     torch.testing.assert_close(out["loss"], 0.5 * out["ce"] + 0.25 * (2.0 * out["tckd"] + 3.0 * out["nckd"]))
 
 
@@ -74,8 +74,8 @@ def test_warmup_rises_linearly_over_the_first_epochs() -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"beta": -1.0}, "beta must be finite and >= 0, got -1.0"),
-    ({"alpha": math.nan}, "alpha must be finite and >= 0, got nan"),
+    ({"nckd_weight": -1.0}, "nckd_weight must be finite and >= 0, got -1.0"),
+    ({"tckd_weight": math.nan}, "tckd_weight must be finite and >= 0, got nan"),
     ({"ce_weight": math.inf}, "ce_weight must be finite and >= 0, got inf"),
     ({"temperature": 0.0}, "temperature must be finite and > 0, got 0.0"),
     ({"warmup_epochs": -2}, "warmup_epochs must be an integer >= 0, got -2"),
@@ -106,4 +106,4 @@ def test_the_task_warms_up_per_epoch_and_learns_on_digits() -> None:
     trainer.fit(task, datamodule=DigitsDataModule(batch_size=64))
     assert seen == [0.5, 0.5, 1.0, 1.0, 1.0, 1.0]
     assert {"train/ce_loss", "train/tckd_loss", "train/nckd_loss"} <= set(trainer.callback_metrics)
-    assert DecoupledKD.run_variant({"beta": 2.0}) == "alpha1-beta2-T4"
+    assert DecoupledKD.run_variant({"nckd_weight": 2.0}) == "tckd1-nckd2-T4"

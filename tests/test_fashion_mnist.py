@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -11,27 +9,9 @@ import pytest
 import torch
 
 from lightning_kd.data import FashionMNISTDataModule
-from lightning_kd.data.fashion_mnist import DEBIAN_ROOT, FILES, read_idx
+from lightning_kd.data.fashion_mnist import DEBIAN_ROOT, read_idx
 from lightning_kd.errors import MissingFileRefusal, Refusal
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """The IDX encoding written from the format's description: 0, 0, type 0x08, ndim, big-endian sizes, values."""
-    return bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", n) for n in array.shape) + array.tobytes()
-
-
-def write_fashion(root: Path, train: int = 60, test: int = 20, compressed: bool = True, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for split, count in (("train", train), ("test", test)):
-        labels = (np.arange(count) % 10).astype(np.uint8)
-        # each class a different brightness, so a split's statistics are known and classes are learnable
-        images = (labels[:, None, None] * 25 + rng.integers(0, 5, (count, 28, 28))).astype(np.uint8)
-        arrays[split] = (images, labels)
-        for name, array in zip(FILES[split], (images, labels), strict=True):
-            data = idx_bytes(array)
-            (root / (f"{name}.gz" if compressed else name)).write_bytes(gzip.compress(data) if compressed else data)
-    return arrays
+from tests.conftest import idx_bytes, write_fashion
 
 
 @pytest.mark.parametrize("compressed", [True, False])

@@ -1,22 +1,27 @@
-"""FSP and factor transfer, the methods trained in two runs: their terms against naive float64 references written from
-the formulas (values and gradients), and the runs chained as the papers train them: FSP's initialisation then the
-labels from its student (``Classifier(net_ckpt=...)``), FT's paraphraser then the transfer through it, frozen."""
+"""FSP and factor transfer, the methods trained in two runs, and ReviewKD: their terms against naive float64
+references written from the formulas (values and gradients), and the runs chained as the papers train them: FSP's
+initialisation then the labels from its student (``Classifier(net_ckpt=...)``), FT's paraphraser then the transfer
+through it, frozen; ReviewKD's review and OFD's margins on the benchmark pairs."""
 
 from __future__ import annotations
 
+import itertools
+import math
 from pathlib import Path
 
 import pytest
 import torch
 from torch import Tensor
 
-from lightning_kd import FSP, Classifier, FactorTransfer
+from lightning_kd import FSP, OFD, Classifier, FactorTransfer, ReviewKD
 from lightning_kd.checkpoints import CHECKPOINT_KEY, CheckpointError, read_checkpoint
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.errors import Refusal
 from lightning_kd.losses.factor_transfer import factor_transfer_loss
 from lightning_kd.losses.fsp import fsp_loss
-from lightning_kd.models import SmallCNN, create_model
+from lightning_kd.losses.ofd import ofd_loss, ofd_margin
+from lightning_kd.losses.review_kd import review_kd_loss, review_warmup
+from lightning_kd.models import MLP, SmallCNN, create_model
 from tests.helpers import cpu_trainer, record_term
 
 B = 3
@@ -226,3 +231,115 @@ def test_fsp_and_factor_transfer_find_their_layers_on_the_benchmark_pairs(teache
     else:
         fsp.build_projectors((3, 32, 32))
         assert len(fsp.feature_pairs()) == 1 + len(student_net.stage_names)
+
+
+# -- ReviewKD ----------------------------------------------------------------------------------------------------
+def naive_hcl(s: Tensor, t: Tensor) -> Tensor:
+    """The mean square error at full size, then at 4, 2, 1 pixels a side (smaller than the map only), each level's
+    pooling written out as block means, weighted 1, 1/2, 1/4, 1/8 and normalised by the weights' sum."""
+    def mse(a: Tensor, b: Tensor) -> Tensor:
+        values = [(x - y) ** 2 for x, y in zip(a.flatten(), b.flatten(), strict=True)]
+        return sum(values) / len(values)
+
+    total, weights, weight = mse(s, t), 1.0, 1.0
+    for size in (4, 2, 1):
+        if size >= s.shape[-1]:
+            continue
+        weight /= 2
+        total = total + weight * mse(naive_pool(s, size), naive_pool(t, size))
+        weights += weight
+    return total / weights
+
+
+def test_reviewkd_hierarchical_context_loss_equals_its_formula_in_value_and_gradient() -> None:
+    student = _maps((2, 3, 8, 8), (2, 4, 4, 4), (2, 5, 1, 1), seed=4, grad=True)
+    teacher = _maps((2, 3, 8, 8), (2, 4, 4, 4), (2, 5, 1, 1), seed=5, grad=False)
+    value = review_kd_loss(LOGITS[:2], TARGETS[:2], student, teacher, review_weight=1.0)["review"]
+    expected = sum(naive_hcl(s, t) for s, t in zip(student, teacher, strict=True))
+    assert float(value) == pytest.approx(float(expected), rel=1e-10)
+    grads = torch.autograd.grad(value, student)
+    expected_grads = torch.autograd.grad(expected, student)
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-12)
+    # the warm-up: mdistiller counts epochs from 1, the authors' code from 0 (no review term in the first epoch)
+    assert [review_warmup(e, 4) for e in (0, 1, 3, 9)] == [0.25, 0.5, 1.0, 1.0]
+    assert [review_warmup(e, 4, "authors_code") for e in (0, 1, 4)] == [0.0, 0.25, 1.0]
+    out = review_kd_loss(LOGITS[:2], TARGETS[:2], student, teacher, review_weight=3.0, warmup=0.5)
+    torch.testing.assert_close(out["loss"], out["ce"] + 1.5 * out["review"])
+
+
+def test_reviewkd_reviews_deep_to_shallow_on_every_benchmark_pair_and_lowers_its_term() -> None:
+    for teacher, student in [("resnet32x4", "resnet8x4"), ("resnet56", "resnet20"), ("wrn_40_2", "wrn_16_2"),
+                             ("vgg13", "vgg8"), ("resnet32x4", "shufflenetv2")]:
+        task = ReviewKD(create_model(student, num_classes=100), create_model(teacher, num_classes=100))
+        task.build_projectors((3, 32, 32))
+        pairs = task.feature_pairs()
+        assert pairs[-1].teacher_layer == "penultimate" and len(pairs) == 1 + len(task.student.stage_names)
+        assert [f.attention is None for f in task.projectors] == [False] * (len(pairs) - 1) + [True]
+    with pytest.raises(Refusal, match=r"MLP does not name its stages before their last ReLU \(\"preact_stages\"\)"):
+        ReviewKD(_cnn(), MLP(hidden_sizes=(16,), num_classes=10)).feature_pairs()
+    task = ReviewKD(_cnn(), _cnn((16, 32), seed=1), warmup_epochs=0, lr_scheduler="none")
+    seen = record_term(task, "review")
+    cpu_trainer(max_epochs=2, limit_train_batches=13, limit_val_batches=0).fit(
+        task, datamodule=DigitsDataModule(batch_size=32))
+    assert sum(seen[-5:]) < 0.8 * sum(seen[:5]), seen
+    assert ReviewKD.run_variant({}) == "review5" and ReviewKD.run_variant({"convention": "authors_code"}) == \
+        "review5-authors"
+
+
+# -- OFD -----------------------------------------------------------------------------------------------------------
+def test_ofd_margin_is_the_expected_negative_response_and_the_partial_l2_skips_what_relu_erases() -> None:
+    """The margin against a numerical integral of x over the negative half of N(m, s^2), divided by its mass; the
+    partial distance element by element from its cases."""
+    weight, bias = torch.tensor([1.0, 0.5, 2.0, 1.0], dtype=torch.float64), torch.tensor([0.0, 0.3, -1.0, 4.0],
+                                                                                          dtype=torch.float64)
+    margins = ofd_margin(weight, bias)
+    for s, m, got in zip(weight.tolist(), bias.tolist(), margins.tolist(), strict=True):
+        x = torch.linspace(m - 12 * s, 0.0, 200001, dtype=torch.float64)
+        density = torch.exp(-((x - m) / s) ** 2 / 2)
+        mass = torch.trapezoid(density, x)
+        expected = float(torch.trapezoid(x * density, x) / mass) if float(mass) / (s * math.sqrt(2 * math.pi)) > 1e-3 \
+            else -3 * s
+        assert got == pytest.approx(expected, rel=1e-6)
+    (student,) = _maps((2, 4, 3, 3), seed=6, grad=True)
+    (teacher,) = _maps((2, 4, 6, 6), seed=7, grad=False)  # pooled to the student's 3x3
+    value = ofd_loss(LOGITS[:2], TARGETS[:2], [student, student], [teacher, teacher], [margins, margins],
+                     ofd_weight=1.0, ce_weight=0.0)["loss"]
+    pooled = naive_pool(teacher, 3)
+    total = 0
+    for b, c, i, j in itertools.product(range(2), range(4), range(3), range(3)):
+        s, t, margin = student[b, c, i, j], pooled[b, c, i, j], margins[c]
+        if t <= margin:
+            total = total + ((s - margin) ** 2 if s > margin else 0)
+        elif t <= 0:
+            total = total + ((s - t) ** 2 if s > t else 0)
+        else:
+            total = total + (s - t) ** 2
+    expected = (total / 2) * (1 / 2 + 1)  # two stages, the shallower weighted 1/2
+    assert float(value) == pytest.approx(float(expected), rel=1e-10)
+    torch.testing.assert_close(torch.autograd.grad(value, student)[0], torch.autograd.grad(expected, student)[0])
+
+
+def test_ofd_takes_its_margins_from_the_teachers_batchnorms_and_keeps_them(tmp_path: Path) -> None:
+    teacher = _cnn((16, 32), seed=1)
+    with torch.no_grad():
+        teacher.body[5].weight.fill_(2.0)
+        teacher.body[5].bias.fill_(10.0)  # almost never negative: the margin is -3 s
+    task = OFD(_cnn(), teacher, lr_scheduler="none")
+    task.build_projectors((1, 8, 8))
+    assert [(p.student_layer, p.teacher_layer) for p in task.feature_pairs()] == [("body.1", "body.1"),
+                                                                                   ("body.5", "body.5")]
+    torch.testing.assert_close(task.projectors[1].margin, torch.full((32,), -6.0))
+    seen = record_term(task, "ofd")
+    trainer = cpu_trainer(max_epochs=2, limit_train_batches=13, limit_val_batches=0)
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+    assert sum(seen[-5:]) < 0.8 * sum(seen[:5]), seen
+    trainer.save_checkpoint(tmp_path / "ofd.ckpt")
+    reloaded = OFD.load_from_checkpoint(tmp_path / "ofd.ckpt", student=_cnn(), teacher=_cnn((16, 32)))
+    torch.testing.assert_close(reloaded.projectors[1].margin, torch.full((32,), -6.0))
+    with pytest.raises(Refusal, match="CifarShuffleNetV2 does not name its stages before their last ReLU"):
+        OFD(create_model("shufflenetv2", num_classes=100), create_model("resnet32x4", num_classes=100))
+    for teacher_name, student_name in [("resnet32x4", "resnet8x4"), ("resnet56", "resnet20"), ("wrn_40_2", "wrn_16_2"),
+                                       ("vgg13", "vgg8")]:
+        OFD(create_model(student_name, num_classes=100), create_model(teacher_name, num_classes=100)).build_projectors(
+            (3, 32, 32))

@@ -116,3 +116,25 @@ def test_promotion_leaves_no_hooks() -> None:
 def test_mlp_and_cifar_resnet_name_their_stages() -> None:
     assert MLP(hidden_sizes=(32, 16)).stage_names == ("body.3", "body.6")
     assert CifarResNet(depth=8, widths=(8, 8, 16)).stage_names == ("stages.0", "stages.1")
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet8x4", "resnet50_cifar", "vgg8", "wrn_16_2", "small_cnn"])
+def test_preact_stages_are_the_stages_before_their_last_relu(name: str) -> None:
+    """Each pre-activation tap, through a ReLU, is its stage (or, for a WRN, whose stages end before BatchNorm and
+    ReLU, the last one through ReLU and pooling is the penultimate features); the logits are unchanged."""
+    torch.manual_seed(0)
+    net = SmallCNN(widths=(8, 16), num_classes=10) if name == "small_cnn" else create_model(name, num_classes=10)
+    net.eval()
+    x = torch.randn(2, 1, 8, 8) if name == "small_cnn" else torch.randn(2, 3, 32, 32)
+    out = forward_with_taps(net, x, ["preact_stages", "stages", "penultimate"])
+    torch.testing.assert_close(out.logits, net(x), rtol=0, atol=0)
+    preact = [out.features[path] for path in net.preact_stage_names]
+    assert len(preact) == len(net.stage_names)
+    if name.startswith("wrn"):
+        torch.testing.assert_close(preact[-1].relu().mean(dim=(2, 3)), out.features["penultimate"])
+    else:
+        for before, stage in zip(preact, net.stage_names, strict=True):
+            torch.testing.assert_close(before.relu(), out.features[stage])
+            assert bool((before < 0).any())  # before the ReLU indeed
+    one = forward_with_taps(net, x, "preact_stages[-1]").features
+    assert list(one) == [net.preact_stage_names[-1]]

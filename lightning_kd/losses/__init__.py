@@ -10,8 +10,8 @@ Conventions, the same for every family:
   here whatever the caller did.
 * Weights say which convention they follow. A **convex** weight (``alpha``, checked by
   :func:`check_alpha`) weighs the *distillation* term and ``1 - alpha`` the label term (Hinton's
-  convention; torchdistill's ``KDLoss`` uses the reverse). An **independent** weight (DKD's ``alpha``
-  and ``beta``, a feature term's ``lambda``; checked by :func:`check_weight`) multiplies its own term
+  convention; torchdistill's ``KDLoss`` uses the reverse). An **independent** weight (DKD's ``tckd_weight``
+  and ``nckd_weight``, a feature term's ``at_weight``; checked by :func:`check_weight`) multiplies its own term
   only, is finite and ``>= 0``, and 0 switches the term off.
 * Argument checks live in :mod:`lightning_kd.losses.validation`; each family states its names and
   defaults once, in its own module.

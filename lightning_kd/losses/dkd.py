@@ -3,11 +3,11 @@
 With ``p = softmax(z / T)`` and ``t`` the label, the binary distribution ``b = [p_t, 1 - p_t]`` carries the
 target class and ``p_hat = softmax`` over the other classes (the target left out) the rest:
 
-``L = ce_weight * CE(zs, y) + w * (alpha * TCKD + beta * NCKD)``, with
+``L = ce_weight * CE(zs, y) + w * (tckd_weight * TCKD + nckd_weight * NCKD)``, with
 ``TCKD = T^2 * KL(b_teacher || b_student)`` and ``NCKD = T^2 * KL(p_hat_teacher || p_hat_student)``,
 
 the two KL terms (TCKD and NCKD) averaged over the batch, ``w`` the warm-up factor (:func:`dkd_warmup`).
-``alpha``, ``beta`` and ``ce_weight`` are independent weights (none is ``1 -`` another). The non-target
+``tckd_weight``, ``nckd_weight`` and ``ce_weight`` are independent weights (none is ``1 -`` another). The non-target
 distribution is computed over the other classes exactly (the authors' code subtracts 1000 from the
 target's logit instead; the two agree unless logits are in the thousands).
 """
@@ -24,8 +24,9 @@ from lightning_kd.losses.validation import LossOutput, check_same_shape, check_t
 
 __all__ = ["DKDLoss", "DKD_DEFAULTS", "dkd_loss", "dkd_warmup"]
 
-DKD_DEFAULTS = {"alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup_epochs": 20}
-"""mdistiller's CIFAR-100 settings (``CFG.DKD``): alpha 1, beta 8, T 4, a 20-epoch warm-up."""
+DKD_DEFAULTS = {"tckd_weight": 1.0, "nckd_weight": 8.0, "temperature": 4.0, "warmup_epochs": 20}
+"""mdistiller's CIFAR-100 settings (``CFG.DKD``: ALPHA 1 and BETA 8, here tckd_weight and nckd_weight), T 4, a
+20-epoch warm-up."""
 
 
 def _target_and_others(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -39,21 +40,21 @@ def dkd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
     targets: Tensor,
-    alpha: float = 1.0,
-    beta: float = 8.0,
+    tckd_weight: float = 1.0,
+    nckd_weight: float = 8.0,
     temperature: float = 4.0,
     ce_weight: float = 1.0,
     warmup: float = 1.0,
     label_smoothing: LabelSmoothing | None = None,
 ) -> LossOutput:
-    """DKD: ``ce_weight * CE + warmup * (alpha * TCKD + beta * NCKD)``, both KL terms times ``T^2``.
+    """DKD: ``ce_weight * CE + warmup * (tckd_weight * TCKD + nckd_weight * NCKD)``, both KL terms times ``T^2``.
 
     Args:
         student_logits: ``(B, C)`` student logits, ``C >= 2``.
         teacher_logits: ``(B, C)`` teacher logits (constants: detached here).
         targets: ``(B,)`` class indices.
-        alpha: Weight of the target-class term TCKD, ``>= 0``.
-        beta: Weight of the non-target-class term NCKD, ``>= 0``.
+        tckd_weight: Weight of the target-class term TCKD, ``>= 0``.
+        nckd_weight: Weight of the non-target-class term NCKD, ``>= 0``.
         temperature: Softmax temperature ``T > 0``.
         ce_weight: Weight of the label cross-entropy, ``>= 0``.
         warmup: Factor of the distillation terms (:func:`dkd_warmup`; 1 once warmed up).
@@ -64,7 +65,7 @@ def dkd_loss(
 
     Example:
         >>> zs, zt, y = torch.randn(8, 10), torch.randn(8, 10), torch.randint(0, 10, (8,))
-        >>> out = dkd_loss(zs, zt, y, alpha=1.0, beta=8.0, warmup=0.5)
+        >>> out = dkd_loss(zs, zt, y, tckd_weight=1.0, nckd_weight=8.0, warmup=0.5)
         >>> bool(torch.isclose(out["loss"], out["ce"] + 0.5 * (out["tckd"] + 8.0 * out["nckd"])))
         True
     """
@@ -88,7 +89,8 @@ def dkd_loss(
                       binary_log_probs(student_target, student_others))
     nckd = scale * kl(teacher_others.log_softmax(dim=1), student_others.log_softmax(dim=1))
     ce = (label_smoothing or LabelSmoothing())(student_logits, targets)
-    return {"loss": ce_weight * ce + warmup * (alpha * tckd + beta * nckd), "ce": ce, "tckd": tckd, "nckd": nckd}
+    total = ce_weight * ce + warmup * (tckd_weight * tckd + nckd_weight * nckd)
+    return {"loss": total, "ce": ce, "tckd": tckd, "nckd": nckd}
 
 
 def dkd_warmup(epoch: int, warmup_epochs: int) -> float:
@@ -108,24 +110,26 @@ class DKDLoss(nn.Module):
     """Module form of :func:`dkd_loss`, checking every weight once.
 
     Example:
-        >>> loss = DKDLoss(alpha=1.0, beta=8.0, temperature=4.0)
+        >>> loss = DKDLoss(tckd_weight=1.0, nckd_weight=8.0, temperature=4.0)
         >>> sorted(loss(torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 1, 2, 0])))
         ['ce', 'loss', 'nckd', 'tckd']
     """
 
-    def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0, ce_weight: float = 1.0,
-                 label_smoothing: LabelSmoothing | None = None) -> None:
+    def __init__(self, tckd_weight: float = 1.0, nckd_weight: float = 8.0, temperature: float = 4.0,
+                 ce_weight: float = 1.0, label_smoothing: LabelSmoothing | None = None) -> None:
         super().__init__()
-        for name, weight in (("alpha", alpha), ("beta", beta), ("ce_weight", ce_weight)):
+        for name, weight in (("tckd_weight", tckd_weight), ("nckd_weight", nckd_weight), ("ce_weight", ce_weight)):
             check_weight(weight, name)
         check_temperature(temperature)
-        self.alpha, self.beta, self.temperature, self.ce_weight = alpha, beta, temperature, ce_weight
+        self.tckd_weight, self.nckd_weight = tckd_weight, nckd_weight
+        self.temperature, self.ce_weight = temperature, ce_weight
         self.label_smoothing = label_smoothing or LabelSmoothing()
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor, warmup: float = 1.0
                 ) -> LossOutput:
-        return dkd_loss(student_logits, teacher_logits, targets, self.alpha, self.beta, self.temperature,
+        return dkd_loss(student_logits, teacher_logits, targets, self.tckd_weight, self.nckd_weight, self.temperature,
                         self.ce_weight, warmup, self.label_smoothing)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, beta={self.beta}, temperature={self.temperature}, ce_weight={self.ce_weight}"
+        return (f"tckd_weight={self.tckd_weight}, nckd_weight={self.nckd_weight}, temperature={self.temperature}, "
+                f"ce_weight={self.ce_weight}")

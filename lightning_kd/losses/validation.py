@@ -51,7 +51,7 @@ def check_alpha(alpha: float, name: str = "alpha") -> None:
 def check_weight(weight: float, name: str) -> None:
     """Refuse a loss weight that is negative, NaN or infinite: an independent weight of one term (no ``1 - w``).
 
-    Methods whose terms are weighted independently (DKD's ``alpha`` and ``beta``, a feature term's
+    Methods whose terms are weighted independently (DKD's ``tckd_weight`` and ``nckd_weight``, a feature term's
     ``lambda``) check each weight here; a weight of 0 switches its term off.
 
     Example:

@@ -31,11 +31,12 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
             )
+        self.preact = nn.Identity()  # names the sum before the last ReLU, a tap for pre-activation methods
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return F.relu(self.preact(out + self.shortcut(x)))
 
 
 class Bottleneck(nn.Module):
@@ -56,11 +57,12 @@ class Bottleneck(nn.Module):
         if stride != 1 or in_planes != out_planes:
             self.shortcut = nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride, bias=False),
                                           nn.BatchNorm2d(out_planes))
+        self.preact = nn.Identity()  # names the sum before the last ReLU
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
-        return F.relu(self.bn3(self.conv3(out)) + self.shortcut(x))
+        return F.relu(self.preact(self.bn3(self.conv3(out)) + self.shortcut(x)))
 
 
 class CifarResNet(ClassifierNetwork):
@@ -134,6 +136,16 @@ class CifarResNet(ClassifierNetwork):
     @property
     def stage_names(self) -> tuple[str, ...]:
         return tuple(f"stages.{i}" for i in range(len(self.stages)))
+
+    @property
+    def preact_stage_names(self) -> tuple[str, ...]:
+        return tuple(f"stages.{i}.{len(stage) - 1}.preact" for i, stage in enumerate(self.stages))
+
+    @property
+    def preact_batchnorm_names(self) -> tuple[str, ...]:
+        """The BatchNorm of each stage's last residual branch (its sum with the shortcut is the pre-activation)."""
+        last = "bn3" if isinstance(self.stages[0][0], Bottleneck) else "bn2"
+        return tuple(f"stages.{i}.{len(stage) - 1}.{last}" for i, stage in enumerate(self.stages))
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.stages(self.stem(x))

@@ -105,6 +105,16 @@ class SmallCNN(ClassifierNetwork):
     def stage_names(self) -> tuple[str, ...]:
         return self._stage_names
 
+    @property
+    def preact_stage_names(self) -> tuple[str, ...]:
+        """Each block's BatchNorm, whose output its ReLU takes."""
+        return tuple(f"body.{int(name.split('.')[1]) - 1}" for name in self._stage_names)
+
+    @property
+    def preact_batchnorm_names(self) -> tuple[str, ...]:
+        """The BatchNorms whose outputs are the pre-activation stages (their affine parameters describe them)."""
+        return self.preact_stage_names
+
     def forward_features(self, x: Tensor) -> Tensor:
         return F.adaptive_avg_pool2d(self.body(x), 1).flatten(1)
 

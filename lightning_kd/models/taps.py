@@ -6,6 +6,9 @@ Layers are named by module path (``"stages.1"``, ``"layer3.1.conv2"``, ``"body.l
 * ``"stages"``: the network's stages, the outputs at the end of each resolution (see
   :func:`stage_names`): zoo networks name theirs, timm networks report them through
   ``feature_info``; ``"stages[i]"`` one of them (0-based, ``"stages[-1]"`` the deepest);
+* ``"preact_stages"``: the same stages before their last ReLU (``"preact_stages[i]"`` one of them), where a network
+  names them (the CIFAR ResNets, WRNs and VGGs of the zoo; ``SmallCNN``): what AB, OFD and ReviewKD read of a
+  teacher;
 * ``"stem"``: the output of the layers before the first stage, where a network names them (the zoo's ``stem``;
   the CIFAR VGGs' ``block0``), as FSP's first layer;
 * ``"penultimate"``: the features the classifier head sees (for a zoo or timm network its
@@ -39,12 +42,13 @@ from torch import Tensor, nn
 from lightning_kd.errors import Refusal
 
 STAGES = "stages"
+PREACT_STAGES = "preact_stages"
 STEM = "stem"
 PENULTIMATE = "penultimate"
-_ONE_STAGE = re.compile(r"stages\[(-?\d+)\]")
+_ONE_STAGE = re.compile(r"(preact_)?stages\[(-?\d+)\]")
 
 LayerSpec = str | Sequence[str]
-"""One layer name, ``"stages"``, ``"stages[i]"``, ``"stem"``, ``"penultimate"``, or a list of them."""
+"""One layer name, ``"stages"``, ``"stages[i]"``, ``"preact_stages"``, ``"stem"``, ``"penultimate"``, or a list."""
 
 
 @dataclass
@@ -68,6 +72,48 @@ def stage_names(network: nn.Module) -> tuple[str, ...]:
             "(see network.named_modules()), or use a zoo, torchvision or timm network"
         )
     return tuple(names)
+
+
+def preact_stage_names(network: nn.Module) -> tuple[str, ...]:
+    """Module paths whose outputs are ``network``'s stages before their last ReLU, shallowest first.
+
+    Raises:
+        Refusal: The network does not name them.
+
+    Example:
+        >>> from lightning_kd.models import create_model
+        >>> preact_stage_names(create_model("resnet20", num_classes=10))
+        ('stages.0.2.preact', 'stages.1.2.preact', 'stages.2.2.preact')
+    """
+    names = getattr(network, "preact_stage_names", None)
+    if names is None:
+        raise Refusal(
+            f"{type(network).__name__} does not name its stages before their last ReLU (\"preact_stages\"): the "
+            "CIFAR ResNets, WRNs and VGGs of the zoo and SmallCNN do; otherwise name the layers by module path")
+    return tuple(names)
+
+
+def preact_batchnorm(network: nn.Module, layer: str) -> nn.BatchNorm2d:
+    """The BatchNorm before the ReLU at a tapped pre-activation ``layer`` of ``network``: the layer itself when it is
+    one, else the one the network names for that pre-activation stage (a ResNet block's last residual BatchNorm).
+
+    Raises:
+        Refusal: None is known for that layer.
+
+    Example:
+        >>> from lightning_kd.models import create_model
+        >>> net = create_model("resnet20", num_classes=10)
+        >>> preact_batchnorm(net, "stages.0.2.preact") is net.stages[0][2].bn2
+        True
+    """
+    modules = dict(network.named_modules())
+    if isinstance(modules.get(layer), nn.BatchNorm2d):
+        return modules[layer]
+    stages, batchnorms = (getattr(network, name, ()) for name in ("preact_stage_names", "preact_batchnorm_names"))
+    if layer in stages and len(batchnorms) == len(stages):
+        return modules[batchnorms[list(stages).index(layer)]]
+    raise Refusal(f"{type(network).__name__}'s layer {layer!r} follows no known BatchNorm: tap \"preact_stages\" of a "
+                  "zoo network, or BatchNorm layers by module path")
 
 
 def resolve_layers(network: nn.Module, layers: LayerSpec) -> list[str]:
@@ -94,6 +140,8 @@ def resolve_layers(network: nn.Module, layers: LayerSpec) -> list[str]:
     for name in requested:
         if name == STAGES:
             expanded = list(stage_names(network))
+        elif name == PREACT_STAGES:
+            expanded = list(preact_stage_names(network))
         elif name == STEM:  # a network whose stem is not a module named "stem" names it
             expanded = [getattr(network, "stem_name", STEM)]
         else:
@@ -115,7 +163,8 @@ def _one_stage(network: nn.Module, name: str) -> str | None:
     match = _ONE_STAGE.fullmatch(name)
     if match is None:
         return None
-    stages, index = stage_names(network), int(match.group(1))
+    stages = preact_stage_names(network) if match.group(1) else stage_names(network)
+    index = int(match.group(2))
     if not -len(stages) <= index < len(stages):
         raise Refusal(f"{name!r}: {type(network).__name__} has {len(stages)} stages ({', '.join(stages)}); "
                       f"index them from 0 to {len(stages) - 1}, or from -1 back")

@@ -72,6 +72,16 @@ class CifarVGG(ClassifierNetwork):
     def stage_names(self) -> tuple[str, ...]:
         return ("block1", "block2", "block3", "block4")
 
+    @property
+    def preact_stage_names(self) -> tuple[str, ...]:
+        # each block ends convolution, BatchNorm, ReLU: the BatchNorm's output
+        return tuple(f"{name}.{len(getattr(self, name)) - 2}" for name in self.stage_names)
+
+    @property
+    def preact_batchnorm_names(self) -> tuple[str, ...]:
+        """The BatchNorms whose outputs are the pre-activation stages (their affine parameters describe them)."""
+        return self.preact_stage_names
+
     def forward_features(self, x: Tensor) -> Tensor:
         large = x.shape[-1] >= 64  # the benchmarks pool after block 3 only for 64x64 inputs
         x = F.max_pool2d(self.block0(x), 2)

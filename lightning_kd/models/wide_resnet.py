@@ -83,6 +83,17 @@ class WideResNet(ClassifierNetwork):
     def stage_names(self) -> tuple[str, ...]:
         return tuple(f"stages.{i}" for i in range(len(self.stages)))
 
+    @property
+    def preact_stage_names(self) -> tuple[str, ...]:
+        # pre-activation blocks: a stage's output meets its BatchNorm in the next stage's first block (the last
+        # stage's, in the final one)
+        return (*(f"stages.{i}.0.bn1" for i in range(1, len(self.stages))), "bn")
+
+    @property
+    def preact_batchnorm_names(self) -> tuple[str, ...]:
+        """The BatchNorms whose outputs are the pre-activation stages (their affine parameters describe them)."""
+        return self.preact_stage_names
+
     def forward_features(self, x: Tensor) -> Tensor:
         x = F.relu(self.bn(self.stages(self.stem(x))))
         return F.adaptive_avg_pool2d(x, 1).flatten(1)

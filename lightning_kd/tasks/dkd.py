@@ -18,12 +18,12 @@ from lightning_kd.tasks.distillation import DistillationTask
 
 
 class DecoupledKD(DistillationTask):
-    """``ce_weight * CE + w(epoch) * (alpha * TCKD + beta * NCKD)``, TCKD and NCKD the KL terms times ``T^2``.
+    """``ce_weight * CE + w(epoch) * (tckd_weight * TCKD + nckd_weight * NCKD)``, both KL terms times ``T^2``.
 
     TCKD compares the teacher's and the student's binary target/non-target probabilities, NCKD their
     distributions over the non-target classes (:func:`~lightning_kd.losses.dkd.dkd_loss`). The weights are
-    independent (none is ``1 -`` another): ``alpha`` weighs TCKD, ``beta`` NCKD, ``ce_weight`` the label
-    term. ``w`` rises linearly to 1 over the first ``warmup_epochs`` epochs
+    independent (none is ``1 -`` another): ``tckd_weight`` weighs TCKD (the paper's alpha), ``nckd_weight`` NCKD
+    (its beta), ``ce_weight`` the label term. ``w`` rises linearly to 1 over the first ``warmup_epochs`` epochs
     (:func:`~lightning_kd.losses.dkd.dkd_warmup`). Defaults are mdistiller's CIFAR-100 settings. Logs
     ``train/ce_loss``, ``train/tckd_loss`` and ``train/nckd_loss`` (unweighted).
 
@@ -31,8 +31,8 @@ class DecoupledKD(DistillationTask):
         student: The network to train.
         teacher: The teacher network (optional when ``teacher_ckpt`` comes from a CLI run).
         teacher_ckpt: Path of the teacher's weights.
-        alpha: Weight of TCKD, ``>= 0`` (default 1).
-        beta: Weight of NCKD, ``>= 0`` (default 8; the paper tunes it per teacher, 8 for ResNet32x4).
+        tckd_weight: Weight of TCKD, ``>= 0`` (default 1).
+        nckd_weight: Weight of NCKD, ``>= 0`` (default 8; the paper tunes it per teacher, 8 for ResNet32x4).
         temperature: Softmax temperature, ``> 0`` (default 4).
         ce_weight: Weight of the label cross-entropy, ``>= 0`` (default 1).
         warmup_epochs: Epochs over which the distillation terms' weight rises to 1 (default 20; 0: none).
@@ -44,9 +44,9 @@ class DecoupledKD(DistillationTask):
 
     Example:
         >>> from lightning_kd.models import MLP, SmallCNN
-        >>> task = DecoupledKD(MLP(num_classes=10), SmallCNN(num_classes=10), beta=2.0)
+        >>> task = DecoupledKD(MLP(num_classes=10), SmallCNN(num_classes=10), nckd_weight=2.0)
         >>> task.criterion
-        DKDLoss(alpha=1.0, beta=2.0, temperature=4.0, ce_weight=1.0)
+        DKDLoss(tckd_weight=1.0, nckd_weight=2.0, temperature=4.0, ce_weight=1.0)
     """
 
     def __init__(
@@ -54,8 +54,8 @@ class DecoupledKD(DistillationTask):
         student: nn.Module,
         teacher: nn.Module | None = None,
         teacher_ckpt: str | Path | None = None,
-        alpha: float = DKD_DEFAULTS["alpha"],
-        beta: float = DKD_DEFAULTS["beta"],
+        tckd_weight: float = DKD_DEFAULTS["tckd_weight"],
+        nckd_weight: float = DKD_DEFAULTS["nckd_weight"],
         temperature: float = DKD_DEFAULTS["temperature"],
         ce_weight: float = 1.0,
         warmup_epochs: int = DKD_DEFAULTS["warmup_epochs"],
@@ -71,8 +71,8 @@ class DecoupledKD(DistillationTask):
         hparams = self.hparams
         if not isinstance(hparams["warmup_epochs"], int) or hparams["warmup_epochs"] < 0:
             raise Refusal(f"warmup_epochs must be an integer >= 0, got {hparams['warmup_epochs']}")
-        self.criterion = DKDLoss(hparams["alpha"], hparams["beta"], hparams["temperature"], hparams["ce_weight"],
-                                 self.label_smoothing())
+        self.criterion = DKDLoss(hparams["tckd_weight"], hparams["nckd_weight"], hparams["temperature"],
+                                 hparams["ce_weight"], self.label_smoothing())
 
     def training_losses(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
         (teacher,) = self.teacher_outputs(batch)
@@ -82,5 +82,6 @@ class DecoupledKD(DistillationTask):
 
     @classmethod
     def run_variant(cls, arguments: dict[str, Any]) -> str | None:
-        own = valued_variant(arguments, DKD_DEFAULTS, {"alpha": "alpha", "beta": "beta", "temperature": "T"})
+        shown = {"tckd_weight": "tckd", "nckd_weight": "nckd", "temperature": "T"}
+        own = valued_variant(arguments, DKD_DEFAULTS, shown)
         return join_variants(own, super().run_variant(arguments))
