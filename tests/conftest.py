@@ -15,6 +15,11 @@ os.environ.setdefault("WANDB_DISABLE_CODE", "true")
 
 REPO = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each, not two competing pairs
+    import torch
+
+    torch.set_num_threads(1)
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--task-class", action="append", metavar="DOTTED.PATH",

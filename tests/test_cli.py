@@ -606,6 +606,9 @@ def test_a_resume_with_other_settings_or_a_longer_cosine_is_refused_from_python(
         fit(Classifier(MLP(hidden_sizes=(16,), num_classes=10)), 6, tmp_path / "run.ckpt")
 
 
+CNN_STUDENT = ["--model.init_args.student", "small_cnn"]
+"""The feature methods on maps distil into a CNN (mnist5k_kd's student is an MLP)."""
+
 FAMILIES = {  # a run of each family, with what makes it that family's
     "dml": ("mnist5k_dml.yaml", []),
     "dml-alternating": ("mnist5k_dml.yaml", ["--model.init_args.scheme", "alternating"]),
@@ -623,6 +626,20 @@ FAMILIES = {  # a run of each family, with what makes it that family's
                                     "penultimate", "--model.init_args.teacher_layers", "penultimate"]),
     # CRD: its memory banks and constants (buffers) resumed with the student
     "crd": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.CRD", "--model.init_args.negatives", "256"]),
+    # feature methods on maps (a CNN student): none trained beside the student (AT), regressors and variances (VID),
+    # fusions across levels (ReviewKD), connectors with the teacher's margins as buffers (OFD)
+    "at": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.AttentionTransfer", *CNN_STUDENT,
+                               "--model.init_args.student_layers", "stages[-1]",
+                               "--model.init_args.teacher_layers", "stages[-1]"]),
+    "vid": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.VID", *CNN_STUDENT,
+                                "--model.init_args.student_layers", "stages[-1]",
+                                "--model.init_args.teacher_layers", "stages[-1]"]),
+    "reviewkd": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.ReviewKD", *CNN_STUDENT,
+                                     "--model.init_args.student_layers", '["stages[-1]", "penultimate"]',
+                                     "--model.init_args.teacher_layers", '["preact_stages[-1]", "penultimate"]']),
+    "ofd": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.OFD", *CNN_STUDENT,
+                                "--model.init_args.student_layers", "preact_stages[-1]",
+                                "--model.init_args.teacher_layers", "preact_stages[-1]"]),
 }
 
 

@@ -24,6 +24,7 @@ from lightning_kd import (
     PKT,
     RKD,
     VID,
+    ActivationBoundaries,
     AttentionTransfer,
     BornAgain,
     CorrelationCongruence,
@@ -120,7 +121,7 @@ FEATURE_METHODS = {
     "at": (AttentionTransfer, (12, 24)), "sp": (SimilarityPreserving, (12, 24)), "nst": (NST, (12, 24)),
     "pkt": (PKT, (12, 24)), "cc": (CorrelationCongruence, (12, 24)), "vid": (VID, (12, 24)),
     "fsp": (functools.partial(FSP, student_layers="stages", teacher_layers="stages"), (8, 16)),
-    "reviewkd": (ReviewKD, (12, 24)), "ofd": (OFD, (12, 24)),
+    "reviewkd": (ReviewKD, (12, 24)), "ofd": (OFD, (12, 24)), "ab": (ActivationBoundaries, (12, 24)),
 }
 WITHOUT_PROJECTORS = {"rkd", "at", "sp", "nst", "pkt", "fsp"}
 

@@ -1,7 +1,7 @@
-"""FSP and factor transfer, the methods trained in two runs, and ReviewKD: their terms against naive float64
-references written from the formulas (values and gradients), and the runs chained as the papers train them: FSP's
-initialisation then the labels from its student (``Classifier(net_ckpt=...)``), FT's paraphraser then the transfer
-through it, frozen; ReviewKD's review and OFD's margins on the benchmark pairs."""
+"""FSP, factor transfer and activation boundaries (the methods trained in two runs), ReviewKD and OFD: their terms
+against naive float64 references written from the formulas (values and gradients), and the runs chained as the
+papers train them: FSP's and AB's initialisation then the labels from that student (``Classifier(net_ckpt=...)``),
+FT's paraphraser then the transfer through it, frozen; ReviewKD's review and OFD's margins on the benchmark pairs."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ import pytest
 import torch
 from torch import Tensor
 
-from lightning_kd import FSP, OFD, Classifier, FactorTransfer, ReviewKD
+from lightning_kd import FSP, OFD, ActivationBoundaries, Classifier, FactorTransfer, ReviewKD
 from lightning_kd.checkpoints import CHECKPOINT_KEY, CheckpointError, read_checkpoint
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.errors import Refusal
+from lightning_kd.losses.activation_boundaries import ab_loss
 from lightning_kd.losses.factor_transfer import factor_transfer_loss
 from lightning_kd.losses.fsp import fsp_loss
 from lightning_kd.losses.ofd import ofd_loss, ofd_margin
@@ -343,3 +344,38 @@ def test_ofd_takes_its_margins_from_the_teachers_batchnorms_and_keeps_them(tmp_p
                                        ("vgg13", "vgg8")]:
         OFD(create_model(student_name, num_classes=100), create_model(teacher_name, num_classes=100)).build_projectors(
             (3, 32, 32))
+
+
+# -- activation boundaries ---------------------------------------------------------------------------------------
+def test_activation_boundaries_counts_only_the_wrong_side_of_the_margin() -> None:
+    student = _maps((2, 3, 2, 2), (2, 4, 1, 1), seed=8, grad=True)
+    teacher = _maps((2, 3, 2, 2), (2, 4, 1, 1), seed=9, grad=False)
+    value = ab_loss(LOGITS[:2], TARGETS[:2], student, teacher, margin=0.5)["ab"]
+    expected = 0
+    for depth, (s, t) in enumerate(zip(student, teacher, strict=True)):
+        stage = 0
+        for x, y in zip(s.flatten(), t.flatten(), strict=True):
+            if y <= 0 and x > -0.5:  # the teacher's neuron is off: the student's must be below -margin
+                stage = stage + (x + 0.5) ** 2
+            elif y > 0 and x <= 0.5:  # on: above +margin
+                stage = stage + (x - 0.5) ** 2
+        expected = expected + 2.0 ** (depth - 1) * stage / 2 * 3 / 1000  # the deeper stage weighs 1, batch 2
+    assert float(value) == pytest.approx(float(expected), rel=1e-10) and float(expected) > 0
+    grads, expected_grads = torch.autograd.grad(value, student), torch.autograd.grad(expected, student)
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad, expected_grad)
+
+
+def test_activation_boundaries_connects_where_shapes_differ_and_initialises_the_student() -> None:
+    task = ActivationBoundaries(create_model("resnet8x4", num_classes=100), create_model("resnet56", num_classes=100))
+    task.build_projectors((3, 32, 32))
+    assert [type(c[0]).__name__ for c in task.projectors] == ["Conv2d"] * 3 and not any(
+        isinstance(m, torch.nn.ReLU) for m in task.projectors.modules())  # pre-activations: no ReLU
+    first = ActivationBoundaries(_cnn(), _cnn((16, 32), seed=1), ce_weight=0.0, lr_scheduler="none")
+    head = first.student.fc.weight.detach().clone()
+    seen = record_term(first, "ab")
+    cpu_trainer(max_epochs=2, limit_train_batches=13, limit_val_batches=0).fit(
+        first, datamodule=DigitsDataModule(batch_size=32))
+    assert torch.equal(first.student.fc.weight, head)  # the initialisation leaves the classifier to the labels
+    assert sum(seen[-5:]) < 0.8 * sum(seen[:5]), seen
+    assert ActivationBoundaries.run_variant({"ce_weight": 0.0}) == "ab1-margin1-init"

@@ -17,13 +17,15 @@ from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.feature_distillation import FeaturePair, LayerMatchingTask
 
 
-def hint_regressor(student_shape: tuple[int, ...], teacher_shape: tuple[int, ...], batch_norm: bool) -> nn.Module:
+def hint_regressor(student_shape: tuple[int, ...], teacher_shape: tuple[int, ...], batch_norm: bool,
+                   relu: bool = True) -> nn.Module:
     """The regressor from the guided layer's ``(C_s, H_s, W_s)`` maps to the hint's ``(C_t, H_t, W_t)``.
 
     A convolution that also matches the resolution: 3x3 with stride 2 when the student's maps are twice as large,
     a 4x4 transposed convolution with stride 2 when half as large, else a ``(1 + H_s - H_t) x (1 + W_s - W_t)``
     kernel without padding (the paper's fully convolutional regressor); then BatchNorm (``batch_norm``, the
-    benchmark codebases' ``ConvReg``) and the ReLU of the hint layer. Vectors ``(C,)`` get a linear map and ReLU.
+    benchmark codebases' ``ConvReg``) and the ReLU of the hint layer (``relu``; activation boundaries regress
+    pre-activations without it). Vectors ``(C,)`` get a linear map and ReLU.
 
     Raises:
         Refusal: The student's maps are smaller than the teacher's other than by half.
@@ -38,7 +40,7 @@ def hint_regressor(student_shape: tuple[int, ...], teacher_shape: tuple[int, ...
         raise Refusal(f"FitNets regresses maps onto maps or vectors onto vectors: got the student's "
                       f"{student_shape} and the teacher's {teacher_shape}")
     if len(student_shape) == 1:
-        return nn.Sequential(nn.Linear(student_shape[0], teacher_shape[0]), nn.ReLU())
+        return nn.Sequential(nn.Linear(student_shape[0], teacher_shape[0]), *([nn.ReLU()] if relu else []))
     (s_channels, s_height, s_width), (t_channels, t_height, t_width) = student_shape, teacher_shape
     if (s_height, s_width) == (2 * t_height, 2 * t_width):
         conv: nn.Module = nn.Conv2d(s_channels, t_channels, 3, stride=2, padding=1)
@@ -49,7 +51,7 @@ def hint_regressor(student_shape: tuple[int, ...], teacher_shape: tuple[int, ...
     else:
         raise Refusal(f"FitNets cannot regress the student's {s_height}x{s_width} maps onto the teacher's "
                       f"{t_height}x{t_width} hint: guide a layer of the same, twice or half the resolution")
-    return nn.Sequential(conv, *([nn.BatchNorm2d(t_channels)] if batch_norm else []), nn.ReLU())
+    return nn.Sequential(conv, *([nn.BatchNorm2d(t_channels)] if batch_norm else []), *([nn.ReLU()] if relu else []))
 
 
 class FitNets(LayerMatchingTask):
