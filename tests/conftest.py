@@ -16,6 +16,8 @@ os.environ.setdefault("WANDB_DISABLE_CODE", "true")
 REPO = Path(__file__).resolve().parents[1]
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each, not two competing pairs
+    # the processes a test starts too (a run killed in a subprocess and resumed here must sum in the same order)
+    os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
     torch.set_num_threads(1)

@@ -193,6 +193,13 @@ def test_the_paraphraser_learns_to_reconstruct_and_the_transfer_reads_it_frozen(
     reloaded = FactorTransfer.load_from_checkpoint(tmp_path / "transfer.ckpt", student=_cnn(),
                                                    teacher=_cnn((16, 32)))
     torch.testing.assert_close(reloaded.projectors[0].state_dict(), second.projectors[0].state_dict())
+    # a resume builds the task as the checkpoint records it (no paraphraser_ckpt): the fit restores the paraphraser
+    resumed = FactorTransfer(_cnn(), _cnn((16, 32), seed=1), ft_weight=10.0, lr_scheduler="none")
+    cpu_trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=0).fit(
+        resumed, datamodule=DigitsDataModule(batch_size=32), ckpt_path=tmp_path / "transfer.ckpt")
+    for name, tensor in resumed.projectors[0].state_dict().items():
+        if "paraphraser_" in name:
+            assert torch.equal(tensor, trained.state_dict()[name]), name
 
 
 def test_the_transfer_refuses_to_start_without_a_paraphraser_of_this_teacher(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_kd.checkpoints import CheckpointError, read_checkpoint
-from lightning_kd.compat import attached_trainer
 from lightning_kd.data.base import Batch
 from lightning_kd.errors import Refusal
 from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, SmoothingConvention
@@ -156,11 +155,17 @@ class FactorTransfer(LayerMatchingTask):
 
     def build_projectors(self, input_shape: tuple[int, ...]) -> None:
         super().build_projectors(input_shape)
-        if self.hparams["phase"] != "transfer":
-            return
-        if self.hparams["paraphraser_ckpt"] is not None:
+        if self.hparams["phase"] == "transfer" and self.hparams["paraphraser_ckpt"] is not None:
             self.load_paraphrasers(self.hparams["paraphraser_ckpt"])
-        elif getattr(attached_trainer(self), "ckpt_path", None) is None:  # a resumed fit restores its own
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._paraphraser_loaded = True  # a transfer run's checkpoint holds its paraphraser
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        # here, not in setup: a resumed fit restores its checkpoint (and the paraphraser in it) after setting up
+        if self.hparams["phase"] == "transfer" and not getattr(self, "_paraphraser_loaded", False):
             raise Refusal("FactorTransfer transfers through a paraphraser trained first: run it with phase: "
                           "paraphraser, then pass that run's checkpoint as paraphraser_ckpt")
 
@@ -189,6 +194,7 @@ class FactorTransfer(LayerMatchingTask):
         with torch.no_grad():
             for name, tensor in own.items():
                 tensor.copy_(state[name])
+        self._paraphraser_loaded = True
 
     def teacher_side(self, index: int, features: Tensor) -> Tensor:
         return self.projectors[index].encode_teacher(features)
