@@ -641,6 +641,22 @@ FAMILIES = {  # a run of each family, with what makes it that family's
     "ofd": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.OFD", *CNN_STUDENT,
                                 "--model.init_args.student_layers", "preact_stages[-1]",
                                 "--model.init_args.teacher_layers", "preact_stages[-1]"]),
+    "ab": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.ActivationBoundaries", *CNN_STUDENT,
+                               "--model.init_args.student_layers", "preact_stages[-1]",
+                               "--model.init_args.teacher_layers", "preact_stages[-1]"]),
+    "nst": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.NST", *CNN_STUDENT,
+                                "--model.init_args.student_layers", "stages[-1]",
+                                "--model.init_args.teacher_layers", "stages[-1]"]),
+    "fsp": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.FSP", *CNN_STUDENT,  # widths 32, 64 on both
+                                "--model.init_args.student_layers", '["stages[0]", "stages[1]"]',
+                                "--model.init_args.teacher_layers", '["stages[0]", "stages[1]"]']),
+    # relations of the pooled features, on mnist5k_kd's MLP student
+    "rkd": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.RKD"]),
+    "pkt": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.PKT"]),
+    "cc": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.CorrelationCongruence"]),
+    "sp": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.SimilarityPreserving",
+                               "--model.init_args.student_layers", "penultimate",
+                               "--model.init_args.teacher_layers", "penultimate"]),
 }
 
 

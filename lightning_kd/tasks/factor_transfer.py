@@ -22,7 +22,7 @@ from lightning_kd.losses.factor_transfer import (
     paraphraser_reconstruction_loss,
 )
 from lightning_kd.losses.validation import check_choice, check_positive
-from lightning_kd.models.taps import LayerSpec
+from lightning_kd.models.taps import LayerSpec, layer_list
 from lightning_kd.naming import join_variants, valued_variant
 from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.feature_distillation import FeaturePair, LayerMatchingTask
@@ -180,7 +180,8 @@ class FactorTransfer(LayerMatchingTask):
         if hparams.get("phase") != "paraphraser":
             raise CheckpointError(f"paraphraser_ckpt {path} is not a FactorTransfer run with phase: paraphraser")
         own_layers, own_rate = self.hparams["teacher_layers"], self.hparams["rate"]
-        if hparams.get("teacher_layers") != own_layers or hparams.get("rate") != own_rate:
+        layers = hparams.get("teacher_layers")
+        if layers is None or layer_list(layers) != layer_list(own_layers) or hparams.get("rate") != own_rate:
             raise CheckpointError(
                 f"paraphraser_ckpt {path} trained its paraphraser on the teacher's {hparams.get('teacher_layers')!r} "
                 f"at rate {hparams.get('rate')}; this run reads {own_layers!r} at rate {own_rate}")
