@@ -30,6 +30,7 @@ from lightning_kd import (
     CorrelationCongruence,
     DecoupledKD,
     DeepMutualLearning,
+    FactorTransfer,
     FitNets,
     LogitStandardisedKD,
     MultiTeacherKD,
@@ -122,13 +123,28 @@ FEATURE_METHODS = {
     "pkt": (PKT, (12, 24)), "cc": (CorrelationCongruence, (12, 24)), "vid": (VID, (12, 24)),
     "fsp": (functools.partial(FSP, student_layers="stages", teacher_layers="stages"), (8, 16)),
     "reviewkd": (ReviewKD, (12, 24)), "ofd": (OFD, (12, 24)), "ab": (ActivationBoundaries, (12, 24)),
+    "ft": (FactorTransfer, (12, 24)),  # built by _factor_transfer (its paraphraser file)
 }
 WITHOUT_PROJECTORS = {"rkd", "at", "sp", "nst", "pkt", "fsp"}
+
+
+def _factor_transfer(student: nn.Module, teacher: nn.Module, folder: Path) -> FactorTransfer:
+    """FT's transfer phase, from a paraphraser checkpoint that rank 0 writes (untrained: the phase is what runs)."""
+    path = folder / "paraphraser.ckpt"
+    if torch.distributed.get_rank() == 0:
+        first = FactorTransfer(SmallCNN(widths=(8, 16), num_classes=10), teacher, phase="paraphraser")
+        first.build_projectors((1, 8, 8))
+        torch.save({"hyper_parameters": {"phase": "paraphraser", "teacher_layers": "stages[-1]", "rate": 0.5},
+                    "state_dict": first.state_dict()}, path)
+    torch.distributed.barrier()
+    return FactorTransfer(student, teacher, paraphraser_ckpt=str(path))
 
 
 def _feature_method(folder: Path, name: str) -> None:
     seed_everything(0)
     method, teacher_widths = FEATURE_METHODS[name]
+    if name == "ft":
+        method = functools.partial(_factor_transfer, folder=folder)
     task = method(SmallCNN(widths=(8, 16), num_classes=10), SmallCNN(widths=teacher_widths, num_classes=10))
     trainer = cpu_trainer(devices=2, strategy="ddp", max_epochs=1, limit_train_batches=6, limit_val_batches=2,
                           callbacks=[RankReport(folder)])
@@ -140,9 +156,10 @@ def _feature_method(folder: Path, name: str) -> None:
     for n in FEATURE_METHODS])
 def test_each_feature_method_trains_under_ddp_with_ranks_equal(ddp_run: Path, name: str) -> None:
     """The trained parts of a method (FitNets' regressor with its BatchNorm, CRD's and CC's embeddings, VID's
-    regressors and variances, ReviewKD's fusions, OFD's connectors and margins) are kept equal on both ranks like the
-    student; CRD's memory banks and constants end equal (each process applies every process's batch); the relations
-    of RKD, SP, PKT and CC are each process's batch statistics, and the ranks still end equal."""
+    regressors and variances, ReviewKD's fusions, OFD's connectors and margins, FT's translator beside its frozen
+    paraphraser) are kept equal on both ranks like the student; CRD's memory banks and constants end equal (each
+    process applies every process's batch); the relations of RKD, SP, PKT and CC are each process's batch
+    statistics, and the ranks still end equal."""
     rank0, rank1 = (json.loads((ddp_run / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["world_size"] == 2 and rank0["metrics"] == rank1["metrics"]
     assert rank0["student"] == rank1["student"] and rank0["projectors"] == rank1["projectors"]
