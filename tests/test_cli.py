@@ -650,6 +650,8 @@ FAMILIES = {  # a run of each family, with what makes it that family's
     "fsp": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.FSP", *CNN_STUDENT,  # widths 32, 64 on both
                                 "--model.init_args.student_layers", '["stages[0]", "stages[1]"]',
                                 "--model.init_args.teacher_layers", '["stages[0]", "stages[1]"]']),
+    "ft": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.FactorTransfer", *CNN_STUDENT,
+                               "--model.init_args.paraphraser_ckpt", "paraphraser.ckpt"]),
     # relations of the pooled features, on mnist5k_kd's MLP student
     "rkd": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.RKD"]),
     "pkt": ("mnist5k_kd.yaml", ["--model.class_path", "lightning_kd.PKT"]),
@@ -680,6 +682,15 @@ def _family_run(folder: Path, family: str, teacher_runs) -> tuple[list[str], Pat
         for path in _written_checkpoints(yaml.safe_load(teacher_config.read_text())):
             (folder / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(teacher_runs(teacher_config) / path, folder / path)
+    if "paraphraser.ckpt" in extra:  # FT's first run, as its file: a paraphraser for the teacher's last stage
+        from lightning_kd import FactorTransfer
+
+        torch.manual_seed(0)  # the same file for the killed run and the whole one
+        first = FactorTransfer(SmallCNN(num_classes=10), SmallCNN(widths=(32, 64, 128), num_classes=10),
+                               phase="paraphraser")
+        first.build_projectors((1, 28, 28))
+        torch.save({"hyper_parameters": {"phase": "paraphraser", "teacher_layers": "stages[-1]", "rate": 0.5},
+                    "state_dict": first.state_dict()}, folder / "paraphraser.ckpt")
     return ["fit", "--config", "run.yaml", "--trainer.max_epochs", "2", *TINY_BATCHES, *extra], \
         Path(checkpoint["dirpath"]) / "run.ckpt"
 

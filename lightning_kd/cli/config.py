@@ -11,7 +11,7 @@ from typing import Any
 from jsonargparse import Namespace
 from torch import nn
 
-from lightning_kd.checkpoints import CHECKPOINT_KEY, read_checkpoint
+from lightning_kd.checkpoints import CHECKPOINT_KEY, RESUME_FREE, read_checkpoint
 from lightning_kd.errors import Refusal
 from lightning_kd.loggers import WandbLogger as KDWandbLogger
 
@@ -212,8 +212,9 @@ def _organise_wandb_run(config: Namespace, subcommand: str | None) -> None:
     logger.init_args = init_args
 
 
-# the checkpoint records its teachers itself (their weights, and how to build them) in place of teacher_ckpt
-_RESTORED_FROM_CHECKPOINT = ("teacher", "teacher_ckpt")
+# the checkpoint records its teachers itself (their weights, and how to build them) in place of teacher_ckpt, and
+# holds the weights a run started from (student_ckpt, net_ckpt, FT's paraphraser_ckpt) in place of those files
+_RESTORED_FROM_CHECKPOINT = RESUME_FREE
 
 
 def refuse_changed_resume(requested: Namespace, resumed: Namespace) -> None:
@@ -226,14 +227,14 @@ def refuse_changed_resume(requested: Namespace, resumed: Namespace) -> None:
     stored = _model_settings(resumed)
     changed = [f"{key}: {stored.get(key)!r} in the checkpoint, {asked.get(key)!r} asked"
                for key in sorted(set(asked) | set(stored)) if asked.get(key) != stored.get(key)]
-    # the teacher checkpoint the run was given (the stored config no longer names it)
+    # the files of weights the run was given (the stored config no longer names them): the same ones, if asked
     model_args = requested.get("model", Namespace()).get("init_args") or Namespace()
-    asked_teacher = model_args.get("teacher_ckpt")
     ckpt_path = resumed.get("ckpt_path")
-    if asked_teacher is not None and ckpt_path and Path(ckpt_path).is_file():
-        given = read_checkpoint(ckpt_path).get(CHECKPOINT_KEY, {}).get("teacher_ckpt")
-        if given is not None and given != asked_teacher:
-            changed.append(f"teacher_ckpt: {given!r} in the checkpoint, {asked_teacher!r} asked")
+    record = read_checkpoint(ckpt_path).get(CHECKPOINT_KEY, {}) if ckpt_path and Path(ckpt_path).is_file() else {}
+    for key in (name for name in RESUME_FREE if name.endswith("_ckpt")):
+        asked_file, given = model_args.get(key), record.get(key)
+        if asked_file is not None and given is not None and given != asked_file:
+            changed.append(f"{key}: {given!r} in the checkpoint, {asked_file!r} asked")
     # the teachers' networks: the run rebuilds them from the checkpoint's record, whatever this command asks
     asked_networks = _network_settings(model_args.get("teacher"))
     resumed_args = resumed.get("model", Namespace()).get("init_args") or Namespace()
