@@ -345,10 +345,10 @@ def test_ofd_takes_its_margins_from_the_teachers_batchnorms_and_keeps_them(tmp_p
     trainer.save_checkpoint(tmp_path / "ofd.ckpt")
     reloaded = OFD.load_from_checkpoint(tmp_path / "ofd.ckpt", student=_cnn(), teacher=_cnn((16, 32)))
     torch.testing.assert_close(reloaded.projectors[1].margin, torch.full((32,), -6.0))
-    with pytest.raises(Refusal, match="CifarShuffleNetV2 does not name its stages before their last ReLU"):
-        OFD(create_model("shufflenetv2", num_classes=100), create_model("resnet32x4", num_classes=100))
+    with pytest.raises(Refusal, match="CifarMobileNetV2 does not name its stages before their last ReLU"):
+        OFD(create_model("mobilenetv2", num_classes=100), create_model("resnet32x4", num_classes=100))
     for teacher_name, student_name in [("resnet32x4", "resnet8x4"), ("resnet56", "resnet20"), ("wrn_40_2", "wrn_16_2"),
-                                       ("vgg13", "vgg8")]:
+                                       ("vgg13", "vgg8"), ("resnet32x4", "shufflenetv2")]:
         OFD(create_model(student_name, num_classes=100), create_model(teacher_name, num_classes=100)).build_projectors(
             (3, 32, 32))
 

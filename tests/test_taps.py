@@ -118,7 +118,8 @@ def test_mlp_and_cifar_resnet_name_their_stages() -> None:
     assert CifarResNet(depth=8, widths=(8, 8, 16)).stage_names == ("stages.0", "stages.1")
 
 
-@pytest.mark.parametrize("name", ["resnet20", "resnet8x4", "resnet50_cifar", "vgg8", "wrn_16_2", "small_cnn"])
+@pytest.mark.parametrize("name", ["resnet20", "resnet8x4", "resnet50_cifar", "vgg8", "wrn_16_2", "shufflenetv2",
+                                  "small_cnn"])
 def test_preact_stages_are_the_stages_before_their_last_relu(name: str) -> None:
     """Each pre-activation tap, through a ReLU, is its stage (or, for a WRN, whose stages end before BatchNorm and
     ReLU, the last one through ReLU and pooling is the penultimate features); the logits are unchanged."""
@@ -132,6 +133,11 @@ def test_preact_stages_are_the_stages_before_their_last_relu(name: str) -> None:
     assert len(preact) == len(net.stage_names)
     if name.startswith("wrn"):
         torch.testing.assert_close(preact[-1].relu().mean(dim=(2, 3)), out.features["penultimate"])
+    elif name.startswith("shufflenet"):  # the benchmarks' pre-activation is taken before the unit's channel shuffle
+        from lightning_kd.models.shufflenet_cifar import channel_shuffle
+
+        for before, stage in zip(preact, net.stage_names, strict=True):
+            torch.testing.assert_close(channel_shuffle(before.relu(), 2), out.features[stage])
     else:
         for before, stage in zip(preact, net.stage_names, strict=True):
             torch.testing.assert_close(before.relu(), out.features[stage])

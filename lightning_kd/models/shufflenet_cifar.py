@@ -125,10 +125,14 @@ class ShuffleV2Unit(nn.Module):
         half = channels // 2
         self.branch = nn.Sequential(_conv_bn(half, half, 1), nn.ReLU(), _conv_bn(half, half, 3, groups=half),
                                     _conv_bn(half, half, 1), nn.ReLU())
+        self.preact = nn.Identity()  # names the unit before its last ReLU (the benchmarks' preact: not shuffled)
 
     def forward(self, x: Tensor) -> Tensor:
         kept, changed = x.chunk(2, dim=1)
-        return channel_shuffle(torch.cat([kept, self.branch(changed)], 1), 2)
+        before = self.branch[:-1](changed)
+        if self.preact._forward_hooks:  # read by taps only: built when one is attached, not on every forward
+            self.preact(torch.cat([kept, before], 1))
+        return channel_shuffle(torch.cat([kept, self.branch[-1](before)], 1), 2)
 
 
 class CifarShuffleNetV2(ClassifierNetwork):
@@ -168,6 +172,19 @@ class CifarShuffleNetV2(ClassifierNetwork):
     @property
     def stage_names(self) -> tuple[str, ...]:
         return tuple(f"stages.{i}" for i in range(len(self.stages)))
+
+    @property
+    def preact_stage_names(self) -> tuple[str, ...]:
+        """Each stage's last unit before its ReLU: the kept half and the transformed one, before the shuffle."""
+        if any(not isinstance(stage[-1], ShuffleV2Unit) for stage in self.stages):
+            raise Refusal("CifarShuffleNetV2 names its stages before their last ReLU only when every stage ends with "
+                          "a unit after its downsampling one (blocks >= 1)")
+        return tuple(f"stages.{i}.{len(stage) - 1}.preact" for i, stage in enumerate(self.stages))
+
+    @property
+    def preact_batchnorm_names(self) -> tuple[str, ...]:
+        """The BatchNorm of each stage's last unit's transformed half."""
+        return tuple(name.replace(".preact", ".branch.3.1") for name in self.preact_stage_names)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return F.adaptive_avg_pool2d(self.head_conv(self.stages(self.stem(x))), 1).flatten(1)

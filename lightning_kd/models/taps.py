@@ -7,8 +7,8 @@ Layers are named by module path (``"stages.1"``, ``"layer3.1.conv2"``, ``"body.l
   :func:`stage_names`): zoo networks name theirs, timm networks report them through
   ``feature_info``; ``"stages[i]"`` one of them (0-based, ``"stages[-1]"`` the deepest);
 * ``"preact_stages"``: the same stages before their last ReLU (``"preact_stages[i]"`` one of them), where a network
-  names them (the CIFAR ResNets, WRNs and VGGs of the zoo; ``SmallCNN``): what AB, OFD and ReviewKD read of a
-  teacher;
+  names them (the CIFAR ResNets, WRNs, VGGs and ShuffleNetV2 of the zoo; ``SmallCNN``): what AB, OFD and ReviewKD
+  read of a teacher;
 * ``"stem"``: the output of the layers before the first stage, where a network names them (the zoo's ``stem``;
   the CIFAR VGGs' ``block0``), as FSP's first layer;
 * ``"penultimate"``: the features the classifier head sees (for a zoo or timm network its
@@ -89,7 +89,8 @@ def preact_stage_names(network: nn.Module) -> tuple[str, ...]:
     if names is None:
         raise Refusal(
             f"{type(network).__name__} does not name its stages before their last ReLU (\"preact_stages\"): the "
-            "CIFAR ResNets, WRNs and VGGs of the zoo and SmallCNN do; otherwise name the layers by module path")
+            "CIFAR ResNets, WRNs, VGGs and ShuffleNetV2 of the zoo and SmallCNN do; otherwise name the layers by "
+            "module path")
     return tuple(names)
 
 

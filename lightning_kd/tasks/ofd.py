@@ -48,8 +48,8 @@ class OFD(LayerMatchingTask):
     their last ReLU.
 
     See :mod:`lightning_kd.losses.ofd`. Every stage of both networks before its ReLU (``"preact_stages"``: the zoo's
-    CIFAR ResNets, WRNs and VGGs), each teacher channel's margin computed once from the BatchNorm before its ReLU
-    when the task is set up (kept in its checkpoints). The connectors are trained with the student. Logs
+    CIFAR ResNets, WRNs, VGGs and ShuffleNetV2), each teacher channel's margin computed once from the BatchNorm
+    before its ReLU when the task is set up (kept in its checkpoints). The connectors are trained with the student. Logs
     ``train/ce_loss`` and ``train/ofd_loss`` (unweighted).
 
     Args:

@@ -70,8 +70,8 @@ class ReviewKD(LayerMatchingTask):
     (:class:`AttentionFusion`, trained with the student) combines that level's map with the fused deeper one, and
     its output is matched to the teacher's stage *before its last ReLU* (and the teacher's pooled features) by the
     hierarchical context loss (:mod:`lightning_kd.losses.review_kd`). By default the stages and pooled features of
-    both, the teacher's stages as ``preact_stages`` (the zoo's CIFAR ResNets, WRNs and VGGs name them), as both
-    codes do. ``w(e)`` warms the term up over ``warmup_epochs``; the two conventions differ only there
+    both, the teacher's stages as ``preact_stages`` (the zoo's CIFAR ResNets, WRNs, VGGs and ShuffleNetV2 name them),
+    as both codes do. ``w(e)`` warms the term up over ``warmup_epochs``; the two conventions differ only there
     (:func:`~lightning_kd.losses.review_kd.review_warmup`). Logs ``train/ce_loss`` and ``train/review_loss``
     (unweighted).
 
