@@ -374,6 +374,10 @@ def test_activation_boundaries_counts_only_the_wrong_side_of_the_margin() -> Non
 
 
 def test_activation_boundaries_connects_where_shapes_differ_and_initialises_the_student() -> None:
+    for teacher_name, student_name in [("resnet32x4", "resnet8x4"), ("resnet56", "resnet20"), ("wrn_40_2", "wrn_16_2"),
+                                       ("vgg13", "vgg8"), ("resnet32x4", "shufflenetv2")]:
+        ActivationBoundaries(create_model(student_name, num_classes=100),
+                             create_model(teacher_name, num_classes=100)).build_projectors((3, 32, 32))
     task = ActivationBoundaries(create_model("resnet8x4", num_classes=100), create_model("resnet56", num_classes=100))
     task.build_projectors((3, 32, 32))
     assert [type(c[0]).__name__ for c in task.projectors] == ["Conv2d"] * 3 and not any(
