@@ -4,6 +4,7 @@ import gzip
 import os
 import pickle
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +157,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("ddp") is not None:
             item.add_marker(pytest.mark.xdist_group("ddp-pool"))
+
+
+@pytest.fixture(autouse=True)
+def _no_wandb_run_left_open():
+    """A test that leaves a W&B run open would hand it to the next test of its worker (W&B's run is global)."""
+    yield
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
