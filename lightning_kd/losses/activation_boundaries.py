@@ -18,10 +18,10 @@ from torch import Tensor
 
 from lightning_kd.errors import Refusal
 from lightning_kd.losses.label_smoothing import LabelSmoothing
-from lightning_kd.losses.layer_pairs import check_feature_maps, label_term
-from lightning_kd.losses.validation import LossOutput
+from lightning_kd.losses.layer_pairs import LayerPairsLoss, check_feature_maps, label_term
+from lightning_kd.losses.validation import LossOutput, check_positive
 
-__all__ = ["AB_DEFAULTS", "AB_SCALE", "ab_loss", "alternative_l2"]
+__all__ = ["AB_DEFAULTS", "AB_SCALE", "ActivationBoundariesLoss", "ab_loss", "alternative_l2"]
 
 AB_DEFAULTS = {"ab_weight": 1.0, "margin": 1.0}
 """RepDistiller's weight (``-b 1``) and the authors' margin."""
@@ -88,3 +88,19 @@ def ab_loss(
                      / student.shape[0] * AB_SCALE)
     ab = sum(terms[1:], terms[0])
     return label_term(student_logits, targets, ce_weight, label_smoothing, ab=(ab_weight, ab))
+
+
+class ActivationBoundariesLoss(LayerPairsLoss):
+    """Module form of :func:`ab_loss`, checking its settings once.
+
+    Example:
+        >>> ActivationBoundariesLoss(ce_weight=0.0)
+        ActivationBoundariesLoss(ab_weight=1.0, ce_weight=0.0, margin=1.0)
+    """
+
+    function = staticmethod(ab_loss)
+
+    def __init__(self, ab_weight: float = AB_DEFAULTS["ab_weight"], ce_weight: float = 1.0,
+                 margin: float = AB_DEFAULTS["margin"], label_smoothing: LabelSmoothing | None = None) -> None:
+        check_positive(margin, "margin")
+        super().__init__(label_smoothing, ab_weight=ab_weight, ce_weight=ce_weight, margin=margin)

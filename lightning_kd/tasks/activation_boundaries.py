@@ -7,13 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.cli import OptimizerCallable
-from torch import Tensor, nn
+from torch import nn
 
-from lightning_kd.data.base import Batch
 from lightning_kd.errors import Refusal
 from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, SmoothingConvention
-from lightning_kd.losses.activation_boundaries import AB_DEFAULTS, ab_loss
-from lightning_kd.losses.validation import check_positive, check_weight
+from lightning_kd.losses.activation_boundaries import AB_DEFAULTS, ActivationBoundariesLoss
 from lightning_kd.models.taps import LayerSpec
 from lightning_kd.naming import join_variants, valued_variant
 from lightning_kd.optim import SGD, ScheduleSpec
@@ -78,9 +76,9 @@ class ActivationBoundaries(LayerMatchingTask):
         super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler, student_ckpt)
 
     def configure_losses(self) -> None:
-        check_weight(self.hparams["ab_weight"], "ab_weight")
-        check_weight(self.hparams["ce_weight"], "ce_weight")
-        check_positive(self.hparams["margin"], "margin")
+        hparams = self.hparams
+        self.criterion = ActivationBoundariesLoss(hparams["ab_weight"], hparams["ce_weight"], hparams["margin"],
+                                                  self.label_smoothing())
 
     def make_projector(self, index: int, pair: FeaturePair, student_shape: tuple[int, ...],
                        teacher_shape: tuple[int, ...]) -> nn.Module:
@@ -90,14 +88,6 @@ class ActivationBoundaries(LayerMatchingTask):
         if student_shape[:2] == teacher_shape[:2]:  # as the authors: no connector where channels and height agree
             return nn.Identity()
         return hint_regressor(student_shape, teacher_shape, batch_norm=True, relu=False)
-
-    def training_losses(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
-        connected, teacher, student_out, _ = self.matched_features(batch)
-        teacher = [t.to(s.dtype) for s, t in zip(connected, teacher, strict=True)]
-        hparams = self.hparams
-        losses = ab_loss(student_out.logits, batch["target"], connected, teacher, hparams["ab_weight"],
-                         hparams["ce_weight"], hparams["margin"], self.label_smoothing())
-        return losses, student_out.logits
 
     @classmethod
     def run_variant(cls, arguments: dict[str, Any]) -> str | None:
