@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from importlib.resources import files
 from pathlib import Path
 
@@ -30,15 +31,26 @@ def shipped_configs() -> dict[str, Path]:
 
 
 def method_configs() -> dict[str, list[str]]:
-    """The shipped configs of each method, by task class name (a config's ``model.class_path``)."""
+    """The shipped configs of each method, by task class name (a config's ``model.class_path``).
+
+    A config written from another by ``tools/pair_configs.py`` (the same method on another benchmark pair) is
+    counted with the config it was written from, as ``"<name> (+N pairs)"``.
+    """
     import yaml
 
     found: dict[str, list[str]] = {}
+    copies: dict[str, int] = {}
     for name, path in shipped_configs().items():
-        model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
+        text = path.read_text()
+        template = re.search(r"written by\s+#?\s*tools/pair_configs\.py\s+#?\s*from\s+#?\s*configs/(\S+)\.yaml", text)
+        if template is not None:
+            copies[template.group(1)] = copies.get(template.group(1), 0) + 1
+            continue
+        model = (yaml.safe_load(text) or {}).get("model") or {}
         class_path = model.get("class_path", "") if isinstance(model, dict) else ""
         found.setdefault(class_path.rsplit(".", 1)[-1], []).append(name)
-    return found
+    return {method: [f"{name} (+{copies[name]} pairs)" if name in copies else name for name in names]
+            for method, names in found.items()}
 
 
 def methods_table() -> str:
@@ -53,7 +65,8 @@ def methods_table() -> str:
         module = importlib.import_module(cls.__module__)
         paper = (inspect.getdoc(module) or "").splitlines()[0].split(":")[0].rstrip(".")
         page = cls.__module__.rsplit(".", 1)[-1]
-        shipped = ", ".join(f"`{name}`" for name in configs.get(cls.__name__, [])) or "(Python only)"
+        quoted = (re.sub(r"^(\S+)", r"`\1`", name) for name in configs.get(cls.__name__, []))
+        shipped = ", ".join(quoted) or "(Python only)"
         docs = f"[{page}](docs/methods/{page}.rst)" if cls.__name__ != "Classifier" else "(teachers, baselines)"
         rows.append(f"| {paper} | `lightning_kd.{cls.__name__}` | {shipped} | {docs} |")
     return "\n".join(rows)

@@ -18,6 +18,10 @@ from lightning_kd.models import MLP, SmallCNN
 from tests.conftest import write_tiny_cifar
 from tests.helpers import cpu_trainer
 
+# fp32 kernels may round the pre-pass's larger batches differently from a training batch: bit for bit on AMD EPYC
+# (AVX2), up to 4e-6 relative on an AVX-512 Xeon; a wrong view or a stale teacher is off by orders of magnitude more
+BATCHED_ROUNDING = 1e-5
+
 
 class TargetProbe(Callback):
     """At every training batch: what the task is served, against the teachers run on that very batch."""
@@ -64,7 +68,7 @@ def test_fp32_targets_are_the_teachers_outputs_on_the_replayed_views(tmp_path: P
     trainer = cpu_trainer(max_epochs=4, callbacks=[cache, probe])
     trainer.fit(_kd(), datamodule=_cifar(tmp_path))
     assert probe.batches == 4 * 4 and cache.fills == 1 and cache.views == 3
-    assert probe.worst["teacher/logits"] == 0.0  # exactly, although the pre-pass runs larger batches
+    assert probe.worst["teacher/logits"] <= BATCHED_ROUNDING  # although the pre-pass runs larger batches
 
 
 @pytest.mark.parametrize("storage", ["memory", "device"])
@@ -104,7 +108,8 @@ def test_a_distribution_matching_teachers_features_are_cached_too(tmp_path: Path
     probe = TargetProbe()
     cpu_trainer(max_epochs=2, callbacks=[TeacherOutputCache(storage="disk", dirpath=tmp_path / "cache"), probe]).fit(
         task, datamodule=_cifar(tmp_path))
-    assert probe.worst["teacher/body.2"] == 0.0 and any((tmp_path / "cache").glob("teacher-feature-body.2.npy"))
+    assert probe.worst["teacher/body.2"] <= BATCHED_ROUNDING
+    assert any((tmp_path / "cache").glob("teacher-feature-body.2.npy"))
 
 
 # -- the same training -----------------------------------------------------------------------------------
@@ -121,12 +126,12 @@ def _largest_difference(first: list[torch.Tensor], second: list[torch.Tensor]) -
 
 
 def _assert_same_weights(tmp_path: Path, cache: TeacherOutputCache, task_factory=None) -> None:
-    """The cached fit's weights are those of the uncached fit: bit for bit where two uncached fits agree bit for
-    bit (as on this project's CI machine); elsewhere no further from it than a second uncached fit is."""
+    """The cached fit's weights are those of the uncached fit, up to the rounding of the targets batched otherwise
+    (bit for bit on AMD EPYC; 3e-8 after three epochs on an AVX-512 Xeon), or how far a second uncached fit lands."""
     factory = {} if task_factory is None else {"task_factory": task_factory}
     without, again = _fit(tmp_path, None, **factory), _fit(tmp_path, None, **factory)
     with_cache = _fit(tmp_path, cache, **factory)
-    assert _largest_difference(without, with_cache) <= _largest_difference(without, again)
+    assert _largest_difference(without, with_cache) <= max(_largest_difference(without, again), 1e-6)
 
 
 @pytest.mark.parametrize("storage", ["memory", "device", "disk"])
@@ -152,7 +157,7 @@ def test_the_cache_fills_again_after_each_promotion_and_never_serves_a_stale_tar
     trainer = cpu_trainer(max_epochs=3, callbacks=[generations, cache, probe])
     trainer.fit(task, datamodule=DigitsDataModule(batch_size=64))
     assert cache.fills == 2  # one per teacher: the students of generations 0 and 1
-    assert probe.worst["teacher/logits"] == 0.0  # each generation served its own teacher's outputs
+    assert probe.worst["teacher/logits"] <= BATCHED_ROUNDING  # each generation served its own teacher's outputs
 
 
 # -- refusals ---------------------------------------------------------------------------------------------
