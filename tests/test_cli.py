@@ -87,10 +87,22 @@ SMALL_NETWORK = {
                        ("cifar100_resnet34_teacher.yaml", "net"), ("cifar100_resnet34_resnet18_kd2m.yaml", "student"))
 }
 # configs whose networks are shrunk in the file itself (list entries cannot be set from the command line)
+SMALL_IN_FILE = {"WideResNet": {"depth": 10, "widen_factor": 1}, "DenseNet": {"depth": 10, "growth_rate": 4},
+                 "DenseFollowerResNet": {"densenet_depth": 10, "densenet_growth_rate": 4}}
+
+
+def _shrink_generations(settings: dict) -> None:
+    """Each generation's network of a Born-Again list at a tiny size (a follower still follows its DenseNet)."""
+    for network in settings["model"]["init_args"]["student"]:
+        network["init_args"].update(SMALL_IN_FILE[network["class_path"].rsplit(".", 1)[-1]])
+
+
 SHRUNK_IN_FILE = {
     "cifar100_dml_wrn28_10_resnet32.yaml": lambda settings: settings["model"]["init_args"]["peers"][0][
         "init_args"].update(depth=10, widen_factor=1),
-}
+} | {name: _shrink_generations for name in (
+    "cifar100_wrn_28_1_densenet_90_60_ban.yaml", "cifar100_wrn_28_10_densenet_90_60_ban.yaml",
+    "cifar100_densenet_90_60_preresnet_14_0_5_ban.yaml", "cifar100_densenet_90_60_wrn_4_0_5_ban.yaml")}
 TINY_BATCHES = ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--trainer.precision", "32",
                 "--trainer.enable_progress_bar", "false"]
 TINY = ["--trainer.max_epochs", "1", *TINY_BATCHES]
@@ -623,6 +635,8 @@ FAMILIES = {  # a run of each family, with what makes it that family's
     "self-distillation": ("mnist5k_byot.yaml", []),
     "kd2m": ("mnist5k_kd2m.yaml", []),
     "multi-teacher": ("mnist5k_multi_teacher.yaml", ["--model.init_args.weighting", "ca-mkd"]),
+    # several students, their fitted fusion (a buffer of the fused network) resumed with them
+    "multi-student": ("mnist5k_multi_student.yaml", ["--model.init_args.mutual_weight", "1.0"]),
     "teacher-free": ("mnist5k_tfkd_reg.yaml", []),
     "vanilla-kd": ("mnist5k_kd.yaml", []),
     # the logit methods without a config of their own here: mnist5k_kd's run with the method swapped in

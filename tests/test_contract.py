@@ -27,6 +27,7 @@ from lightning_kd import (
     DeepMutualLearning,
     DistributionMatchingKD,
     FactorTransfer,
+    MultiStudentKD,
     MultiTeacherKD,
     SelfDistillation,
     TeacherFreeKD,
@@ -69,6 +70,10 @@ BUILDERS: dict[type[BaseTask], Callable[[], dict[str, Any]]] = {
     MultiTeacherKD: lambda: {"student": MLP(hidden_sizes=(16,), num_classes=10), "weighting": "ae-kd",
                              "teacher": [SmallCNN(widths=(8, 16), num_classes=10),
                                          MLP(hidden_sizes=(8,), num_classes=10)]},
+    MultiStudentKD: lambda: {"students": [MLP(hidden_sizes=(16,), num_classes=10),
+                                          SmallCNN(widths=(8,), num_classes=10)], "fusion": "fitted",
+                             "mutual_weight": 1.0, "teacher": [SmallCNN(widths=(8, 16), num_classes=10),
+                                                               MLP(hidden_sizes=(8,), num_classes=10)]},
     SelfDistillation: lambda: {"net": MultiExitNetwork(SmallCNN(widths=(8, 16), num_classes=10), input_shape=(1, 8, 8)),
                                "preset": "journal_code"},
     FSP: lambda: {"student": SmallCNN(widths=(8, 16), num_classes=10),  # equal widths: FSP compares matrices

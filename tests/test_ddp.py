@@ -33,6 +33,7 @@ from lightning_kd import (
     FactorTransfer,
     FitNets,
     LogitStandardisedKD,
+    MultiStudentKD,
     MultiTeacherKD,
     ReviewKD,
     SimilarityPreserving,
@@ -70,6 +71,7 @@ class RankReport(Callback):
                        .state_dict().values()],
             "teacher": [float(t.double().sum()) for t in pl_module.teacher.state_dict().values()],
             "teacher_training": pl_module.teacher.training,
+            "fusion": getattr(pl_module.student, "weights", torch.zeros(0)).tolist(),  # MultiStudentKD's
             "world_size": trainer.world_size,
             "trainable": sorted(n for n, p in pl_module.named_parameters() if p.requires_grad),
             "ddp_ignored": self.ddp_ignored,
@@ -232,6 +234,25 @@ def test_multi_teacher_kd_keeps_every_teacher_out_of_ddp_and_ranks_equal(ddp_run
     assert all(name.startswith("student.") for name in rank0["trainable"])
 
 
+def _multi_student_kd(folder: Path) -> None:
+    teachers = _multi_teacher_teachers()
+    task = MultiStudentKD([MLP(hidden_sizes=(16,), num_classes=10), SmallCNN(widths=(8,), num_classes=10)], teachers,
+                          weighting="ebkd", fusion="fitted", mutual_weight=1.0)
+    trainer = cpu_trainer(devices=2, strategy="ddp", max_epochs=2, limit_train_batches=6,
+                          callbacks=[RankReport(folder)])
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+
+
+@pytest.mark.ddp(scenario=_multi_student_kd)
+def test_multi_student_kd_under_ddp_fits_one_fusion_and_keeps_ranks_equal(ddp_run: Path) -> None:
+    rank0, rank1 = (json.loads((ddp_run / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["world_size"] == 2 and rank0["metrics"] == rank1["metrics"]
+    assert {"val/student_1/acc", "val/student_2/acc", "val/acc"} <= set(rank0["metrics"])
+    assert rank0["student"] == rank1["student"]  # every student's gradients all-reduced
+    assert rank0["fusion"] == rank1["fusion"] and rank0["fusion"] != [0.5, 0.5]  # fitted on both ranks' outputs
+    assert all(name.startswith("student.members.") for name in rank0["trainable"])
+
+
 class PeerReport(Callback):
     """Each rank writes every peer's parameter sums and its synced validation metrics."""
 
@@ -337,6 +358,11 @@ class GenerationRankReport(Callback):
             "teacher": [float(t.double().sum()) for t in pl_module.teacher.state_dict().values()],
             "generation": pl_module.generation,
             "records": {g: float(r["val"].double().sum()) for g, r in schedule.records.items()},
+            # each inherited layer of the last student, equal to its teacher's (when the task inherits any)
+            "inherited": {path: all(torch.equal(a, b) for a, b in zip(
+                pl_module.student.get_submodule(path).state_dict().values(),
+                pl_module.teacher.get_submodule(path).state_dict().values(), strict=True))
+                for path in getattr(pl_module, "inherited_layers", [])},
         }
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
 
@@ -344,9 +370,12 @@ class GenerationRankReport(Callback):
 def _born_again(folder: Path, architectures: str) -> None:
     seed_everything(0)
     student = SmallCNN(widths=(8, 16), num_classes=10)
+    inherit = None
     if architectures == "changing":  # generation 1 on: an MLP, which DDP must wrap anew
         student = [student, MLP(hidden_sizes=(16,), num_classes=10)]
-    task = BornAgain(student, loss="ban+l")
+    if architectures == "inheriting":  # generation 1 on: a deeper CNN with generation 0's first layer and head
+        student, inherit = [student, SmallCNN(widths=(8, 24, 16), num_classes=10)], ["body.0", "classifier"]
+    task = BornAgain(student, loss="ban+l", inherit_layers=inherit)
     trainer = cpu_trainer(devices=2, strategy="ddp", max_epochs=None, limit_train_batches=4,
                           callbacks=[Generations(generations=2, epochs=1, dirpath=folder, print_table=False),
                                      GenerationRankReport(folder)])
@@ -355,7 +384,7 @@ def _born_again(folder: Path, architectures: str) -> None:
 
 @pytest.mark.parametrize("architectures", [
     pytest.param(a, marks=pytest.mark.ddp(scenario=functools.partial(_born_again, architectures=a)))
-    for a in ("same", "changing")])
+    for a in ("same", "changing", "inheriting")])
 def test_born_again_generations_keep_ranks_identical(ddp_run: Path, architectures: str) -> None:
     tmp_path = ddp_run
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
@@ -369,4 +398,8 @@ def test_born_again_generations_keep_ranks_identical(ddp_run: Path, architecture
         assert names and all(name.startswith("student.") for name in names), generation
     if architectures == "changing":
         assert all(".body.1." in n or ".fc." in n for n in rank0["wrapped"]["1"])  # the MLP's parameters
+    if architectures == "inheriting":  # generations 1 and 2 all-reduce all but the layers they inherit, kept equal
+        assert all(".body.0." not in n and ".fc." not in n for g in ("1", "2") for n in rank0["wrapped"][g])
+        assert "student.body.0.weight" in rank0["wrapped"]["0"]
+        assert rank0["inherited"] == rank1["inherited"] == {"body.0": True, "fc": True}
     assert (tmp_path / "generation_2.ckpt").is_file()

@@ -234,7 +234,7 @@ def test_python_built_task_saves_its_plain_arguments_only(tmp_path: Path) -> Non
     # positional and keyword arguments alike; networks and callables left out; paths as strings
     assert dict(task.hparams) == {"teacher_ckpt": str(path), "alpha": 0.5, "temperature": 2.0,
                                   "label_smoothing": 0.0, "smoothing_convention": "uniform", "lr_scheduler": "cosine",
-                                  "student_ckpt": None}
+                                  "student_ckpt": None, "inherit_layers": None}
     import copy
     import pickle
 

@@ -9,10 +9,12 @@ Example:
 """
 
 from lightning_kd.models.base import ClassifierNetwork, count_parameters, reinitialize
-from lightning_kd.models.densenet import DenseNet
+from lightning_kd.models.dense_follower import DenseFollowerResNet
+from lightning_kd.models.densenet import DenseNet, dense_block_channels
 from lightning_kd.models.early_exit import EarlyExitNetwork, early_exit_sweep
 from lightning_kd.models.ensemble import SoftmaxEnsemble
 from lightning_kd.models.huggingface import HuggingFaceCausalLM
+from lightning_kd.models.inheritance import inherit_layers
 from lightning_kd.models.language import CharCNNLSTM, LSTMLanguageModel, TransformerLanguageModel
 from lightning_kd.models.mobilenet_cifar import CifarMobileNetV2
 from lightning_kd.models.multi_exit import ExitCost, MultiExitNetwork, TruncatedNetwork
@@ -36,6 +38,7 @@ __all__ = [
     "CifarShuffleNetV2",
     "CifarVGG",
     "ClassifierNetwork",
+    "DenseFollowerResNet",
     "DenseNet",
     "EarlyExitNetwork",
     "ExitCost",
@@ -51,8 +54,10 @@ __all__ = [
     "WideResNet",
     "count_parameters",
     "create_model",
+    "dense_block_channels",
     "early_exit_sweep",
     "forward_with_taps",
+    "inherit_layers",
     "list_models",
     "is_model_name",
     "model_config",

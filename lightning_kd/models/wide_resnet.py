@@ -110,5 +110,5 @@ def _preset(depth: int, widen_factor: int) -> None:
     register_model(name, WideResNet, depth=depth, widen_factor=widen_factor)(constructor)
 
 
-for _depth, _k in ((16, 2), (16, 4), (16, 8), (28, 10), (40, 1), (40, 2), (40, 4)):
+for _depth, _k in ((16, 2), (16, 4), (16, 8), (28, 1), (28, 10), (40, 1), (40, 2), (40, 4)):
     _preset(_depth, _k)

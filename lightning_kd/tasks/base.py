@@ -130,6 +130,10 @@ class BaseTask(EvaluationSteps, FiniteChecks, ResumeChecks, StreamHooks, Ignored
         config = self.hparams.get(role)
         return dict(config) if isinstance(config, dict) and "class_path" in config else None
 
+    def frozen_modules(self) -> list[nn.Module]:
+        """The modules kept in eval mode through training: every teacher's (and what a task freezes besides)."""
+        return [m for network in self.teacher_networks().values() for m in network.modules()]
+
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters handed to the optimizer: every one of the task that requires grad, never a teacher's."""
         frozen = {id(p) for network in self.teacher_networks().values() for p in network.parameters()}
@@ -185,9 +189,8 @@ class BaseTask(EvaluationSteps, FiniteChecks, ResumeChecks, StreamHooks, Ignored
     # -- hooks ------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         super().on_fit_start()  # a resume's checks and random state (ResumeChecks)
-        # Lightning warns about modules in eval mode at the start of training: the frozen teachers are, by design
-        frozen = [m for network in self.teacher_networks().values() for m in network.modules()]
-        self._eval_mode_filter = silence_eval_mode_warning(list(self.modules()), frozen)
+        # Lightning warns about modules in eval mode at the start of training: the frozen ones are, by design
+        self._eval_mode_filter = silence_eval_mode_warning(list(self.modules()), self.frozen_modules())
 
     def on_train_start(self) -> None:
         restore_warning(self.__dict__.pop("_eval_mode_filter", None))

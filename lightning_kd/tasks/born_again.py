@@ -24,6 +24,7 @@ from lightning_kd.data.base import Batch
 from lightning_kd.errors import Refusal
 from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, BornAgainLoss, BornAgainLossName, SmoothingConvention
 from lightning_kd.models.base import reinitialize
+from lightning_kd.models.inheritance import InheritSpec
 from lightning_kd.naming import join_variants
 from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.distillation import DistillationTask
@@ -73,6 +74,9 @@ class BornAgain(DistillationTask):
         optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`; rebuilt for every generation.
         lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`; restarts every generation and
             spans that generation's epochs.
+        inherit_layers: Layers of its teacher each generation copies in and keeps frozen (the paper's students of
+            another architecture share the teacher's stem and classifier); generation 0, which has no teacher,
+            trains them. See :class:`~lightning_kd.tasks.DistillationTask`.
 
     Attributes:
         generation: The generation being trained.
@@ -103,8 +107,10 @@ class BornAgain(DistillationTask):
         smoothing_convention: SmoothingConvention = DEFAULT_SMOOTHING_CONVENTION,
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
+        inherit_layers: InheritSpec = None,
     ) -> None:
-        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler)  # type: ignore[arg-type]
+        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler,  # type: ignore[arg-type]
+                         inherit_layers=inherit_layers)
 
     def configure_losses(self) -> None:
         self.criterion = BornAgainLoss(self.hparams["loss"], self.hparams["alpha"], self.hparams["temperature"],
@@ -116,6 +122,7 @@ class BornAgain(DistillationTask):
         teacher: nn.Module | None,
         teacher_ckpt: str | Path | None,
         student_ckpt: str | Path | None = None,
+        inherit_layers: InheritSpec = None,
     ) -> None:
         # a list or tuple only: nn.Sequential is a network, not a list of generations
         networks = list(student) if isinstance(student, (list, tuple)) else [student]
@@ -125,7 +132,7 @@ class BornAgain(DistillationTask):
         # these, re-initialised (taken now, before any training, and kept off the device)
         self._templates = [copy.deepcopy(net) for net in networks] if not self._student_configs() else []
         self._num_architectures = len(networks)
-        super().configure_models(networks[0], teacher, teacher_ckpt, student_ckpt)
+        super().configure_models(networks[0], teacher, teacher_ckpt, student_ckpt, inherit_layers)
         self.first_generation = 0 if self.teacher is None else 1
         self.generation = self.first_generation
         self.generation_epochs: dict[int, int] = {}
@@ -180,10 +187,14 @@ class BornAgain(DistillationTask):
         wrapper and anything else holding them stay valid; otherwise a new network replaces it (the
         caller re-wraps it for DDP). Optimizers must be rebuilt by the caller (the callback does).
 
+        With ``inherit_layers``, the new student then inherits them from its new teacher.
+
         Returns:
-            Whether the student is a new module (its architecture changed), not the old one re-initialised.
+            Whether DDP must wrap the task anew: the student is a new module (its architecture changed), or which
+            of its parameters train changed (generation 1 freezes the layers generation 0 trained).
         """
         student = self.student
+        trained_before = [p.requires_grad for p in student.parameters()]
         # where the student lives and in what dtype (a "true" half precision converts the whole module)
         placement = {"device": next(student.parameters()).device, "dtype": next(student.parameters()).dtype}
         teacher = self.fresh_network(self.generation).to(**placement)
@@ -196,7 +207,8 @@ class BornAgain(DistillationTask):
             self.student = fresh.to(**placement)
         else:
             student.load_state_dict(fresh.state_dict())
-        return replaced
+        self.inherit_teacher_layers()
+        return replaced or [p.requires_grad for p in self.student.parameters()] != trained_before
 
     def restore_generation(self, generation: int) -> None:
         """Rebuild the networks of ``generation`` (weights to be loaded after): used when resuming."""
@@ -209,6 +221,7 @@ class BornAgain(DistillationTask):
         if generation > self.first_generation:
             self.set_teacher(self.fresh_network(generation - 1))
         self.generation = generation
+        self.inherit_teacher_layers()  # which layers are frozen; their weights are the checkpoint's, loaded next
 
     # -- training ---------------------------------------------------------------------------------
     def training_losses(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:

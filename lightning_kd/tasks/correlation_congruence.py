@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, SmoothingConvention
 from lightning_kd.losses.correlation_congruence import CC_DEFAULTS, CCConvention, CorrelationCongruenceLoss
 from lightning_kd.losses.validation import check_positive
+from lightning_kd.models.inheritance import InheritSpec
 from lightning_kd.models.taps import LayerSpec
 from lightning_kd.naming import join_variants, valued_variant
 from lightning_kd.optim import SGD, ScheduleSpec
@@ -43,6 +44,8 @@ class CorrelationCongruence(LayerMatchingTask):
         optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`.
         lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`.
         student_ckpt: Weights to start the student from (see :class:`~lightning_kd.tasks.DistillationTask`).
+        inherit_layers: Teacher layers copied into the student and frozen (see
+            :class:`~lightning_kd.tasks.DistillationTask`).
 
     Example:
         >>> from lightning_kd.models import MLP, SmallCNN
@@ -73,8 +76,9 @@ class CorrelationCongruence(LayerMatchingTask):
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
         student_ckpt: str | Path | None = None,
+        inherit_layers: InheritSpec = None,
     ) -> None:
-        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler, student_ckpt)
+        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler, student_ckpt, inherit_layers)
 
     def configure_losses(self) -> None:
         hparams = self.hparams

@@ -24,6 +24,7 @@ from lightning_kd.losses.crd import (
     negatives_of_other_classes,
 )
 from lightning_kd.losses.validation import check_temperature
+from lightning_kd.models.inheritance import InheritSpec
 from lightning_kd.naming import join_variants, valued_variant
 from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.feature_distillation import FeatureDistillationTask, FeaturePair, PairEmbeddings
@@ -59,6 +60,8 @@ class CRD(FeatureDistillationTask):
         optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`.
         lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`.
         student_ckpt: Weights to start the student from (see :class:`~lightning_kd.tasks.DistillationTask`).
+        inherit_layers: Teacher layers copied into the student and frozen (see
+            :class:`~lightning_kd.tasks.DistillationTask`).
 
     Example:
         >>> from lightning_kd.models import MLP, SmallCNN
@@ -91,8 +94,9 @@ class CRD(FeatureDistillationTask):
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
         student_ckpt: str | Path | None = None,
+        inherit_layers: InheritSpec = None,
     ) -> None:
-        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler, student_ckpt)
+        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler, student_ckpt, inherit_layers)
 
     def configure_losses(self) -> None:
         hparams = self.hparams

@@ -21,6 +21,7 @@ from lightning_kd.metrics import (
     teacher_metric_names,
     teachers_ensemble_metric_name,
 )
+from lightning_kd.models.inheritance import InheritSpec, inherit_layers
 from lightning_kd.models.taps import LayerSpec, NetworkOutput
 from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.base import BaseTask
@@ -56,6 +57,13 @@ class DistillationTask(BaseTask):
         student_ckpt: Weights to start the student from (a checkpoint of this package, e.g. a first stage's,
             or a plain state dict): two-stage methods (FitNets' hints, then KD) chain runs this way. Read once,
             when the task is built; the task's own checkpoints hold the weights after that.
+        inherit_layers: Layers of the (first) teacher copied into the student and frozen there (Born-Again's
+            students of another architecture share the teacher's stem and classifier): a name or list of names,
+            the same on both networks (a module path, ``"stem"``, ``"classifier"``, ``"stages[i]"``), or
+            ``{student layer: teacher layer}``. Copied when the task is built and whenever the teacher is replaced
+            (each Born-Again generation inherits from its own teacher); no gradient, in no optimizer, eval mode
+            throughout (BatchNorm keeps the teacher's statistics). Layers whose parameter shapes differ are
+            refused, naming both. See :mod:`lightning_kd.models.inheritance`.
     """
 
     teacher_required: ClassVar[bool] = True
@@ -74,13 +82,14 @@ class DistillationTask(BaseTask):
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
         student_ckpt: str | Path | None = None,
+        inherit_layers: InheritSpec = None,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, student=student, teacher=teacher, teacher_ckpt=teacher_ckpt,
-                         student_ckpt=student_ckpt)
+                         student_ckpt=student_ckpt, inherit_layers=inherit_layers)
 
     def configure_models(  # type: ignore[override]
         self, student: nn.Module | None, teacher: TeacherSpec, teacher_ckpt: CheckpointSpec,
-        student_ckpt: str | Path | None = None,
+        student_ckpt: str | Path | None = None, inherit_layers: InheritSpec = None,
     ) -> None:
         if student is None:
             raise Refusal(f"{type(self).__name__} needs a student network (`student`)")
@@ -99,6 +108,22 @@ class DistillationTask(BaseTask):
                 f"{type(self).__name__} learns from {self.max_teachers} teacher, got {len(self.teachers)}; "
                 "several teachers need a multi-teacher method"
             )
+        self.inherit_spec = inherit_layers
+        self.inherited_layers: list[str] = []
+        """The student's module paths holding the teacher's layers, frozen (``inherit_layers``)."""
+        self.inherit_teacher_layers()
+
+    def inherit_teacher_layers(self) -> None:
+        """Copy ``inherit_layers`` from the (first) teacher into the student and freeze them; nothing while there is
+        no teacher (Born-Again's generation 0). Called when the task is built and after a teacher is replaced."""
+        if self.inherit_spec is None or self.teacher is None:
+            self.inherited_layers = []
+            return
+        self.inherited_layers = inherit_layers(self.student, self.teacher, self.inherit_spec)
+
+    def frozen_modules(self) -> list[nn.Module]:
+        inherited = [m for path in self.inherited_layers for m in self.student.get_submodule(path).modules()]
+        return super().frozen_modules() + inherited
 
     def trained_networks(self) -> dict[str, nn.Module]:
         return {"student": self.student}
@@ -167,8 +192,14 @@ class DistillationTask(BaseTask):
 
     def evaluation_step(self, batch: Batch, stage: str) -> Tensor:
         logits = super().evaluation_step(batch, stage)
+        self.log_teacher_metrics(batch, logits, stage)
+        return logits
+
+    def log_teacher_metrics(self, batch: Batch, logits: Tensor, stage: str) -> None:
+        """Log each teacher's accuracy, the handed-on network's agreement with it (``logits``) and, with several
+        teachers, their ensemble's accuracy."""
         if not self.teachers:
-            return logits
+            return
         student_logits, targets = flatten_positions(logits, batch["target"])  # per token for sequences
         batch_size = len(targets)
         outputs = self.teacher_outputs(batch)
@@ -184,7 +215,6 @@ class DistillationTask(BaseTask):
         if ensemble is not None and len(teacher_logits) > 1:
             ensemble[stage](ensemble_probabilities([t.softmax(dim=1) for t in teacher_logits]), targets)
             self.log(teachers_ensemble_metric_name(stage), ensemble[stage], batch_size=batch_size)
-        return logits
 
     # -- checkpoints ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

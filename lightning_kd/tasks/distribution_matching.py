@@ -23,6 +23,7 @@ from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, DEFAULT_TEMPERATUR
 from lightning_kd.losses.distances import distance_spec
 from lightning_kd.losses.distribution_matching import FeatureMatch, distribution_matching_loss
 from lightning_kd.losses.validation import check_alpha, check_temperature
+from lightning_kd.models.inheritance import InheritSpec
 from lightning_kd.naming import join_variants
 from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.feature_distillation import FeatureDistillationTask, FeaturePair
@@ -73,6 +74,8 @@ class DistributionMatchingKD(FeatureDistillationTask):
         optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`.
         lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`.
         student_ckpt: Weights to start the student from (see :class:`~lightning_kd.tasks.DistillationTask`).
+        inherit_layers: Teacher layers copied into the student and frozen (see
+            :class:`~lightning_kd.tasks.DistillationTask`).
 
     Example:
         >>> from lightning_kd.models import MLP, SmallCNN
@@ -95,8 +98,9 @@ class DistributionMatchingKD(FeatureDistillationTask):
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
         student_ckpt: str | Path | None = None,
+        inherit_layers: InheritSpec = None,
     ) -> None:
-        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler, student_ckpt)
+        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler, student_ckpt, inherit_layers)
 
     def configure_losses(self) -> None:
         matches = self.hparams["matches"]

@@ -26,9 +26,14 @@ class EvaluationSteps:
     log_dict: Any
     __call__: Any  # the LightningModule's: its forward
 
+    def batch_logits(self, batch: Batch) -> Tensor:
+        """The handed-on network's logits on a batch: on its ``input`` (a task whose networks read other keys of the
+        batch, views or modalities, overrides this)."""
+        return self(batch["input"])
+
     def evaluation_step(self, batch: Batch, stage: str) -> Tensor:
         """Log ``{stage}/loss`` and the ``{stage}/`` metrics of the handed-on network; return its logits."""
-        logits = self(batch["input"])
+        logits = self.batch_logits(batch)
         self.log_evaluation(batch, logits, stage)
         return logits
 
@@ -51,7 +56,7 @@ class EvaluationSteps:
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """``{"index", "probabilities", "target"}``: the handed-on network's softmax, with each sample's index and
         label (``-1`` where the data has none)."""
-        probabilities = self(batch["input"]).softmax(dim=1)
+        probabilities = self.batch_logits(batch).softmax(dim=1)
         target = batch.get("target")
         if target is None:
             target = torch.full_like(batch["index"], -1)

@@ -22,6 +22,7 @@ from lightning_kd.losses.factor_transfer import (
     paraphraser_reconstruction_loss,
 )
 from lightning_kd.losses.validation import check_choice, check_positive
+from lightning_kd.models.inheritance import InheritSpec
 from lightning_kd.models.taps import LayerSpec, layer_list
 from lightning_kd.naming import join_variants, valued_variant
 from lightning_kd.optim import SGD, ScheduleSpec
@@ -102,6 +103,8 @@ class FactorTransfer(LayerMatchingTask):
         optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`.
         lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`.
         student_ckpt: Weights to start the student from (see :class:`~lightning_kd.tasks.DistillationTask`).
+        inherit_layers: Teacher layers copied into the student and frozen (see
+            :class:`~lightning_kd.tasks.DistillationTask`).
 
     Example:
         >>> from lightning_kd.models import SmallCNN
@@ -132,8 +135,9 @@ class FactorTransfer(LayerMatchingTask):
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
         student_ckpt: str | Path | None = None,
+        inherit_layers: InheritSpec = None,
     ) -> None:
-        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler, student_ckpt)
+        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler, student_ckpt, inherit_layers)
 
     def configure_losses(self) -> None:
         hparams = self.hparams

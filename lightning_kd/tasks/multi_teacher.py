@@ -24,6 +24,7 @@ from lightning_kd.losses.multi_teacher import (
     MultiTeacherReduction,
     MultiTeacherWeighting,
 )
+from lightning_kd.models.inheritance import InheritSpec
 from lightning_kd.naming import join_variants
 from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.distillation import DistillationTask
@@ -64,6 +65,8 @@ class MultiTeacherKD(DistillationTask):
         convention: ``"paper"`` or ``"authors_code"`` (with ``reduction="terms"``: CA-MKD's code's KD term for
             ``"ca-mkd"`` and ``"ebkd"``, AE-KD's code's weights for ``"ae-kd"``; see
             :mod:`lightning_kd.losses.multi_teacher`).
+        inherit_layers: Layers of the first teacher copied into the student and frozen (see
+            :class:`~lightning_kd.tasks.DistillationTask`).
 
     Example:
         >>> from lightning_kd.models import MLP, SmallCNN
@@ -91,8 +94,9 @@ class MultiTeacherKD(DistillationTask):
         lr_scheduler: ScheduleSpec = "cosine",
         student_ckpt: str | Path | None = None,
         convention: MultiTeacherConvention = "paper",
+        inherit_layers: InheritSpec = None,
     ) -> None:
-        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler, student_ckpt)
+        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler, student_ckpt, inherit_layers)
 
     def configure_losses(self) -> None:
         hparams = self.hparams
@@ -102,9 +106,9 @@ class MultiTeacherKD(DistillationTask):
 
     def configure_models(  # type: ignore[override]
         self, student: nn.Module | None, teacher: TeacherSpec, teacher_ckpt: CheckpointSpec,
-        student_ckpt: str | Path | None = None,
+        student_ckpt: str | Path | None = None, inherit_layers: InheritSpec = None,
     ) -> None:
-        super().configure_models(student, teacher, teacher_ckpt, student_ckpt)
+        super().configure_models(student, teacher, teacher_ckpt, student_ckpt, inherit_layers)
         weights = self.hparams["teacher_weights"]
         if weights is not None and len(weights) != len(self.teachers):
             raise Refusal(f"teacher_weights has {len(weights)} entries for {len(self.teachers)} teachers; "

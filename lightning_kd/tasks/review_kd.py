@@ -16,6 +16,7 @@ from lightning_kd.errors import Refusal
 from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, SmoothingConvention
 from lightning_kd.losses.review_kd import REVIEW_DEFAULTS, ReviewConvention, review_kd_loss, review_warmup
 from lightning_kd.losses.validation import check_choice, check_weight
+from lightning_kd.models.inheritance import InheritSpec
 from lightning_kd.models.taps import LayerSpec
 from lightning_kd.naming import join_variants, valued_variant
 from lightning_kd.optim import SGD, ScheduleSpec
@@ -91,6 +92,8 @@ class ReviewKD(LayerMatchingTask):
         optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`.
         lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`.
         student_ckpt: Weights to start the student from (see :class:`~lightning_kd.tasks.DistillationTask`).
+        inherit_layers: Teacher layers copied into the student and frozen (see
+            :class:`~lightning_kd.tasks.DistillationTask`).
 
     Example:
         >>> from lightning_kd.models import create_model
@@ -116,8 +119,9 @@ class ReviewKD(LayerMatchingTask):
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
         student_ckpt: str | Path | None = None,
+        inherit_layers: InheritSpec = None,
     ) -> None:
-        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler, student_ckpt)
+        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler, student_ckpt, inherit_layers)
 
     def configure_losses(self) -> None:
         hparams = self.hparams

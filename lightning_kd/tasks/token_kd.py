@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from lightning_kd.data.base import Batch
 from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, SmoothingConvention, TokenDivergence, TokenKDLoss
+from lightning_kd.models.inheritance import InheritSpec
 from lightning_kd.naming import join_variants
 from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.distillation import DistillationTask
@@ -39,6 +40,8 @@ class TokenKD(DistillationTask):
         optimizer: See :class:`~lightning_kd.tasks.base.BaseTask`.
         lr_scheduler: See :class:`~lightning_kd.tasks.base.BaseTask`.
         student_ckpt: Weights to start the student from.
+        inherit_layers: Teacher layers copied into the student and frozen (see
+            :class:`~lightning_kd.tasks.DistillationTask`).
 
     Example:
         >>> from lightning_kd.models import LSTMLanguageModel
@@ -62,8 +65,9 @@ class TokenKD(DistillationTask):
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: ScheduleSpec = "cosine",
         student_ckpt: str | Path | None = None,
+        inherit_layers: InheritSpec = None,
     ) -> None:
-        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler, student_ckpt)
+        super().__init__(student, teacher, teacher_ckpt, optimizer, lr_scheduler, student_ckpt, inherit_layers)
 
     @classmethod
     def run_variant(cls, arguments: dict[str, Any]) -> str | None:
