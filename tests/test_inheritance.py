@@ -212,3 +212,9 @@ def test_the_born_again_networks_have_the_parameter_counts_the_docs_give() -> No
                 for name in ("wrn_28_10", "densenet_90_60", "ban_preresnet_14_0_5", "ban_wrn_4_0_5")}
     assert millions == {"wrn_28_10": 36.5, "densenet_90_60": 15.2, "ban_preresnet_14_0_5": 6.6, "ban_wrn_4_0_5": 17.4}
     assert round(count_parameters(create_model("wrn_28_1", num_classes=100)) / 1e6, 2) == 0.38
+
+
+def test_a_run_that_inherits_is_named_apart_from_one_that_does_not() -> None:
+    assert BornAgain.run_variant({"loss": "ban", "inherit_layers": ["stem", "classifier"]}) == \
+        "ban-inherit-stem-classifier"
+    assert BornAgain.run_variant({"loss": "ban", "inherit_layers": None}) == "ban"

@@ -21,8 +21,9 @@ from lightning_kd.metrics import (
     teacher_metric_names,
     teachers_ensemble_metric_name,
 )
-from lightning_kd.models.inheritance import InheritSpec, inherit_layers
+from lightning_kd.models.inheritance import InheritSpec, inherit_layers, layer_pairs
 from lightning_kd.models.taps import LayerSpec, NetworkOutput
+from lightning_kd.naming import join_variants
 from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.base import BaseTask
 from lightning_kd.teachers import CheckpointSpec, Teachers, TeacherSpec, teacher_role
@@ -112,6 +113,12 @@ class DistillationTask(BaseTask):
         self.inherited_layers: list[str] = []
         """The student's module paths holding the teacher's layers, frozen (``inherit_layers``)."""
         self.inherit_teacher_layers()
+
+    @classmethod
+    def run_variant(cls, arguments: dict[str, Any]) -> str | None:
+        # a run whose students inherit layers is told apart from the same run without: "...-inherit-stem-classifier"
+        inherited = [student for student, _ in layer_pairs(arguments.get("inherit_layers"))]
+        return join_variants(super().run_variant(arguments), "-".join(["inherit", *inherited]) if inherited else None)
 
     def inherit_teacher_layers(self) -> None:
         """Copy ``inherit_layers`` from the (first) teacher into the student and freeze them; nothing while there is
