@@ -116,6 +116,9 @@ def test_fitted_fusion_is_fitted_on_the_validation_split_after_training_and_kept
     torch.testing.assert_close(task.student.weights.double(), expected, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(task.student.weights, torch.tensor([0.5, 0.5]))
     assert "weights" in task.student.state_dict()
+    fitted = task.student.weights.clone()
+    cpu_trainer().validate(task, DigitsDataModule(batch_size=64))  # scoring a trained model refits nothing
+    assert torch.equal(task.student.weights, fitted)
 
 
 def test_the_fused_network_loads_alone_from_a_cli_checkpoint_and_is_the_students_weighted_average(

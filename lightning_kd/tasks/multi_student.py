@@ -215,7 +215,9 @@ class MultiStudentKD(DistillationTask):
         self.log_evaluation(batch, fused, stage)
         self.log_teacher_metrics(batch, fused, stage)
         trainer = attached_trainer(self)
-        if stage == "val" and self.hparams["fusion"] == "fitted" and not getattr(trainer, "sanity_checking", False):
+        # fitted during a fit only: not in the sanity check, nor by a `validate` of a trained model
+        fitting = trainer is not None and trainer.state.fn == "fit" and not trainer.sanity_checking
+        if stage == "val" and self.hparams["fusion"] == "fitted" and fitting:
             self.fitted_on.append((torch.stack([z.detach().float().softmax(dim=1) for z in flat]), targets.detach()))
         return fused
 
