@@ -117,6 +117,7 @@ def test_fitted_fusion_is_fitted_on_the_validation_split_after_training_and_kept
     assert not torch.allclose(task.student.weights, torch.tensor([0.5, 0.5]))
     assert "weights" in task.student.state_dict()
     fitted = task.student.weights.clone()
+    assert task.summary_columns() == {"student": {f"student_{m + 1} weight": float(w) for m, w in enumerate(fitted)}}
     cpu_trainer().validate(task, DigitsDataModule(batch_size=64))  # scoring a trained model refits nothing
     assert torch.equal(task.student.weights, fitted)
 

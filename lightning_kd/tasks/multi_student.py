@@ -242,7 +242,8 @@ class MultiStudentKD(DistillationTask):
         self.student.set_weights(weights.to(self.student.weights))
 
     def summary_columns(self) -> dict[str, dict[str, float]]:
-        return {student_role(m): {"fusion weight": float(w)} for m, w in enumerate(self.student.weights)}
+        # the fused network's row: each student's share of the fusion
+        return {"student": {f"{student_role(m)} weight": float(w) for m, w in enumerate(self.student.weights)}}
 
     @classmethod
     def run_variant(cls, arguments: dict[str, Any]) -> str | None:
