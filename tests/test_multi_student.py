@@ -117,6 +117,11 @@ def test_fitted_fusion_is_fitted_on_the_validation_split_after_training_and_kept
     assert not torch.allclose(task.student.weights, torch.tensor([0.5, 0.5]))
     assert "weights" in task.student.state_dict()
     fitted = task.student.weights.clone()
+    alone = task.student_networks()["student_2"]  # a plain copy of one student, to use or save alone
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(alone(x), task.students[1].eval()(x))
+    assert alone is not task.students[1]
     assert task.summary_columns() == {"student": {f"student_{m + 1} weight": float(w) for m, w in enumerate(fitted)}}
     cpu_trainer().validate(task, DigitsDataModule(batch_size=64))  # scoring a trained model refits nothing
     assert torch.equal(task.student.weights, fitted)
