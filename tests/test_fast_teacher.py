@@ -56,7 +56,7 @@ def _born_again(tmp_path: Path, *callbacks) -> tuple[BornAgain, float]:
 
 def test_a_fit_with_a_fast_teacher_trains_as_with_an_fp32_one_and_promoted_teachers_run_fast_too(
         tmp_path: Path) -> None:
-    fast = FastTeacher(precision="bf16", channels_last=True)
+    fast = FastTeacher(precision="bf16", channels_last=True, allow_emulated=True)  # bf16 on any CPU
     task, accuracy = _born_again(tmp_path / "fast", fast)
     _, reference = _born_again(tmp_path / "fp32")
     assert task.teachers.forward_settings == fast.settings and abs(accuracy - reference) < 0.05
@@ -90,3 +90,44 @@ def test_an_unknown_compile_backend_is_refused_when_declared() -> None:
     # issue 23: it failed at the first forward, after the run had started
     with pytest.raises(Refusal, match=r"unknown compile_backend 'nosuchbackend'; torch.compile's backends: .*inductor"):
         FastTeacher(compile_backend="nosuchbackend")
+
+
+def test_a_precision_the_device_emulates_falls_back_to_fp32_in_one_stated_line(monkeypatch, caplog) -> None:
+    import logging
+
+    from lightning_kd import VanillaKD
+    from lightning_kd.callbacks import fast_teacher
+
+    def fit(callback: FastTeacher) -> VanillaKD:
+        task = VanillaKD(MLP(num_classes=10), SmallCNN(widths=(8,), num_classes=10))
+        cpu_trainer(callbacks=[callback], limit_train_batches=1, limit_val_batches=1).fit(task, DigitsDataModule())
+        return task
+
+    monkeypatch.setattr(fast_teacher, "native_precisions", lambda device: ("32",))  # a CPU without AVX-512 BF16
+    with caplog.at_level(logging.INFO):
+        task = fit(FastTeacher(precision="bf16", channels_last=True))
+    assert task.teachers.forward_settings == TeacherForward(precision="32", channels_last=True)
+    stated = [r.getMessage() for r in caplog.records if "emulation" in r.getMessage()]
+    assert stated == ["FastTeacher: this cpu computes bf16 by emulation, slower than fp32, so the teachers run in "
+                      "fp32 (allow_emulated: true keeps the precision)"]
+    assert fit(FastTeacher(precision="bf16", allow_emulated=True)).teachers.forward_settings.precision == "bf16"
+    monkeypatch.setattr(fast_teacher, "native_precisions", lambda device: ("32", "bf16"))  # AVX-512 BF16 or AMX
+    assert fit(FastTeacher(precision="bf16")).teachers.forward_settings.precision == "bf16"
+
+
+@pytest.mark.parametrize(("flags", "native"), [({"avx2", "fma"}, ("32",)), ({"avx512f", "amx_bf16"}, ("32", "bf16")),
+                                               ({"avx512_bf16", "avx512_fp16"}, ("32", "bf16", "16"))])
+def test_a_cpus_native_precisions_follow_its_flags(monkeypatch, flags: set[str], native: tuple[str, ...]) -> None:
+    from lightning_kd import devices
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda: flags)
+    assert devices.native_precisions(torch.device("cpu")) == native
+
+
+@pytest.mark.parametrize(("capability", "native"), [((7, 5), ("32", "16")), ((8, 0), ("32", "bf16", "16")),
+                                                    ((9, 0), ("32", "bf16", "16"))])
+def test_a_gpus_native_precisions_follow_its_compute_capability(monkeypatch, capability, native) -> None:
+    from lightning_kd import devices
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert devices.native_precisions(torch.device("cuda", 0)) == native
