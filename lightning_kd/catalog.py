@@ -30,6 +30,19 @@ def shipped_configs() -> dict[str, Path]:
             if entry.name.endswith(".yaml")}
 
 
+def written_from(text: str) -> str | None:
+    """The config a shipped config was written from by ``tools/pair_configs.py`` (its header says so), or ``None``.
+
+    Example:
+        >>> written_from("# KD on a pair: written by tools/pair_configs.py from\\n# configs/cifar100_a_b_kd.yaml")
+        'cifar100_a_b_kd'
+        >>> written_from("# written by hand") is None
+        True
+    """
+    match = re.search(r"written by\s+#?\s*tools/pair_configs\.py\s+#?\s*from\s+#?\s*configs/(\S+)\.yaml", text)
+    return match.group(1) if match else None
+
+
 def method_configs() -> dict[str, list[str]]:
     """The shipped configs of each method, by task class name (a config's ``model.class_path``).
 
@@ -42,9 +55,9 @@ def method_configs() -> dict[str, list[str]]:
     copies: dict[str, int] = {}
     for name, path in shipped_configs().items():
         text = path.read_text()
-        template = re.search(r"written by\s+#?\s*tools/pair_configs\.py\s+#?\s*from\s+#?\s*configs/(\S+)\.yaml", text)
+        template = written_from(text)
         if template is not None:
-            copies[template.group(1)] = copies.get(template.group(1), 0) + 1
+            copies[template] = copies.get(template, 0) + 1
             continue
         model = (yaml.safe_load(text) or {}).get("model") or {}
         class_path = model.get("class_path", "") if isinstance(model, dict) else ""

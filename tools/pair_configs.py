@@ -210,13 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail when a shipped config differs; write nothing")
     args = parser.parse_args(argv)
-    stale = [path for path, text in expected().items() if not path.is_file() or path.read_text() != text]
+    written = expected()
+    stale = [path for path, text in written.items() if not path.is_file() or path.read_text() != text]
     if args.check:
         for path in stale:
             print(f"{path.name} is not what tools/pair_configs.py writes: run python tools/pair_configs.py")
         return 1 if stale else 0
     for path in stale:
-        path.write_text(expected()[path])
+        path.write_text(written[path])
         print(f"wrote {path.relative_to(CONFIGS.parent.parent)}")
     return 0
 

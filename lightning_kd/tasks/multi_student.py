@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -164,10 +163,6 @@ class MultiStudentKD(DistillationTask):
             return {"class_path": "lightning_kd.models.SoftmaxEnsemble",
                     "init_args": {"members": [dict(c) for c in configs], "weights": self.student.weights.tolist(),
                                   "input_keys": self.hparams["input_keys"]}}
-        match = re.fullmatch(r"student_(\d+)", role)
-        if match and isinstance(configs, list) and int(match.group(1)) <= len(configs):
-            config = configs[int(match.group(1)) - 1]
-            return dict(config) if isinstance(config, Mapping) and "class_path" in config else None
         return super().network_config(role)
 
     def student_networks(self) -> dict[str, nn.Module]:
@@ -206,8 +201,9 @@ class MultiStudentKD(DistillationTask):
     def evaluation_step(self, batch: Batch, stage: str) -> Tensor:
         logits = self.student.member_logits(self._inputs(batch))
         fused = self.student.fuse(logits)
-        flat = [flatten_positions(z, batch["target"])[0] for z in logits]
-        targets = flatten_positions(logits[0], batch["target"])[1]
+        # per token for sequences: the valid positions as samples (the same targets for every student)
+        pairs = [flatten_positions(z, batch["target"]) for z in logits]
+        flat, targets = [z for z, _ in pairs], pairs[0][1]
         for m, student_logits in enumerate(flat):
             metrics = self.student_metrics[stage][student_role(m)]
             metrics.update(student_logits, targets)
