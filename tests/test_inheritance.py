@@ -218,3 +218,13 @@ def test_a_run_that_inherits_is_named_apart_from_one_that_does_not() -> None:
     assert BornAgain.run_variant({"loss": "ban", "inherit_layers": ["stem", "classifier"]}) == \
         "ban-inherit-stem-classifier"
     assert BornAgain.run_variant({"loss": "ban", "inherit_layers": None}) == "ban"
+
+
+def test_a_born_again_run_without_a_teacher_is_refused_before_generation_0_trains() -> None:
+    # generation 0 learns from labels: its successors' layers and shapes are checked when the task is built
+    with pytest.raises(Refusal, match="has no layer 'stemm'"):
+        BornAgain([_teacher(), _follower()], inherit_layers=["stemm", "classifier"])
+    with pytest.raises(Refusal, match=r"teacher's 'fc' \(Linear: weight 10x16, bias 10\) as its 'fc'"):
+        BornAgain([SmallCNN((8, 16), num_classes=10), SmallCNN((8, 32), num_classes=10)], inherit_layers="classifier")
+    task = BornAgain([_teacher(), _follower()], inherit_layers=["stem", "classifier"])
+    assert task.inherited_layers == [] and task.student.stem.weight.requires_grad  # generation 0 still trains them

@@ -25,6 +25,7 @@ from lightning_kd.errors import Refusal
 from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, BornAgainLoss, BornAgainLossName, SmoothingConvention
 from lightning_kd.models.base import reinitialize
 from lightning_kd.models.inheritance import InheritSpec
+from lightning_kd.models.inheritance import inherit_layers as inherit_layers_into
 from lightning_kd.naming import join_variants
 from lightning_kd.optim import SGD, ScheduleSpec
 from lightning_kd.tasks.distillation import DistillationTask
@@ -135,6 +136,10 @@ class BornAgain(DistillationTask):
         super().configure_models(networks[0], teacher, teacher_ckpt, student_ckpt, inherit_layers)
         self.first_generation = 0 if self.teacher is None else 1
         self.generation = self.first_generation
+        if inherit_layers is not None and self.teacher is None:
+            # generation 0 has no teacher to inherit from: check now, on a throwaway generation 1, that it will find
+            # the layers and that their shapes fit, rather than after generation 0 has trained
+            inherit_layers_into(self.fresh_network(1), self.student, inherit_layers)
         self.generation_epochs: dict[int, int] = {}
         """Epochs of each generation, set by the ``Generations`` callback; the LR schedule spans them."""
 
