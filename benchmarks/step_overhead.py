@@ -54,8 +54,8 @@ class Runs:
         trainer.fit(task, datamodule=self.data)
         return timer.epoch_seconds[0] / trainer.num_training_batches * 1000
 
-    def bare(self, kd: bool) -> float:
-        seconds = bare_loop_seconds(linear(), self.teacher if kd else None, self.batches, "cpu")
+    def bare(self, kd: bool, cached: bool = False) -> float:
+        seconds = bare_loop_seconds(linear(), self.teacher if kd else None, self.batches, "cpu", cached=cached)
         return seconds / len(self.batches) * 1000
 
 VARIANTS = {
@@ -64,6 +64,7 @@ VARIANTS = {
     "Lightning: cached KD": lambda r: r.lightning("cached"),
     "bare loop: student alone": lambda r: r.bare(kd=False),
     "bare loop: online KD": lambda r: r.bare(kd=True),
+    "bare loop: cached KD": lambda r: r.bare(kd=True, cached=True),
 }
 
 

@@ -153,3 +153,25 @@ def foreach_max_abs(tensors: list[Tensor]) -> list[Tensor]:
     """Each tensor's largest absolute value (NaN if it holds one), in one fused pass (torch's ``_foreach_norm``, the
     kernel ``clip_grad_norm_`` uses; private, hence here)."""
     return list(torch._foreach_norm(tensors, float("inf")))
+
+
+def foreach_l2_norms(tensors: list[Tensor]) -> list[Tensor]:
+    """Each tensor's L2 norm in float32 (NaN or inf if it holds one), in one fused pass: the same private kernel as
+    :func:`foreach_max_abs`, whose vectorised L2 path is 10-25 times faster on a CPU than its max-abs path."""
+    return list(torch._foreach_norm(tensors, 2, dtype=torch.float32))
+
+
+def fused_kernel_devices() -> set[str]:
+    """The device types torch's fused optimizer kernels (``fused=True``) run on (a private torch list)."""
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+    return set(_get_fused_kernels_supported_devices())
+
+
+def mark_fused(optimizer: torch.optim.Optimizer) -> None:
+    """Make a built optimizer step with its fused kernel, as ``fused=True`` at construction would have (the
+    constructor also sets a private flag that lets a gradient scaler hand it unscaling)."""
+    optimizer.defaults.update(fused=True, foreach=False)
+    for group in optimizer.param_groups:
+        group.update(fused=True, foreach=False)
+    optimizer._step_supports_amp_scaling = True

@@ -8,13 +8,13 @@ the weights and the evaluated outputs are each checked (see :mod:`lightning_kd.t
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from lightning_kd.compat import foreach_max_abs
+from lightning_kd.compat import foreach_l2_norms, foreach_max_abs
 from lightning_kd.errors import NonFiniteLossError, NonFiniteOutputsError, NonFiniteWeightsError
 from lightning_kd.metrics import training_metric_name
 
@@ -36,7 +36,27 @@ def largest_magnitudes(weights: Mapping[str, Tensor]) -> Tensor:
     return torch.stack([m.float() for m in foreach_max_abs(tensors)])
 
 
-def _not_finite(weights: Mapping[str, Tensor], magnitudes: Tensor) -> str:
+def finite_flags(losses: Sequence[Tensor], weights: Sequence[Tensor]) -> Tensor:
+    """Whether each of ``losses`` and then each of ``weights`` is finite, as booleans on the device, computed
+    without synchronising (a handful of operations, however many tensors).
+
+    Every tensor is read by its L2 norm, in one fused pass (a NaN or inf makes its norm one). A finite weight
+    large enough for its square to overflow reads as not finite here, so a ``False`` is a reason to make the
+    exact check (:func:`stop_if_not_finite`), never a verdict by itself.
+
+    Example:
+        >>> finite_flags([torch.tensor(0.5)], [torch.ones(3), torch.tensor([float("nan")])])
+        tensor([ True,  True, False])
+    """
+    tensors = [*losses, *weights]
+    if not tensors:
+        return torch.ones(0, dtype=torch.bool)
+    with torch.no_grad():  # the weights are parameters: no autograd record of their norms
+        return torch.isfinite(torch.stack(foreach_l2_norms(tensors)))
+
+
+def describe_not_finite(weights: Mapping[str, Tensor], magnitudes: Tensor) -> str:
+    """The tensors of ``weights`` whose ``magnitudes`` (:func:`largest_magnitudes`) are not finite, for a message."""
     bad = [name for name, m in zip(weights, magnitudes.tolist(), strict=True) if not math.isfinite(m)]
     shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
     return f"{shown} ({len(bad)} of {len(weights)} tensors)"
@@ -60,7 +80,7 @@ an extreme hyperparameter, or NaN inputs (the data's normalisation). No checkpoi
     magnitudes = largest_magnitudes(weights)
     if bool(torch.isfinite(magnitudes).all()):
         return
-    raise NonFiniteWeightsError(f"stopped {where}: weights are not finite: {_not_finite(weights, magnitudes)}. "
+    raise NonFiniteWeightsError(f"stopped {where}: weights are not finite: {describe_not_finite(weights, magnitudes)}. "
                                 f"{CAUSES} {NOT_WRITTEN}")
 
 
@@ -117,7 +137,7 @@ inputs (the data's normalisation). No checkpoint of these weights was written.
     if not bad and not bool(torch.isfinite(magnitudes).all()):  # a finite loss over diverged weights
         raise NonFiniteWeightsError(
             f"training stopped at {where}: weights are not finite although the loss is (BatchNorm can hide a "
-            f"divergence): {_not_finite(weights or {}, magnitudes.cpu())}. {CAUSES} {NOT_WRITTEN}")
+            f"divergence): {describe_not_finite(weights or {}, magnitudes.cpu())}. {CAUSES} {NOT_WRITTEN}")
     raise NonFiniteLossError(
         f"training stopped at {where}: {', '.join(bad) or 'the loss of another process'} is not finite. "
         f"{CAUSES} {NOT_WRITTEN}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,34 +37,61 @@ def training_metric_name(part: str) -> str:
 
 
 class EpochSums:
-    """Batch-size-weighted means of scalars over one epoch, summed on their device (no synchronisation per batch).
+    """Batch-size-weighted means of scalars over one epoch, kept on their device (no synchronisation per batch).
+
+    A batch costs one tensor operation however many values it gives: they are stacked into one new vector
+    (a copy, so a compiled step's reused output buffers are safe) and kept; the epoch's means are computed when
+    asked, in a few operations. Values that come up in some batches only are averaged over theirs.
 
     Args:
         epoch: The epoch the sums belong to (``None``: none yet).
 
     Example:
         >>> sums = EpochSums(epoch=0)
-        >>> sums.add({"train/ce_loss": torch.tensor(1.0)}, batch_size=2)
-        >>> sums.add({"train/ce_loss": torch.tensor(4.0)}, batch_size=1)
+        >>> sums.add({"ce": torch.tensor(1.0)}, batch_size=2, counts={"acc": torch.tensor(1.0)})
+        >>> sums.add({"ce": torch.tensor(4.0)}, batch_size=1, counts={"acc": torch.tensor(1.0)})
         >>> sums.means()
-        {'train/ce_loss': tensor(2.)}
+        {'ce': tensor(2.), 'acc': tensor(0.6667)}
     """
 
     def __init__(self, epoch: int | None = None) -> None:
         self.epoch = epoch
-        self.totals: dict[str, Tensor] = {}
+        # the names a batch gave (and how many are counts) -> their stacked values and batch sizes, batch by batch
+        self.batches: dict[tuple[tuple[str, ...], int], tuple[list[Tensor], list[int]]] = {}
         self.samples = 0
 
-    def add(self, values: dict[str, Tensor], batch_size: int) -> None:
-        """Add one batch's ``values`` (scalars), weighted by its ``batch_size``."""
-        for key, value in values.items():
-            weighted = value.float() * batch_size
-            self.totals[key] = self.totals[key] + weighted if key in self.totals else weighted
+    def add(self, values: dict[str, Tensor], batch_size: int, counts: dict[str, Tensor] | None = None) -> None:
+        """Add one batch's ``values`` (scalar means, weighted by its ``batch_size``) and ``counts`` (scalar sums
+        over the batch, such as correct predictions; their means are per sample)."""
+        counts = counts or {}
+        key = ((*values, *counts), len(counts))
+        stacked = torch.stack([*values.values(), *counts.values()]).detach()
+        kept = self.batches.get(key)
+        if kept is None:
+            kept = self.batches[key] = ([], [])
+        kept[0].append(stacked)
+        kept[1].append(batch_size)
         self.samples += batch_size
 
-    def means(self) -> dict[str, Tensor]:
-        """Each value's mean over the samples added."""
-        return {key: total / self.samples for key, total in self.totals.items()}
+    def means(self, reduce: Callable[..., Tensor] | None = None) -> dict[str, Tensor]:
+        """Each value's mean over the samples of the batches that gave it; ``reduce`` (a DDP strategy's
+        ``reduce``) first sums the totals and samples over the processes, so the means are over every sample."""
+        totals: dict[str, Tensor] = {}
+        samples: dict[str, Tensor] = {}
+        for (names, count_names), (stacked, sizes) in self.batches.items():
+            values = torch.stack(stacked).double()  # (batches, names): an epoch's sum in float64
+            size = values.new_tensor(sizes)
+            weights = torch.ones_like(values)
+            weights[:, :len(names) - count_names] = size.unsqueeze(1)  # means weighted by batch; counts as they are
+            vector = torch.cat([(values * weights).sum(0), size.sum().unsqueeze(0)])
+            if reduce is not None:  # one reduction per group: totals and the sample count together
+                vector = reduce(vector, reduce_op="sum")
+            for name, total in zip(names, vector[:-1].unbind(), strict=True):
+                totals[name] = totals[name] + total if name in totals else total
+                samples[name] = samples[name] + vector[-1] if name in samples else vector[-1]
+        dtype = next((stacked[0].dtype for stacked, _ in self.batches.values()), torch.float32)
+        return {name: (total / samples[name]).to(dtype if dtype.is_floating_point else torch.float32)
+                for name, total in totals.items()}
 
 
 def teacher_metric_names(stage: str, role: str) -> tuple[str, str]:

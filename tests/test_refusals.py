@@ -39,9 +39,17 @@ def test_weights_that_diverge_under_a_finite_loss_stop_the_run_and_are_never_sav
 
     torch.manual_seed(0)  # issue 23's case: BatchNorm keeps the loss finite while a running variance reaches inf
     task = Classifier(SmallCNN(widths=(8, 16), num_classes=10), optimizer=functools.partial(SGD, lr=1e6))
+    task.finite_check_every_n_steps = 1  # the weights at every step (by default, every log_every_n_steps)
     trainer = cpu_trainer(max_epochs=3, enable_checkpointing=True, callbacks=[ModelCheckpoint(tmp_path, "c")])
     with pytest.raises(NonFiniteWeightsError, match=r"training stopped at step \d+ \(epoch 0\): weights are not "
                                                     r"finite although the loss is .*net\.body\.\d\.running_var"):
+        trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+    assert not list(tmp_path.glob("*.ckpt"))
+    # at the default interval the loss turns NaN first (step 4): the run stops there, with nothing saved either
+    torch.manual_seed(0)
+    task = Classifier(SmallCNN(widths=(8, 16), num_classes=10), optimizer=functools.partial(SGD, lr=1e6))
+    trainer = cpu_trainer(max_epochs=3, enable_checkpointing=True, callbacks=[ModelCheckpoint(tmp_path, "c")])
+    with pytest.raises(NonFiniteLossError, match=r"training stopped at step 4 \(epoch 0\): train/loss = nan"):
         trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
     assert not list(tmp_path.glob("*.ckpt"))
 

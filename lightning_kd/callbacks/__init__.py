@@ -1,6 +1,7 @@
 """Callbacks, kept apart from the methods."""
 
 from lightning_kd.callbacks.artifacts import CheckpointArtifacts
+from lightning_kd.callbacks.compiled_step import CompiledStep
 from lightning_kd.callbacks.epoch_checkpoints import EpochCheckpoints
 from lightning_kd.callbacks.fast_teacher import FastTeacher
 from lightning_kd.callbacks.generations import Generations
@@ -12,6 +13,7 @@ from lightning_kd.callbacks.teacher_cache import TeacherOutputCache
 
 __all__ = [
     "CheckpointArtifacts",
+    "CompiledStep",
     "EpochCheckpoints",
     "FastTeacher",
     "Generations",

@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lightning_kd.data.augmentation import ReplayableCropFlip
+from lightning_kd.data.resident import ResidentTrainingSplit, check_fits
 from lightning_kd.errors import Refusal
 
 Batch = dict[str, Tensor]
@@ -122,6 +123,11 @@ class ClassificationDataModule(LightningDataModule):
     """How many views of each training sample the augmentation cycles through (``None``: a new one each epoch)."""
     class_names: list[str] | None = None
     """Each class's name, by class index, where the data has them (an image folder's folder names)."""
+    device_resident: bool = False
+    """Hold the training split on the training device as 8-bit images (see :mod:`lightning_kd.data.resident`)."""
+    drop_last_train: bool = False
+    """Drop each epoch's last partial training batch, so every step has the same shapes (what a compiled,
+    graph-captured step needs: :class:`~lightning_kd.callbacks.CompiledStep` sets it)."""
 
     def __init__(
         self,
@@ -186,13 +192,48 @@ class ClassificationDataModule(LightningDataModule):
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,
+            drop_last=train and self.drop_last_train,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | ResidentTrainingSplit:
+        if self.device_resident:
+            return self._resident_loader()
         return self._loader(self.train_set, train=True)
+
+    def resident_images(self) -> tuple[Tensor, Tensor, Callable[[Tensor], Tensor]]:
+        """The training split as 8-bit images ``(N, C, H, W)``, their labels, and the function that turns a batch of
+        them into the inputs the host loader gives (what ``device_resident`` holds on the device).
+
+        Raises:
+            Refusal: The data module's training inputs are not 8-bit images.
+        """
+        raise self._not_resident()
+
+    def _not_resident(self) -> Refusal:
+        return Refusal(f"device_resident holds 8-bit images on the device, and {type(self).__name__}'s training "
+                       "inputs are not: it is offered by the CIFAR, Fashion-MNIST and image-folder data modules")
+
+    def _resident_loader(self) -> ResidentTrainingSplit:
+        trainer = self.trainer
+        if trainer is None or self.train_set is None:
+            raise RuntimeError(f"{type(self).__name__}: device_resident needs the data set up by a trainer")
+        if type(self).resident_images is ClassificationDataModule.resident_images:  # refused before any estimate
+            raise self._not_resident()
+        if self.opaque_augmentation is not None:
+            raise Refusal(f"device_resident applies a replayable crop and flip on the device, and this data's training "
+                          f"transforms are {self.opaque_augmentation}: use the 'small' transforms, or leave it off")
+        device = trainer.strategy.root_device
+        held = self.__dict__.get("_resident")
+        if held is None or held[0].device != device:
+            check_fits(len(self.train_set), tuple(self.input_shape), device)  # before anything is loaded
+            images, targets, decode = self.resident_images()
+            held = self.__dict__["_resident"] = (images.to(device), targets.to(device), decode, torch.initial_seed())
+        images, targets, decode, seed = held
+        return ResidentTrainingSplit(images, targets, decode, self.batch_size, self.drop_last_train, seed,
+                                     lambda: trainer.current_epoch, trainer.global_rank, trainer.world_size)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)

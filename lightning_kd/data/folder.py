@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+from torch import Tensor
 from torchvision import datasets, transforms
 
 from lightning_kd.data.augmentation import ReplayableCropFlip, check_views
 from lightning_kd.data.base import ClassificationDataModule, IndexedDataset, split_indices
+from lightning_kd.data.resident import normalise_8bit
 from lightning_kd.errors import MissingFileRefusal, Refusal
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -53,6 +58,8 @@ class ImageFolderDataModule(ClassificationDataModule):
         augmentation_seed: ``"small"`` style: seed of the views (default: torch's seed at setup).
         predict_root: A folder of unlabelled images (any layout, searched recursively) that ``predict`` runs on,
             instead of the test split; the predictions file names each image by its path in that folder.
+        device_resident: ``"small"`` style: hold the training split on the training device as 8-bit images,
+            decoded and resized once, batches gathered there (:mod:`lightning_kd.data.resident`).
 
     Example:
         >>> import tempfile
@@ -87,8 +94,10 @@ class ImageFolderDataModule(ClassificationDataModule):
         augmentation_views: int | None = None,
         augmentation_seed: int | None = None,
         predict_root: str | Path | None = None,
+        device_resident: bool = False,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, val_fraction, seed)
+        self.device_resident = device_resident
         self.predict_root = Path(predict_root) if predict_root is not None else None
         if self.predict_root is not None and not self.predict_root.is_dir():
             raise MissingFileRefusal(f"predict_root: no such folder: {self.predict_root}")
@@ -169,6 +178,15 @@ class ImageFolderDataModule(ClassificationDataModule):
             normalize = self.train_transform.transforms[-1]
             self.augmentation = ReplayableCropFlip.black_padded(self.input_shape[1] // 8, normalize.mean,
                                                                 normalize.std, self.augmentation_seed)
+
+
+    def resident_images(self) -> tuple[Tensor, Tensor, Callable[[Tensor], Tensor]]:
+        assert isinstance(self.train_set, IndexedDataset) and self.train_transform is not None
+        *prepare, _, normalize = self.train_transform.transforms  # decoded, resized: then ToTensor, Normalize
+        to_pixels = transforms.Compose([*prepare, transforms.PILToTensor()])
+        images = torch.stack([to_pixels(self.train_set.dataset[i][0]) for i in self.train_set.indices])
+        return images, self.train_set.targets(), functools.partial(normalise_8bit, mean=tuple(normalize.mean),
+                                                                    std=tuple(normalize.std))
 
 
 class UnlabelledImages:

@@ -78,6 +78,8 @@ def per_position(loss: Loss) -> Loss:
 
     @functools.wraps(loss)
     def on_positions(*args: Any, mask: Tensor | None = None, **kwargs: Any) -> Any:
+        if mask is None and _samples_only(args, kwargs):  # (B, C) and (B,) tensors: the common case, at no cost
+            return loss(*args, **kwargs)
         arguments = signature.bind(*args, **kwargs)
         shape = _positions_shape(arguments.arguments)
         if shape is None or (len(shape) == 1 and mask is None):  # (B, C) samples: nothing to do
@@ -90,6 +92,17 @@ def per_position(loss: Loss) -> Loss:
 
     on_positions.per_position = True  # type: ignore[attr-defined]  # how tests find every such loss
     return on_positions  # type: ignore[return-value]
+
+
+def _samples_only(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether no argument can hold positions: no list, no integer tensor past ``(B,)``, no other past ``(B, C)``."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, Tensor):
+            if value.ndim > (2 if value.is_floating_point() else 1):
+                return False
+        elif isinstance(value, (list, tuple)):
+            return False
+    return True
 
 
 def _positions_shape(arguments: Mapping[str, Any]) -> torch.Size | None:

@@ -26,7 +26,6 @@ from lightning_kd.compat import IgnoredByDDP, attached_trainer, hyperparameters_
 from lightning_kd.console import restore_warning, silence_eval_mode_warning
 from lightning_kd.data.base import Batch, data_sizes
 from lightning_kd.errors import NonFiniteLossError, Refusal
-from lightning_kd.guards import stop_if_not_finite
 from lightning_kd.loggers import wandb_run_reference
 from lightning_kd.losses import LabelSmoothing, label_smoothing_from
 from lightning_kd.metrics import evaluation_metrics
@@ -92,7 +91,7 @@ class BaseTask(EvaluationSteps, FiniteChecks, ResumeChecks, StreamHooks, Ignored
 
     def configure_metrics(self, num_classes: int) -> None:
         """Build the metrics once the class count is known (called from ``setup``); token data add perplexity."""
-        self.training_log = TrainingLog(num_classes)
+        self.training_log = TrainingLog()
         self.val_metrics = evaluation_metrics(num_classes, prefix="val/", unit=self.token_unit)
         self.test_metrics = evaluation_metrics(num_classes, prefix="test/", unit=self.token_unit)
 
@@ -199,7 +198,7 @@ class BaseTask(EvaluationSteps, FiniteChecks, ResumeChecks, StreamHooks, Ignored
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         losses, logits = self.training_losses(batch)
         # the loss, and the weights the last step left: before the optimizer steps, on every DDP process
-        stop_if_not_finite(losses, attached_trainer(self), self.trained_weights())
+        self.check_training_step(losses)
         self.log_training(batch, losses, logits)
         return losses["loss"]
 
@@ -214,6 +213,7 @@ class BaseTask(EvaluationSteps, FiniteChecks, ResumeChecks, StreamHooks, Ignored
             self.training_log.record(self, values, batch_size)
 
     def on_train_epoch_end(self) -> None:
+        self.check_weights("the end of the epoch")  # every step checked, validated or not
         # an epoch cut short (max_steps) never reaches its last batch: its means are logged here instead
         self.training_log.end_epoch(self)
 

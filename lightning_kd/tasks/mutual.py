@@ -33,7 +33,6 @@ from torch import Tensor, nn
 from lightning_kd.compat import attached_trainer
 from lightning_kd.data.base import Batch
 from lightning_kd.errors import Refusal
-from lightning_kd.guards import stop_if_not_finite
 from lightning_kd.losses import DEFAULT_SMOOTHING_CONVENTION, SmoothingConvention, flatten_positions
 from lightning_kd.losses.mutual import dml_loss, dml_peer_loss
 from lightning_kd.losses.validation import check_choice, check_weight
@@ -166,7 +165,7 @@ class DeepMutualLearning(PerNetworkOptimization, BaseTask):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         if self.hparams["scheme"] == "simultaneous":
             losses, logits = self.training_losses(batch)
-            stop_if_not_finite(losses, attached_trainer(self), self.trained_weights())
+            self.check_training_step(losses)
             self.step_all(losses["loss"])
         else:
             losses, logits = self._alternating_step(batch)
@@ -183,7 +182,7 @@ class DeepMutualLearning(PerNetworkOptimization, BaseTask):
                 others = [other(x) if index != k else None for index, other in enumerate(self.peers)]
             logits = peer(x)
             out = dml_peer_loss([logits if z is None else z for z in others], k, y, self.smoothing)
-            stop_if_not_finite(out, attached_trainer(self), self.trained_weights() if k == 0 else None)
+            self.check_training_step(out, weights=k == 0)
             self.step_one(out["loss"], k)
             parts[f"{peer_role(k)}/ce"], parts[f"{peer_role(k)}/kl"] = out["ce"].detach(), out["kl"].detach()
             total = total + out["loss"].detach()

@@ -1,0 +1,77 @@
+"""The compiled training step (``CompiledStep``) against the eager one, on a CPU with inductor."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import pytest
+import torch
+from pytorch_lightning import Callback
+from torch._dynamo.utils import counters
+
+from lightning_kd import Classifier, DeepMutualLearning, VanillaKD
+from lightning_kd.callbacks import CompiledStep, TeacherOutputCache
+from lightning_kd.data import DigitsDataModule
+from lightning_kd.errors import NonFiniteLossError, Refusal
+from lightning_kd.models import MLP, SmallCNN
+from lightning_kd.optim import SGD
+from tests.helpers import cpu_trainer
+
+
+class StepLosses(Callback):
+    """Each training step's loss, as the step returned it."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+def distil(callbacks: list[Any], teacher: torch.nn.Module, drop_last: bool = False) -> tuple[list[float], Any]:
+    torch.manual_seed(1)
+    task = VanillaKD(SmallCNN(widths=(4, 8), num_classes=10), teacher, temperature=4.0, lr_scheduler="none")
+    losses = StepLosses()
+    data = DigitsDataModule(batch_size=50)  # 1,293 training images: a last partial batch of 43
+    data.drop_last_train = drop_last
+    trainer = cpu_trainer(max_epochs=1, limit_val_batches=0, callbacks=[losses, *callbacks])
+    trainer.fit(task, datamodule=data)
+    return losses.losses, trainer
+
+
+def test_the_compiled_step_equals_the_eager_step_over_20_steps() -> None:
+    torch.manual_seed(0)
+    teacher = SmallCNN(widths=(8, 16), num_classes=10)
+    # the cache in the device's memory: its gather is traced into the compiled region
+    eager_losses, eager = distil([TeacherOutputCache(storage="device")], teacher, drop_last=True)
+    compiled = CompiledStep(backend="inductor")
+    counters.clear()
+    losses, trainer = distil([TeacherOutputCache(storage="device"), compiled], teacher)
+    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"]  # one graph, the gather in it
+    assert compiled.fused and trainer.optimizers[0].param_groups[0]["fused"]
+    # the callback dropped the last partial batch (43 images): 25 steps of 50
+    assert len(losses) == len(eager_losses) == trainer.global_step == 25
+    assert losses[:20] == pytest.approx(eager_losses[:20], rel=1e-4, abs=1e-6)
+    assert losses[1] != losses[0]  # it trains
+    weights, eager_weights = trainer.lightning_module.student.state_dict(), eager.lightning_module.student.state_dict()
+    for name, value in weights.items():
+        torch.testing.assert_close(value, eager_weights[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert "training_losses" not in trainer.lightning_module.__dict__  # the task is eager again after the fit
+
+
+def test_the_non_finite_stop_fires_in_a_compiled_step() -> None:
+    torch.manual_seed(0)
+    task = Classifier(SmallCNN(widths=(8, 16), num_classes=10), optimizer=functools.partial(SGD, lr=1e6))
+    trainer = cpu_trainer(max_epochs=1, callbacks=[CompiledStep(backend="aot_eager")])
+    with pytest.raises(NonFiniteLossError, match=r"training stopped at step 4 \(epoch 0\): train/loss = nan"):
+        trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+
+
+def test_what_a_compiled_step_cannot_do_is_refused_before_training() -> None:
+    dml = DeepMutualLearning([MLP(hidden_sizes=(8,), num_classes=10), MLP(hidden_sizes=(8,), num_classes=10)])
+    with pytest.raises(Refusal, match="steps its optimizers itself"):
+        cpu_trainer(callbacks=[CompiledStep(backend="aot_eager")]).fit(dml, datamodule=DigitsDataModule())
+    task = Classifier(MLP(hidden_sizes=(8,), num_classes=10))
+    with pytest.raises(Refusal, match="captures CUDA graphs, and this run trains on cpu"):
+        cpu_trainer(callbacks=[CompiledStep(mode="reduce-overhead")]).fit(task, datamodule=DigitsDataModule())
