@@ -34,9 +34,12 @@ to (d2). Writes ``benchmarks/results/cache_throughput_<device>[_batch<B>][_<pair
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +284,22 @@ COMPILED = {"(g) online KD, bf16 channels-last compiled teacher": lambda v: v.li
             "(i) cached KD, compiled step, device-resident data": lambda v: v.lightning("compiled_resident")}
 
 
+def guarded(name: str, run: Callable[[Variants], float], failures: dict[str, str]) -> Callable[[Variants], float]:
+    """``run``, whose failure is recorded in ``failures`` (the row then says so) instead of ending the benchmark."""
+
+    def attempt(variants: Variants) -> float:
+        if name in failures:
+            return float("nan")
+        try:
+            return run(variants)
+        except Exception as error:  # a row that cannot run on this device is reported, not hidden
+            failures[name] = f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+            traceback.print_exc()
+            return float("nan")
+
+    return attempt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=512)
@@ -295,12 +314,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     skip_cifar_checksums()
     started = time.time()
+    failures: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as folder:
         write_cifar100(Path(folder), args.images)
         variants = Variants(Path(folder), args.device, args.batch_size, args.pair)
         runs = VARIANTS | (HOST_CACHE if args.device == "cuda" else {}) | (COMPILED if args.compile else {})
-        runs = {name: run for name, run in runs.items() if not any(name.startswith(skip) for skip in args.skip)}
+        runs = {name: guarded(name, run, failures) for name, run in runs.items()
+                if not any(name.startswith(skip) for skip in args.skip)}
         times = interleave(runs, variants, args.rounds)
+    times = {name: values for name, values in times.items() if name not in failures}
     base = statistics.median(times["(a) student on labels alone"])
     bare = statistics.median(times["(d2) bare PyTorch loop, student alone"])
     rows = {}
@@ -318,6 +340,8 @@ def main() -> None:
         step = f"{row['median_step_seconds']:7.2f}" if row["median_step_seconds"] is not None else "      -"
         print(f"  {name:<52} {row['median_epoch_seconds']:7.2f} {row['ratio_to_a']:6.2f} {row['ratio_to_d2']:6.2f} "
               f"{step}")
+    for name, error in failures.items():
+        print(f"  {name:<52} FAILED: {error}")
     print(f"  cache ({cache['storage']}): filled in {cache['fill_seconds']:.1f} s, {cache['megabytes']:.1f} MB "
           "(2 views per image)")
     device = "gpu" if args.device == "cuda" else "cpu"
@@ -327,10 +351,10 @@ def main() -> None:
                  command=f"python benchmarks/cache_throughput.py --images {args.images} --rounds {args.rounds} "
                          f"--threads {args.threads} --batch-size {args.batch_size} --device {args.device} "
                          f"--pair {args.pair}" + (" --compile" if args.compile else "")
-                         + (f" --skip {' '.join(args.skip)}" if args.skip else ""),
+                         + (f" --skip {' '.join(shlex.quote(skip) for skip in args.skip)}" if args.skip else ""),
                  metric="wall seconds of the second epoch's training loop, data included (median of interleaved "
                         "rounds), its ratios to (a) and (d2), and the seconds inside its training steps alone",
-                 started=started, rows=rows, cache=cache,
+                 started=started, rows=rows, cache=cache, failures=failures,
                  pair=f"{args.pair}, CIFAR-100-size random images, batch {args.batch_size}")
 
 

@@ -46,8 +46,8 @@ class TrainingLog(nn.Module):
         batch_size = len(target)
         correct = (logits.argmax(-1) == target).sum(dtype=torch.float32)
         self.losses.add(losses, batch_size, counts={"train/acc": correct})
-        if step_metrics_are_written(trainer) or trainer.progress_bar_callback is not None:
-            written = step_metrics_are_written(trainer)
+        written = step_metrics_are_written(trainer)
+        if written or trainer.progress_bar_callback is not None:
             for name, value in losses.items():
                 key = training_metric_name(name)
                 if written or key == "train/loss":  # the bar shows the loss every step

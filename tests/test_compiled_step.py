@@ -75,3 +75,28 @@ def test_what_a_compiled_step_cannot_do_is_refused_before_training() -> None:
     task = Classifier(MLP(hidden_sizes=(8,), num_classes=10))
     with pytest.raises(Refusal, match="captures CUDA graphs, and this run trains on cpu"):
         cpu_trainer(callbacks=[CompiledStep(mode="reduce-overhead")]).fit(task, datamodule=DigitsDataModule())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (CUDA graphs)")
+def test_on_a_gpu_the_graph_captured_step_equals_the_eager_step_and_still_stops_on_nan() -> None:
+    def fit(callbacks: list[Any], drop_last: bool) -> tuple[list[float], Any]:
+        torch.manual_seed(1)
+        task = VanillaKD(SmallCNN(widths=(4, 8), num_classes=10), teacher, temperature=4.0, lr_scheduler="none")
+        losses, data = StepLosses(), DigitsDataModule(batch_size=50)
+        data.drop_last_train = drop_last
+        trainer = cpu_trainer(accelerator="cuda", max_epochs=1, limit_val_batches=0, callbacks=[losses, *callbacks])
+        trainer.fit(task, datamodule=data)
+        return losses.losses, trainer
+
+    torch.manual_seed(0)
+    teacher = SmallCNN(widths=(8, 16), num_classes=10)
+    eager_losses, _ = fit([TeacherOutputCache(storage="device")], drop_last=True)
+    compiled = CompiledStep()  # reduce-overhead: CUDA graphs
+    losses, _ = fit([TeacherOutputCache(storage="device"), compiled], drop_last=False)
+    assert compiled.fused and len(losses) == len(eager_losses) == 25
+    assert losses[:20] == pytest.approx(eager_losses[:20], rel=1e-3, abs=1e-5)
+    task = Classifier(SmallCNN(widths=(8, 16), num_classes=10), optimizer=functools.partial(SGD, lr=1e6))
+    # off a CPU the flags wait on the device: read every log_every_n_steps (50), or at the epoch's end (40 steps)
+    with pytest.raises(NonFiniteLossError, match=r"a loss was not finite at one of the \d+ steps from step 0"):
+        cpu_trainer(accelerator="cuda", callbacks=[CompiledStep()]).fit(task,
+                                                                         datamodule=DigitsDataModule(batch_size=32))

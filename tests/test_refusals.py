@@ -114,16 +114,20 @@ def test_an_explicit_max_epochs_that_disagrees_with_the_generations_is_refused(i
         main(["fit", "--config", str(CONFIGS / "digits_ban.yaml"), *QUIET, "--trainer.max_epochs", max_epochs])
 
 
-def test_every_ddp_process_stops_on_a_non_finite_loss(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flags_on_the_device", [False, True])
+def test_every_ddp_process_stops_on_a_non_finite_loss(tmp_path: Path, flags_on_the_device: bool) -> None:
     import functools
 
     from lightning_kd.optim import SGD
 
     task = VanillaKD(MLP(hidden_sizes=(16,), num_classes=10), SmallCNN(widths=(8, 16), num_classes=10),
                      optimizer=functools.partial(SGD, lr=1e6))
+    if flags_on_the_device:  # a GPU's way: every process reads its flags at the same steps, and all stop
+        task.read_losses_at_their_step, task.finite_check_every_n_steps = False, 5
     trainer = cpu_trainer(devices=2, strategy="ddp_spawn", max_epochs=2, default_root_dir=tmp_path)
     # both processes agree to stop (no rank left waiting in a collective); spawn re-raises the error
-    with pytest.raises(Exception, match=r"NonFiniteLossError: training stopped at step \d+ \(epoch 0\)"):
+    read = r": a loss was not finite at one of the 5 steps from step \d+" if flags_on_the_device else ""
+    with pytest.raises(Exception, match=rf"NonFiniteLossError: training stopped at step \d+ \(epoch 0\){read}"):
         trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
 
 

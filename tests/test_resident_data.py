@@ -111,3 +111,15 @@ def test_what_cannot_be_held_is_refused_before_training_with_the_estimate(tmp_pa
                                      num_workers=0, device_resident=True)
     with pytest.raises(Refusal, match="RandomResizedCrop"):
         cpu_trainer().fit(Classifier(MLP((3, 16, 16), hidden_sizes=(8,), num_classes=2)), datamodule=imagenet)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.usefixtures("skip_cifar_checksums")
+def test_on_a_gpu_the_resident_split_serves_every_batch_from_the_device(tmp_path: Path) -> None:
+    data, seen = modules(tmp_path)["cifar"], Seen()
+    task = Classifier(MLP((3, 32, 32), hidden_sizes=(16,), num_classes=100), lr_scheduler="none")
+    trainer = cpu_trainer(accelerator="cuda", max_epochs=1, limit_val_batches=0, callbacks=[seen])
+    trainer.fit(task, datamodule=data)
+    assert seen.devices == {"cuda"} and sorted(seen.index[0]) == list(range(len(data.train_set)))
+    images, _, decode = data.resident_images()
+    assert torch.equal(decode(images.cuda()).cpu(), decode(images))  # the same inputs as on the host

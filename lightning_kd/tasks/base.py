@@ -197,7 +197,7 @@ class BaseTask(EvaluationSteps, FiniteChecks, ResumeChecks, StreamHooks, Ignored
     # -- steps ------------------------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         losses, logits = self.training_losses(batch)
-        # the loss, and the weights the last step left: before the optimizer steps, on every DDP process
+        # its losses (and, every log_every_n_steps, the weights): before the optimizer steps, on every DDP process
         self.check_training_step(losses)
         self.log_training(batch, losses, logits)
         return losses["loss"]
