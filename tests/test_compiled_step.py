@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,10 +13,12 @@ from torch._dynamo.utils import counters
 
 from lightning_kd import Classifier, DeepMutualLearning, VanillaKD
 from lightning_kd.callbacks import CompiledStep, TeacherOutputCache
+from lightning_kd.cli import main
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.errors import NonFiniteLossError, Refusal
 from lightning_kd.models import MLP, SmallCNN
 from lightning_kd.optim import SGD
+from tests.conftest import CONFIGS, write_fashion
 from tests.helpers import cpu_trainer
 
 
@@ -100,3 +103,14 @@ def test_on_a_gpu_the_graph_captured_step_equals_the_eager_step_and_still_stops_
     with pytest.raises(NonFiniteLossError, match=r"a loss was not finite at one of the \d+ steps from step 0"):
         cpu_trainer(accelerator="cuda", callbacks=[CompiledStep()]).fit(task,
                                                                          datamodule=DigitsDataModule(batch_size=32))
+
+
+def test_the_command_line_runs_a_compiled_step_on_resident_data(in_tmp: Path) -> None:
+    write_fashion(in_tmp / "fashion", train=80, test=20)
+    main(["fit", "--config", str(CONFIGS / "fashion_mnist_teacher.yaml"), "--trainer.logger", "false",
+          "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "1",
+          "--data.init_args.root", str(in_tmp / "fashion"), "--data.init_args.batch_size", "16",
+          "--data.init_args.train_samples", "70", "--data.init_args.device_resident", "true",
+          "--trainer.callbacks+=lightning_kd.callbacks.CompiledStep", "--trainer.callbacks.backend", "aot_eager"])
+    written = list((in_tmp / "checkpoints").rglob("*.ckpt"))
+    assert written and torch.load(written[0], weights_only=False)["global_step"] == 70 // 16  # partial batch dropped
