@@ -61,6 +61,7 @@ def test_the_compiled_step_equals_the_eager_step_over_20_steps() -> None:
     for name, value in weights.items():
         torch.testing.assert_close(value, eager_weights[name], rtol=1e-4, atol=1e-5, msg=name)
     assert "training_losses" not in trainer.lightning_module.__dict__  # the task is eager again after the fit
+    assert trainer.datamodule.drop_last_train is False  # and the data module as it was given
 
 
 def test_the_non_finite_stop_fires_in_a_compiled_step() -> None:

@@ -74,6 +74,7 @@ class CompiledStep(Callback):
                           f"{trainer.strategy.root_device.type}: use mode 'default' (or leave it unset)")
         datamodule = getattr(trainer, "datamodule", None)
         if self.drop_last and hasattr(datamodule, "drop_last_train"):
+            self._kept_drop_last = (datamodule, datamodule.drop_last_train)  # given back at the fit's end
             datamodule.drop_last_train = True  # type: ignore[union-attr]
         elif self.drop_last:
             rank_zero_info(f"CompiledStep: {type(datamodule).__name__ if datamodule else 'this data'} cannot drop "
@@ -83,9 +84,17 @@ class CompiledStep(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after a resume restored the optimizer's state: the fused kernel reads it as it is
-        self.fused = self.fuse_optimizer and all(use_fused_step(optimizer) for optimizer in trainer.optimizers)
+        self.fused = self._fuse(trainer)
         rank_zero_info(f"CompiledStep: training_losses compiled ({self.backend}, mode "
                        f"{self._mode(pl_module.device)}), optimizer {'fused' if self.fused else 'as built'}")
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.fused:  # an optimizer built during the fit (a Born-Again generation's) steps fused too
+            self._fuse(trainer)
+
+    def _fuse(self, trainer: pl.Trainer) -> bool:
+        unfused = [optimizer for optimizer in trainer.optimizers if not optimizer.defaults.get("fused")]
+        return self.fuse_optimizer and all(use_fused_step(optimizer) for optimizer in unfused)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -95,3 +104,6 @@ class CompiledStep(Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
             pl_module.__dict__.pop("training_losses", None)
+            kept = self.__dict__.pop("_kept_drop_last", None)
+            if kept is not None:
+                kept[0].drop_last_train = kept[1]

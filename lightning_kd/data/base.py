@@ -230,7 +230,8 @@ class ClassificationDataModule(LightningDataModule):
         if held is None or held[0].device != device:
             check_fits(len(self.train_set), tuple(self.input_shape), device)  # before anything is loaded
             images, targets, decode = self.resident_images()
-            held = self.__dict__["_resident"] = (images.to(device), targets.to(device), decode, torch.initial_seed())
+            seed = trainer.strategy.broadcast(torch.initial_seed(), src=0)  # every process shares one permutation
+            held = self.__dict__["_resident"] = (images.to(device), targets.to(device), decode, seed)
         images, targets, decode, seed = held
         return ResidentTrainingSplit(images, targets, decode, self.batch_size, self.drop_last_train, seed,
                                      lambda: trainer.current_epoch, trainer.global_rank, trainer.world_size)

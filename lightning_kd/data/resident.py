@@ -6,9 +6,9 @@ pipeline (so its inputs are the same numbers), then cropped and flipped by the d
 augmentation, which already runs on the device. A data module offers it with ``device_resident: true`` where its
 training images are 8 bits per pixel (CIFAR, Fashion-MNIST, image folders resized to a fixed size).
 
-The batches are shuffled by a permutation seeded per epoch (from torch's seed when the data is set up, which
-``seed_everything`` sets) and, under DDP, shared out as Lightning's ``DistributedSampler`` would (padded to equal
-shares). The order differs from a host loader's, which draws from torch's global generator.
+The batches are shuffled by a permutation seeded per epoch (from the first process's torch seed when the training
+loader is made, which ``seed_everything`` sets) and, under DDP, shared out as Lightning's ``DistributedSampler``
+would (padded to equal shares). The order differs from a host loader's, which draws from torch's global generator.
 """
 
 from __future__ import annotations
