@@ -11,7 +11,14 @@ from PIL import Image
 from pytorch_lightning import Callback
 
 from lightning_kd import Classifier
-from lightning_kd.data import CIFAR100DataModule, DigitsDataModule, FashionMNISTDataModule, ImageFolderDataModule
+from lightning_kd.data import (
+    CIFAR100DataModule,
+    DigitsDataModule,
+    FashionMNISTDataModule,
+    ImageFolderDataModule,
+    MNIST5kDataModule,
+)
+from lightning_kd.data.base import ClassificationDataModule
 from lightning_kd.data.resident import ResidentTrainingSplit, check_fits
 from lightning_kd.errors import Refusal
 from lightning_kd.models import MLP
@@ -35,11 +42,13 @@ def modules(tmp_path: Path) -> dict[str, Any]:
     return {"cifar": CIFAR100DataModule(tmp_path / "cifar", batch_size=8, num_workers=0, device_resident=True),
             "fashion": FashionMNISTDataModule(tmp_path / "fashion", batch_size=8, augment=True, device_resident=True),
             "folder": ImageFolderDataModule(image_folder(tmp_path / "folder"), image_size=16, batch_size=8,
-                                            num_workers=0, device_resident=True)}
+                                            num_workers=0, device_resident=True),
+            "digits": DigitsDataModule(batch_size=8, device_resident=True),
+            "mnist5k": MNIST5kDataModule(batch_size=8, device_resident=True)}
 
 
 @pytest.mark.usefixtures("skip_cifar_checksums")
-@pytest.mark.parametrize("name", ["cifar", "fashion", "folder"])
+@pytest.mark.parametrize("name", ["cifar", "fashion", "folder", "digits", "mnist5k"])
 def test_resident_images_decode_to_the_host_loaders_inputs_bit_for_bit(tmp_path: Path, name: str) -> None:
     data = modules(tmp_path)[name]
     data.setup("fit")
@@ -103,10 +112,13 @@ def test_what_cannot_be_held_is_refused_before_training_with_the_estimate(tmp_pa
                                       r"\(36 of 3x32x32, with their labels\), and 0\.0 MB of its memory is free"):
         cpu_trainer().fit(task, datamodule=data)
     assert task.trainer.global_step == 0
-    digits = DigitsDataModule()
-    digits.device_resident = True
-    with pytest.raises(Refusal, match="DigitsDataModule's training inputs are not"):
-        cpu_trainer().fit(Classifier(MLP(hidden_sizes=(8,), num_classes=10)), datamodule=digits)
+
+    class FloatDigits(DigitsDataModule):  # a module of one's own that does not say how to hold its inputs as 8 bits
+        resident_images = ClassificationDataModule.resident_images
+
+    with pytest.raises(Refusal, match="FloatDigits does not say how its training inputs are made from them"):
+        cpu_trainer().fit(Classifier(MLP(hidden_sizes=(8,), num_classes=10)),
+                          datamodule=FloatDigits(device_resident=True))
     imagenet = ImageFolderDataModule(image_folder(tmp_path / "imagenet"), image_size=16, transform_style="imagenet",
                                      num_workers=0, device_resident=True)
     with pytest.raises(Refusal, match="RandomResizedCrop"):

@@ -213,8 +213,10 @@ class ClassificationDataModule(LightningDataModule):
         raise self._not_resident()
 
     def _not_resident(self) -> Refusal:
-        return Refusal(f"device_resident holds 8-bit images on the device, and {type(self).__name__}'s training "
-                       "inputs are not: it is offered by the CIFAR, Fashion-MNIST and image-folder data modules")
+        return Refusal(f"device_resident holds 8-bit images on the device, and {type(self).__name__} does not say how "
+                       "its training inputs are made from them: it is offered by the CIFAR, Fashion-MNIST, "
+                       "image-folder, digits and MNIST-5k data modules (a module of your own implements "
+                       "resident_images)")
 
     def _resident_loader(self) -> ResidentTrainingSplit:
         trainer = self.trainer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -14,7 +15,18 @@ from lightning_kd.errors import Refusal
 
 
 class _InMemoryDataModule(ClassificationDataModule):
-    """Arrays held in memory, normalised with the training split's mean and std, split train/val/test."""
+    """Arrays held in memory, normalised with the training split's mean and std, split train/val/test.
+
+    Args:
+        batch_size: Training batch size (per process under DDP).
+        eval_batch_size: Validation/test batch size (default: ``batch_size``).
+        num_workers: DataLoader worker processes (the data is in memory: 0 is fastest).
+        val_fraction: Fraction held out for validation.
+        test_fraction: Fraction held out for testing.
+        seed: Seed of the splits.
+        device_resident: Hold the training split on the training device as 8-bit pixel levels, batches gathered
+            there (:mod:`lightning_kd.data.resident`).
+    """
 
     def __init__(
         self,
@@ -24,14 +36,19 @@ class _InMemoryDataModule(ClassificationDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         seed: int = 0,
+        device_resident: bool = False,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, val_fraction, seed)
+        self.device_resident = device_resident
         if not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
             raise Refusal(
                 f"test_fraction must be in (0, 1) and leave training data, got val_fraction={val_fraction}, "
                 f"test_fraction={test_fraction}"
             )
         self.test_fraction = test_fraction
+
+    pixel_levels: int = 255
+    """The inputs are ``level / pixel_levels`` for integer levels (what ``device_resident`` holds as 8 bits)."""
 
     def load_arrays(self) -> tuple[Tensor, Tensor]:
         """Return ``(inputs (N, *input_shape) float in [0, 1], targets (N,) long)``."""
@@ -49,10 +66,33 @@ class _InMemoryDataModule(ClassificationDataModule):
         if not std > 0:  # dividing by it would turn every input into NaN
             raise Refusal(f"{type(self).__name__}: the training images are constant (std {float(std)}); "
                              "nothing to normalise or learn")
+        # the float32 statistics as Python floats: the same float32 arithmetic, with no tensor to move per batch
+        normalised = functools.partial(normalise_levels, levels=self.pixel_levels, mean=float(mean), std=float(std))
+        self._pixels = (inputs[train_idx], targets[train_idx], normalised)  # what device_resident holds
         dataset = TensorDataset((inputs - mean) / std, targets)
         self.train_set = IndexedDataset(dataset, train_idx)
         self.val_set = IndexedDataset(dataset, val_idx)
         self.test_set = IndexedDataset(dataset, test_idx)
+
+
+    def resident_images(self) -> tuple[Tensor, Tensor, Callable[[Tensor], Tensor]]:
+        inputs, targets, normalised = self._pixels
+        levels = (inputs * self.pixel_levels).round()
+        if not torch.equal(levels / self.pixel_levels, inputs) or levels.max() > 255:
+            raise Refusal(f"device_resident: {type(self).__name__}'s inputs are not integer levels of 1/"
+                          f"{self.pixel_levels} (8 bits), so they cannot be held as 8-bit images")
+        return levels.to(torch.uint8), targets, normalised
+
+
+def normalise_levels(pixels: Tensor, levels: int, mean: float, std: float) -> Tensor:
+    """``(pixels / levels - mean) / std`` in float32: the embedded modules' host arithmetic, in the same order, so a
+    batch normalised on the device equals the host's to the bit.
+
+    Example:
+        >>> normalise_levels(torch.tensor([0, 16], dtype=torch.uint8), levels=16, mean=0.5, std=0.5)
+        tensor([-1.,  1.])
+    """
+    return (pixels.float() / levels - mean) / std
 
 
 class DigitsDataModule(_InMemoryDataModule):
@@ -68,6 +108,7 @@ class DigitsDataModule(_InMemoryDataModule):
 
     num_classes = 10
     input_shape = (1, 8, 8)
+    pixel_levels = 16
 
     def load_arrays(self) -> tuple[Tensor, Tensor]:
         from sklearn.datasets import load_digits

@@ -4,7 +4,8 @@ Small images are cheap to keep: CIFAR's 45,000 training images take 138 MB as ui
 device's memory, a batch is a gather there, converted and normalised there with the same arithmetic as the host
 pipeline (so its inputs are the same numbers), then cropped and flipped by the data module's replayable
 augmentation, which already runs on the device. A data module offers it with ``device_resident: true`` where its
-training images are 8 bits per pixel (CIFAR, Fashion-MNIST, image folders resized to a fixed size).
+training images are 8 bits per pixel (CIFAR, Fashion-MNIST, image folders resized to a fixed size, the embedded
+digits and MNIST-5k).
 
 The batches are shuffled by a permutation seeded per epoch (from the first process's torch seed when the training
 loader is made, which ``seed_everything`` sets) and, under DDP, shared out as Lightning's ``DistributedSampler``
