@@ -27,6 +27,7 @@ from lightning_kd import (
     ActivationBoundaries,
     AttentionTransfer,
     BornAgain,
+    Classifier,
     CorrelationCongruence,
     DecoupledKD,
     DeepMutualLearning,
@@ -403,3 +404,36 @@ def test_born_again_generations_keep_ranks_identical(ddp_run: Path, architecture
         assert "student.body.0.weight" in rank0["wrapped"]["0"]
         assert rank0["inherited"] == rank1["inherited"] == {"body.0": True, "fc": True}
     assert (tmp_path / "generation_2.ckpt").is_file()
+
+
+class SeenIndices(Callback):
+    """Each rank writes the training samples it was given and a fingerprint of its network."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.index: list[int] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.index += batch["index"].tolist()
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        report = {"index": self.index, "samples": len(trainer.datamodule.train_set),
+                  "net": [float(p.double().sum()) for p in pl_module.net.parameters()]}
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
+
+
+def _resident_digits(folder: Path) -> None:
+    seed_everything(int(os.environ["RANK"]))  # each process its own seed: the permutation must still be shared
+    task = Classifier(MLP(hidden_sizes=(16,), num_classes=10), lr_scheduler="none")
+    trainer = cpu_trainer(devices=2, strategy="ddp", max_epochs=1, limit_val_batches=0,
+                          callbacks=[SeenIndices(folder)])
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=32, device_resident=True))
+
+
+@pytest.mark.ddp(scenario=_resident_digits)
+def test_resident_data_are_shared_between_ddp_processes_as_distributed_sampler_shares(ddp_run: Path) -> None:
+    rank0, rank1 = (json.loads((ddp_run / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["samples"] == 1258 and len(rank0["index"]) == len(rank1["index"]) == 629
+    assert set(rank0["index"]).isdisjoint(rank1["index"])  # one permutation, two shares, whatever each seed
+    assert set(rank0["index"]) | set(rank1["index"]) == set(range(1258))
+    assert rank0["net"] == rank1["net"]

@@ -216,8 +216,8 @@ def test_a_killed_run_resumes_to_the_same_students_and_fusion(tmp_path: Path) ->
 @pytest.mark.parametrize(("arguments", "message"), [
     ({"students": [MLP(num_classes=10)]}, "at least 2 networks"),
     ({"fusion": "fitted", "fusion_weights": [1.0, 1.0]}, "fusion_weights are for fusion 'fixed'"),
-    ({"fusion_weights": [1.0, -1.0]}, "must be finite and >= 0"),
-    ({"fusion_weights": [1.0]}, "1 fusion weights for 2 members"),
+    ({"fusion_weights": [1.0, -1.0]}, "fusion weights must be finite, >= 0 and not all 0"),
+    ({"fusion_weights": [1.0]}, "fusion weights has 1 entries for 2 members; give one per member"),
     ({"input_keys": ["input"]}, "names 1 inputs for 2 students"),
     ({"mutual_weight": -1.0}, "mutual_weight"),
 ])

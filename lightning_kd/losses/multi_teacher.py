@@ -59,6 +59,7 @@ from lightning_kd.losses.kd import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.positions import per_position
 from lightning_kd.losses.validation import LossOutput, check_alpha, check_choice, check_same_shape, check_temperature
+from lightning_kd.models.ensemble import check_mixture_weights
 
 __all__ = [
     "MULTI_TEACHER_CONVENTIONS",
@@ -127,14 +128,9 @@ def fixed_weights(num_teachers: int, batch_size: int, weights: Sequence[float] |
 
 
 def check_fixed_weights(weights: Sequence[float] | None, num_teachers: int | None = None) -> None:
-    """Raise ``ValueError`` unless ``weights`` are finite, ``>= 0``, not all zero, one per teacher."""
-    if weights is None:
-        return
-    values = [float(w) for w in weights]
-    if num_teachers is not None and len(values) != num_teachers:
-        raise Refusal(f"teacher_weights has {len(values)} entries for {num_teachers} teachers; give one per teacher")
-    if not values or any(not (w >= 0 and w < float("inf")) for w in values) or sum(values) <= 0:
-        raise Refusal(f"teacher_weights must be finite, >= 0 and not all 0, got {values}")
+    """Refuse ``teacher_weights`` unless finite, ``>= 0``, not all zero, one per teacher (none: equal weights)."""
+    if weights is not None:
+        check_mixture_weights(weights, num_teachers, name="teacher_weights", per="teacher")
 
 
 def entropy_weights(teacher_logits: Sequence[Tensor] | Tensor) -> Tensor:

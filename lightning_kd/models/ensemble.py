@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -10,21 +11,28 @@ from torch import Tensor, nn
 from lightning_kd.errors import Refusal
 
 
-def check_fusion_weights(weights: Sequence[float], members: int) -> None:
-    """Refuse fusion weights that are not one finite non-negative number per member with a positive sum.
+def check_mixture_weights(weights: Sequence[float], count: int | None = None, name: str = "fusion weights",
+                          per: str = "member") -> None:
+    """Refuse weights of a mixture that are not one finite, non-negative number per ``per`` with a positive sum.
+
+    The one check of every weighted mixture of the package: a fused network's members, a multi-teacher loss's teachers.
 
     Example:
-        >>> check_fusion_weights([0.5, 0.5], 2)
-        >>> check_fusion_weights([1.0, -1.0], 2)
+        >>> check_mixture_weights([0.5, 0.5], 2)
+        >>> check_mixture_weights([1.0, -1.0], 2)
         Traceback (most recent call last):
         ...
-        lightning_kd.errors.Refusal: fusion weights must be finite and >= 0 with a positive sum, got [1.0, -1.0]
+        lightning_kd.errors.Refusal: fusion weights must be finite, >= 0 and not all 0, got [1.0, -1.0]
+        >>> check_mixture_weights([1.0], 2, name="teacher_weights", per="teacher")
+        Traceback (most recent call last):
+        ...
+        lightning_kd.errors.Refusal: teacher_weights has 1 entries for 2 teachers; give one per teacher
     """
-    if len(weights) != members:
-        raise Refusal(f"{len(weights)} fusion weights for {members} members: give one per member")
-    values = torch.tensor([float(w) for w in weights], dtype=torch.float64)
-    if not bool(torch.isfinite(values).all()) or bool((values < 0).any()) or float(values.sum()) <= 0:
-        raise Refusal(f"fusion weights must be finite and >= 0 with a positive sum, got {list(weights)}")
+    values = [float(w) for w in weights]
+    if count is not None and len(values) != count:
+        raise Refusal(f"{name} has {len(values)} entries for {count} {per}s; give one per {per}")
+    if not values or any(not (0 <= w < math.inf) for w in values) or sum(values) <= 0:
+        raise Refusal(f"{name} must be finite, >= 0 and not all 0, got {values}")
 
 
 class SoftmaxEnsemble(nn.Module):
@@ -64,7 +72,7 @@ class SoftmaxEnsemble(nn.Module):
         self.num_classes = getattr(members[0], "num_classes", None)
         self.input_keys = list(input_keys) if input_keys is not None else None
         if weights is not None:
-            check_fusion_weights(weights, len(members))
+            check_mixture_weights(weights, len(members))
         given = torch.tensor(list(weights) if weights is not None else [1.0] * len(members))
         # kept with the weights only when given: an equal-weight ensemble's state dict is its members'
         self.register_buffer("weights", given / given.sum(), persistent=weights is not None)
@@ -75,7 +83,7 @@ class SoftmaxEnsemble(nn.Module):
         if not self.weighted:
             raise Refusal("this ensemble was built without weights, so its state dict keeps none: build it with "
                           "weights (equal ones, say) to set them")
-        check_fusion_weights(weights.tolist(), len(self.members))
+        check_mixture_weights(weights.tolist(), len(self.members))
         self.weights.copy_(weights / weights.sum())
 
     def member_inputs(self, x: Tensor | Mapping[str, Tensor]) -> list[Tensor]:

@@ -27,7 +27,7 @@ from lightning_kd.losses import (
 )
 from lightning_kd.losses.validation import check_choice, check_weight
 from lightning_kd.metrics import EVALUATION_STAGES, evaluation_metrics
-from lightning_kd.models.ensemble import SoftmaxEnsemble, check_fusion_weights
+from lightning_kd.models.ensemble import SoftmaxEnsemble, check_mixture_weights
 from lightning_kd.models.inheritance import InheritSpec
 from lightning_kd.naming import join_variants
 from lightning_kd.optim import SGD, ScheduleSpec
@@ -143,7 +143,7 @@ class MultiStudentKD(DistillationTask):
             raise Refusal("MultiStudentKD needs `students`: a list of at least 2 networks (for one: MultiTeacherKD)")
         keys, weights = self.hparams["input_keys"], self.hparams["fusion_weights"]
         if weights is not None:
-            check_fusion_weights(weights, len(students))
+            check_mixture_weights(weights, len(students))
         if keys is not None and len(keys) != len(students):
             raise Refusal(f"input_keys names {len(keys)} inputs for {len(students)} students: give one per student")
         fused = SoftmaxEnsemble(students, weights or [1.0] * len(students), keys)

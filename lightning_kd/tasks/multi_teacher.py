@@ -11,7 +11,6 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_kd.data.base import Batch
-from lightning_kd.errors import Refusal
 from lightning_kd.losses import (
     DEFAULT_ALPHA,
     DEFAULT_SMOOTHING_CONVENTION,
@@ -23,6 +22,7 @@ from lightning_kd.losses.multi_teacher import (
     MultiTeacherKDLoss,
     MultiTeacherReduction,
     MultiTeacherWeighting,
+    check_fixed_weights,
 )
 from lightning_kd.models.inheritance import InheritSpec
 from lightning_kd.naming import join_variants
@@ -109,10 +109,7 @@ class MultiTeacherKD(DistillationTask):
         student_ckpt: str | Path | None = None, inherit_layers: InheritSpec = None,
     ) -> None:
         super().configure_models(student, teacher, teacher_ckpt, student_ckpt, inherit_layers)
-        weights = self.hparams["teacher_weights"]
-        if weights is not None and len(weights) != len(self.teachers):
-            raise Refusal(f"teacher_weights has {len(weights)} entries for {len(self.teachers)} teachers; "
-                             "give one per teacher")
+        check_fixed_weights(self.hparams["teacher_weights"], len(self.teachers))  # one per teacher, now they are known
         # each teacher's weight averaged over every training sample of the fit (synced under DDP)
         self.weight_means = nn.ModuleDict({role: torchmetrics.MeanMetric() for role in self.teachers})
 
