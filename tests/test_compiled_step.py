@@ -76,6 +76,8 @@ def test_what_a_compiled_step_cannot_do_is_refused_before_training() -> None:
     dml = DeepMutualLearning([MLP(hidden_sizes=(8,), num_classes=10), MLP(hidden_sizes=(8,), num_classes=10)])
     with pytest.raises(Refusal, match="steps its optimizers itself"):
         cpu_trainer(callbacks=[CompiledStep(backend="aot_eager")]).fit(dml, datamodule=DigitsDataModule())
+    with pytest.raises(Refusal, match="CompiledStep mode must be one of default, reduce-overhead"):
+        CompiledStep(mode="fast")  # type: ignore[arg-type]
     task = Classifier(MLP(hidden_sizes=(8,), num_classes=10))
     with pytest.raises(Refusal, match="captures CUDA graphs, and this run trains on cpu"):
         cpu_trainer(callbacks=[CompiledStep(mode="reduce-overhead")]).fit(task, datamodule=DigitsDataModule())

@@ -3,7 +3,7 @@ captured as CUDA graphs on a GPU, with the optimizer's fused kernel."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import pytorch_lightning as pl
 import torch
@@ -47,6 +47,9 @@ class CompiledStep(Callback):
 
     def __init__(self, mode: CompileMode | None = None, backend: str = "inductor", fuse_optimizer: bool = True,
                  drop_last: bool = True) -> None:
+        if mode is not None and mode not in get_args(CompileMode):
+            raise Refusal(f"CompiledStep mode must be one of {', '.join(get_args(CompileMode))} (or unset), "
+                          f"got {mode!r}")
         self.mode, self.backend, self.fuse_optimizer, self.drop_last = mode, backend, fuse_optimizer, drop_last
         self.fused: bool | None = None
         """Whether the optimizer steps fused in this fit (``None`` before it starts)."""
@@ -85,8 +88,9 @@ class CompiledStep(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after a resume restored the optimizer's state: the fused kernel reads it as it is
         self.fused = self._fuse(trainer)
+        dropped = "; each epoch's last partial training batch dropped" if "_kept_drop_last" in self.__dict__ else ""
         rank_zero_info(f"CompiledStep: training_losses compiled ({self.backend}, mode "
-                       f"{self._mode(pl_module.device)}), optimizer {'fused' if self.fused else 'as built'}")
+                       f"{self._mode(pl_module.device)}), optimizer {'fused' if self.fused else 'as built'}{dropped}")
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.fused:  # an optimizer built during the fit (a Born-Again generation's) steps fused too
