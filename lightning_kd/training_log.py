@@ -6,7 +6,7 @@ So :class:`TrainingLog` sums every value on the device, batch-weighted, in a few
 only what something reads:
 
 * ``train/loss`` and each part as ``train/<part>_loss``: ``_step`` values on the steps the loggers
-  write (and the loss every step while a progress bar shows it); ``_epoch`` means, and the plain names
+  write (and, on a CPU, the loss every step while a progress bar shows it); ``_epoch`` means, and the plain names
   for callbacks and monitors, at the epoch's last batch (or at its end when ``max_steps`` cuts it short);
 * the handed-on network's ``train/acc`` (top-1), counted per batch and divided per epoch;
 * a method's own scalars (``record``: a teacher's weight, say), as epoch means under their own names.
@@ -47,10 +47,13 @@ class TrainingLog(nn.Module):
         correct = (logits.argmax(-1) == target).sum(dtype=torch.float32)
         self.losses.add(losses, batch_size, counts={"train/acc": correct})
         written = step_metrics_are_written(trainer)
-        if written or trainer.progress_bar_callback is not None:
+        # a bar shows the loss every step on a CPU; off a CPU it reads metrics on the logging steps only (a read
+        # would wait for the device's queue: KDProgressBar)
+        shown = trainer.progress_bar_callback is not None and logits.device.type == "cpu"
+        if written or shown:
             for name, value in losses.items():
                 key = training_metric_name(name)
-                if written or key == "train/loss":  # the bar shows the loss every step
+                if written or key == "train/loss":
                     task.log(f"{key}_step", value.detach(), on_step=True, on_epoch=False,
                              prog_bar=key == "train/loss", batch_size=batch_size, sync_dist=True)
         if trainer.is_last_batch:

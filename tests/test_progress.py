@@ -54,3 +54,27 @@ def test_language_models_show_their_validation_perplexity() -> None:
 
     trainer = SimpleNamespace(callback_metrics={"val/ppl": torch.tensor(123.456), "val/acc": torch.tensor(0.25)})
     assert progress_items(trainer, SimpleNamespace()) == {"val/ppl": "123.46", "val/acc": "25.00%"}
+
+
+def test_off_a_cpu_the_bar_reads_its_metrics_on_the_logging_steps_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from lightning_kd.compat import OneBasedRichProgressBar
+
+    reads: list[int] = []
+    monkeypatch.setattr(OneBasedRichProgressBar, "get_metrics",
+                        lambda self, trainer, module: reads.append(trainer.global_step) or {"train/loss": 1.0})
+    bar = KDProgressBar()
+    written = {0, 50}  # the steps the loggers write (log_every_n_steps 50)
+
+    def step(global_step: int, device: str) -> dict:
+        trainer = SimpleNamespace(global_step=global_step, training=True, callback_metrics={}, fast_dev_run=False,
+                                  _logger_connector=SimpleNamespace(should_update_logs=global_step in written))
+        return bar.get_metrics(trainer, SimpleNamespace(device=torch.device(device)))
+
+    for global_step in range(60):  # a read waits for a GPU's queue: only on the logging steps
+        assert step(global_step, "cuda") == {"train/loss": 1.0}
+    assert reads == [0, 50]
+    step(60, "cpu")  # a CPU's read costs nothing: every step
+    step(61, "cpu")
+    assert reads == [0, 50, 60, 61]

@@ -10,7 +10,7 @@ import torch
 from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
-from lightning_kd.compat import OneBasedRichProgressBar
+from lightning_kd.compat import OneBasedRichProgressBar, step_metrics_are_written
 from lightning_kd.errors import Refusal
 from lightning_kd.reporting import percent
 
@@ -32,11 +32,21 @@ def progress_items(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[s
 class KDProgressBar(OneBasedRichProgressBar):
     """Lightning's rich bar, with the method's position (e.g. the generation) and validation accuracy.
 
-    Epochs count from 1 (``Epoch 3/80``), as in :class:`EpochLines` and the run's summary.
+    Epochs count from 1 (``Epoch 3/80``), as in :class:`EpochLines` and the run's summary. Reading a metric off a
+    GPU waits for its queue, so while training on one the bar advances every step but reads its metrics on the
+    logging steps only (every ``log_every_n_steps``); on a CPU, every step.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._shown: dict[str, Any] | None = None
+
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        return {**progress_items(trainer, pl_module), **super().get_metrics(trainer, pl_module)}
+        if (self._shown is not None and trainer.training and pl_module.device.type != "cpu"
+                and not step_metrics_are_written(trainer)):
+            return self._shown
+        self._shown = {**progress_items(trainer, pl_module), **super().get_metrics(trainer, pl_module)}
+        return self._shown
 
 
 class EpochLines(ProgressBar):
