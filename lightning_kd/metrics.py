@@ -65,7 +65,8 @@ class EpochSums:
         over the batch, such as correct predictions; their means are per sample)."""
         counts = counts or {}
         key = ((*values, *counts), len(counts))
-        stacked = torch.stack([*values.values(), *counts.values()]).detach()
+        # one kernel however many values (each a scalar: a view of one element, no copy of its own)
+        stacked = torch.cat([value.reshape(1) for value in (*values.values(), *counts.values())]).detach()
         kept = self.batches.get(key)
         if kept is None:
             kept = self.batches[key] = ([], [])

@@ -117,3 +117,19 @@ def test_the_command_line_runs_a_compiled_step_on_resident_data(in_tmp: Path) ->
           "--trainer.callbacks+=lightning_kd.callbacks.CompiledStep", "--trainer.callbacks.backend", "aot_eager"])
     written = list((in_tmp / "checkpoints").rglob("*.ckpt"))
     assert written and torch.load(written[0], weights_only=False)["global_step"] == 70 // 16  # partial batch dropped
+
+
+def test_born_again_generations_train_through_the_compiled_step() -> None:
+    from lightning_kd import BornAgain
+    from lightning_kd.callbacks import Generations
+
+    torch.manual_seed(0)
+    task = BornAgain(SmallCNN(widths=(4, 8), num_classes=10))
+    compiled = CompiledStep(backend="aot_eager")
+    losses = StepLosses()
+    trainer = cpu_trainer(max_epochs=None, limit_train_batches=5, limit_val_batches=1,
+                          callbacks=[compiled, Generations(generations=2, epochs=1, print_table=False), losses])
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+    assert task.generation == 2 and trainer.global_step == 15 and len(losses.losses) == 15
+    # each generation's fresh optimizer (built at its first epoch's start) steps fused
+    assert trainer.optimizers[0].param_groups[0]["fused"] and compiled.fused

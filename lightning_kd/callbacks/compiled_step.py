@@ -92,16 +92,14 @@ class CompiledStep(Callback):
         rank_zero_info(f"CompiledStep: training_losses compiled ({self.backend}, mode "
                        f"{self._mode(pl_module.device)}), optimizer {'fused' if self.fused else 'as built'}{dropped}")
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.fused:  # an optimizer built during the fit (a Born-Again generation's) steps fused too
-            self._fuse(trainer)
-
     def _fuse(self, trainer: pl.Trainer) -> bool:
         unfused = [optimizer for optimizer in trainer.optimizers if not optimizer.defaults.get("fused")]
         return self.fuse_optimizer and all(use_fused_step(optimizer) for optimizer in unfused)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
+        if batch_idx == 0 and self.fused:  # after every epoch-start hook: an optimizer built there (a Born-Again
+            self._fuse(trainer)  # generation's) steps fused too
         if "reduce-overhead" in self._mode(pl_module.device):  # a new step: the last one's graph outputs may go
             torch.compiler.cudagraph_mark_step_begin()
 
