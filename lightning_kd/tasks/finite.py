@@ -119,8 +119,10 @@ class FiniteChecks:
             if due:
                 self.__dict__.pop("_unread")
             return
-        each = finite_flags(list(losses.values()), self._step_weights() if due else [])
-        unread.add(torch.stack([each[:len(losses)].all(), each[len(losses):].all()]))  # losses, weights
+        with torch.no_grad():  # a few launches a step, no read: the losses' flag, and on checking steps the weights'
+            losses_finite = torch.isfinite(torch.stack([v.detach().float().sum() for v in losses.values()])).all()
+            weights_finite = finite_flags([], self._step_weights()).all() if due else None
+        unread.add(losses_finite, weights_finite)
         if due:
             self.read_finite_flags()
 
@@ -135,7 +137,7 @@ class FiniteChecks:
             return
         trainer = attached_trainer(self)  # type: ignore[arg-type]
         distributed = trainer is not None and trainer.world_size > 1
-        loss_finite, weights_finite = (bool(v) for v in unread.flags.tolist())
+        loss_finite, weights_finite = (bool(v) for v in unread.flags.tolist())  # one read for both
         finite = loss_finite and weights_finite
         if distributed:
             finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
@@ -215,7 +217,17 @@ class _Unread:
     since: int
     steps: int = 0
     weight_steps: int = 0
-    flags: Tensor | None = None  # [every loss finite, every weight finite] over those steps, on the device
+    losses: Tensor | None = None  # every loss finite over those steps, on the device
+    weights: Tensor | None = None  # every weight finite at their checks
 
-    def add(self, flags: Tensor) -> None:
-        self.flags = flags if self.flags is None else self.flags & flags
+    def add(self, losses: Tensor, weights: Tensor | None) -> None:
+        self.losses = losses if self.losses is None else self.losses & losses
+        if weights is not None:
+            self.weights = weights if self.weights is None else self.weights & weights
+
+    @property
+    def flags(self) -> Tensor | None:
+        """``[every loss finite, every weight finite]``, or ``None`` before any step added its flags."""
+        if self.losses is None:
+            return None
+        return torch.stack([self.losses, self.weights if self.weights is not None else torch.ones_like(self.losses)])
