@@ -36,23 +36,22 @@ def largest_magnitudes(weights: Mapping[str, Tensor]) -> Tensor:
     return torch.stack([m.float() for m in foreach_max_abs(tensors)])
 
 
-def finite_flags(losses: Sequence[Tensor], weights: Sequence[Tensor]) -> Tensor:
-    """Whether each of ``losses`` and then each of ``weights`` is finite, as booleans on the device, computed
-    without synchronising (a handful of operations, however many tensors).
+def finite_flags(tensors: Sequence[Tensor]) -> Tensor:
+    """Whether each of ``tensors`` (the trained weights, say) is finite, as booleans on the device, computed without
+    synchronising (a handful of operations, however many tensors).
 
     Every tensor is read by its L2 norm, in one fused pass (a NaN or inf makes its norm one). A finite weight
     large enough for its square to overflow reads as not finite here, so a ``False`` is a reason to make the
     exact check (:func:`stop_if_not_finite`), never a verdict by itself.
 
     Example:
-        >>> finite_flags([torch.tensor(0.5)], [torch.ones(3), torch.tensor([float("nan")])])
-        tensor([ True,  True, False])
+        >>> finite_flags([torch.ones(3), torch.tensor([float("nan")])])
+        tensor([ True, False])
     """
-    tensors = [*losses, *weights]
     if not tensors:
         return torch.ones(0, dtype=torch.bool)
     with torch.no_grad():  # the weights are parameters: no autograd record of their norms
-        return torch.isfinite(torch.stack(foreach_l2_norms(tensors)))
+        return torch.isfinite(torch.stack(foreach_l2_norms(list(tensors))))
 
 
 def describe_not_finite(weights: Mapping[str, Tensor], magnitudes: Tensor) -> str:

@@ -38,9 +38,9 @@ class PoisonAt(nn.Module):
 
 def test_finite_flags_read_every_loss_and_weight_by_its_norm() -> None:
     nan, inf = float("nan"), float("inf")
-    flags = finite_flags([torch.tensor(1.0), torch.tensor(nan)], [torch.ones(3), torch.tensor([inf, 1.0])])
+    flags = finite_flags([torch.tensor(1.0), torch.tensor(nan), torch.ones(3), torch.tensor([inf, 1.0])])
     assert flags.tolist() == [True, False, True, False]
-    assert finite_flags([], []).tolist() == []
+    assert finite_flags([]).tolist() == []
 
 
 def test_a_nan_loss_stops_at_its_own_step_on_a_cpu() -> None:

@@ -13,7 +13,7 @@ from torchvision import datasets, transforms
 
 from lightning_kd.data.augmentation import ReplayableCropFlip, check_views
 from lightning_kd.data.base import ClassificationDataModule, IndexedDataset, split_indices
-from lightning_kd.data.resident import normalise_8bit
+from lightning_kd.data.resident import normalise_levels
 from lightning_kd.errors import MissingFileRefusal
 
 
@@ -108,7 +108,7 @@ class CIFAR10DataModule(ClassificationDataModule):
         assert isinstance(self.train_set, IndexedDataset)
         dataset, index = self.train_set.dataset, self.train_set.indices
         images = torch.from_numpy(dataset.data[index]).permute(0, 3, 1, 2).contiguous()  # HWC as stored
-        return images, self.train_set.targets(), functools.partial(normalise_8bit, mean=self.mean, std=self.std)
+        return images, self.train_set.targets(), functools.partial(normalise_levels, mean=self.mean, std=self.std)
 
 
 class CIFAR100DataModule(CIFAR10DataModule):

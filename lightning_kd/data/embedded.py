@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from lightning_kd.data.base import ClassificationDataModule, IndexedDataset, split_indices
+from lightning_kd.data.resident import normalise_levels
 from lightning_kd.errors import Refusal
 
 
@@ -66,8 +67,8 @@ class _InMemoryDataModule(ClassificationDataModule):
         if not std > 0:  # dividing by it would turn every input into NaN
             raise Refusal(f"{type(self).__name__}: the training images are constant (std {float(std)}); "
                              "nothing to normalise or learn")
-        # the float32 statistics as Python floats: the same float32 arithmetic, with no tensor to move per batch
-        normalised = functools.partial(normalise_levels, levels=self.pixel_levels, mean=float(mean), std=float(std))
+        normalised = functools.partial(normalise_levels, mean=(float(mean),), std=(float(std),),
+                                       levels=self.pixel_levels)
         self._pixels = (inputs[train_idx], targets[train_idx], normalised)  # what device_resident holds
         dataset = TensorDataset((inputs - mean) / std, targets)
         self.train_set = IndexedDataset(dataset, train_idx)
@@ -83,16 +84,6 @@ class _InMemoryDataModule(ClassificationDataModule):
                           f"{self.pixel_levels} (8 bits), so they cannot be held as 8-bit images")
         return levels.to(torch.uint8), targets, normalised
 
-
-def normalise_levels(pixels: Tensor, levels: int, mean: float, std: float) -> Tensor:
-    """``(pixels / levels - mean) / std`` in float32: the embedded modules' host arithmetic, in the same order, so a
-    batch normalised on the device equals the host's to the bit.
-
-    Example:
-        >>> normalise_levels(torch.tensor([0, 16], dtype=torch.uint8), levels=16, mean=0.5, std=0.5)
-        tensor([-1.,  1.])
-    """
-    return (pixels.float() / levels - mean) / std
 
 
 class DigitsDataModule(_InMemoryDataModule):

@@ -15,6 +15,7 @@ from torch.utils.data import TensorDataset
 
 from lightning_kd.data.augmentation import ReplayableCropFlip, check_views
 from lightning_kd.data.base import ClassificationDataModule, IndexedDataset, split_indices
+from lightning_kd.data.resident import normalise_levels
 from lightning_kd.errors import MissingFileRefusal, Refusal
 
 DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -157,7 +158,7 @@ class FashionMNISTDataModule(ClassificationDataModule):
         mean, std = float(pixels.mean()), float(pixels.std())  # the training images' own: nothing leaks
         test_images, test_labels = read_split(self.root, "test")
 
-        normalised = functools.partial(normalise_grey, mean=mean, std=std)
+        normalised = functools.partial(normalise_levels, mean=(mean,), std=(std,))
         self._pixels = (images, labels, normalised)  # what device_resident holds, as 8 bits
         train = TensorDataset(normalised(images), labels)
         self.train_set = IndexedDataset(train, train_idx)
@@ -171,13 +172,3 @@ class FashionMNISTDataModule(ClassificationDataModule):
         images, labels, normalised = self._pixels
         index = torch.as_tensor(self.train_set.indices, dtype=torch.long)
         return images[index], labels[index], normalised
-
-
-def normalise_grey(images: Tensor, mean: float, std: float) -> Tensor:
-    """``(images / 255 - mean) / std`` in float32: 8-bit grey images normalised by the training images' statistics.
-
-    Example:
-        >>> normalise_grey(torch.tensor([0, 255], dtype=torch.uint8), mean=0.5, std=0.5)
-        tensor([-1.,  1.])
-    """
-    return (images.float() / 255 - mean) / std

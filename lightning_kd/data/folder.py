@@ -14,7 +14,7 @@ from torchvision import datasets, transforms
 
 from lightning_kd.data.augmentation import ReplayableCropFlip, check_views
 from lightning_kd.data.base import ClassificationDataModule, IndexedDataset, split_indices
-from lightning_kd.data.resident import normalise_8bit
+from lightning_kd.data.resident import normalise_levels
 from lightning_kd.errors import MissingFileRefusal, Refusal
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -185,7 +185,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         *prepare, _, normalize = self.train_transform.transforms  # decoded, resized: then ToTensor, Normalize
         to_pixels = transforms.Compose([*prepare, transforms.PILToTensor()])
         images = torch.stack([to_pixels(self.train_set.dataset[i][0]) for i in self.train_set.indices])
-        return images, self.train_set.targets(), functools.partial(normalise_8bit, mean=tuple(normalize.mean),
+        return images, self.train_set.targets(), functools.partial(normalise_levels, mean=tuple(normalize.mean),
                                                                     std=tuple(normalize.std))
 
 

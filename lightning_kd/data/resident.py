@@ -62,21 +62,24 @@ for training): leave device_resident off, or train on fewer samples
     return needed
 
 
-def normalise_8bit(images: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
-    """``(images / 255 - mean) / std`` per channel, in float32: torchvision's ``ToTensor`` and ``Normalize``, the same
-    operations in the same order, so a batch normalised here equals the host pipeline's to the bit.
+def normalise_levels(pixels: Tensor, mean: tuple[float, ...], std: tuple[float, ...], levels: int = 255) -> Tensor:
+    """``(pixels / levels - mean) / std`` per channel, in float32: torchvision's ``ToTensor`` and ``Normalize`` (levels
+    255), the same operations in the same order, so a batch normalised here equals the host pipeline's to the bit.
+    The one normalisation of every resident split (and of Fashion-MNIST's host pipeline).
 
     Example:
         >>> from torchvision import transforms
         >>> pixels = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
         >>> host = transforms.Normalize((0.5, 0.4, 0.3), (0.2, 0.3, 0.25))(pixels.float().div(255))
-        >>> bool((normalise_8bit(pixels, (0.5, 0.4, 0.3), (0.2, 0.3, 0.25)) == host).all())
+        >>> bool((normalise_levels(pixels, (0.5, 0.4, 0.3), (0.2, 0.3, 0.25)) == host).all())
         True
+        >>> normalise_levels(torch.tensor([[[0]], [[16]]], dtype=torch.uint8), (0.5,), (0.5,), levels=16).flatten()
+        tensor([-1.,  1.])
     """
     shape = (-1, 1, 1)
-    mean_ = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(shape)
-    std_ = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(shape)
-    return images.float().div(255).sub(mean_).div(std_)
+    mean_ = torch.as_tensor(mean, dtype=torch.float32, device=pixels.device).view(shape)
+    std_ = torch.as_tensor(std, dtype=torch.float32, device=pixels.device).view(shape)
+    return pixels.float().div(levels).sub(mean_).div(std_)
 
 
 class ResidentTrainingSplit:

@@ -111,7 +111,7 @@ class FiniteChecks:
             finite = all(math.isfinite(v.item()) if v.numel() == 1 else bool(torch.isfinite(v.detach()).all())
                          for v in losses.values())
             if due:
-                finite = finite and bool(finite_flags([], self._step_weights()).all())
+                finite = finite and bool(finite_flags(self._step_weights()).all())
             if trainer is not None and trainer.world_size > 1:
                 finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
             if not finite:  # the exact check names what (and lets a huge but finite weight through)
@@ -121,7 +121,7 @@ class FiniteChecks:
             return
         with torch.no_grad():  # a few launches a step, no read: the losses' flag, and on checking steps the weights'
             losses_finite = torch.isfinite(torch.stack([v.detach().float().sum() for v in losses.values()])).all()
-            weights_finite = finite_flags([], self._step_weights()).all() if due else None
+            weights_finite = finite_flags(self._step_weights()).all() if due else None
         unread.add(losses_finite, weights_finite)
         if due:
             self.read_finite_flags()
