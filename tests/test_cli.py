@@ -205,7 +205,13 @@ def copy_weights_read(settings: dict, folder: Path, runs: Callable[[Path], Path]
     """Put the checkpoints a config reads where it reads them in ``folder``, from one run of each writer config."""
     for path, writer in weights_read(settings):
         (folder / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(runs(writer) / path, folder / path)
+        share_file(runs(writer) / path, folder / path)
+
+
+def share_file(source: Path, target: Path) -> None:
+    """Put ``source`` at ``target`` as a hard link: the runs only read it, and a copy of each teacher's checkpoint
+    for every run that reads it filled the CI machine's disk (tens of checkpoints of 50-100 MB)."""
+    os.link(source, target)
 
 
 def _run(config: Path, root: Path, *extra: str) -> None:
@@ -252,7 +258,7 @@ def test_a_pair_config_runs_another_method_by_class_path(method: str, in_tmp: Pa
     settings = yaml.safe_load(config.read_text())
     path = settings["model"]["init_args"]["teacher_ckpt"]
     (in_tmp / path).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(teacher_runs(teacher_configs(settings)[0]) / path, in_tmp / path)
+    share_file(teacher_runs(teacher_configs(settings)[0]) / path, in_tmp / path)
     _run(config, in_tmp, "--model.class_path", f"lightning_kd.{method}")
     run = (in_tmp / "checkpoints/cifar100_vgg13_vgg8_kd/latest").resolve()
     assert run.name.startswith(method.lower())
@@ -713,7 +719,7 @@ def _family_run(folder: Path, family: str, teacher_runs) -> tuple[list[str], Pat
     for teacher_config in teacher_configs(settings):  # the teachers' files, trained once per session
         for path in _written_checkpoints(yaml.safe_load(teacher_config.read_text())):
             (folder / path).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(teacher_runs(teacher_config) / path, folder / path)
+            share_file(teacher_runs(teacher_config) / path, folder / path)
     if "paraphraser.ckpt" in extra:  # FT's first run, as its file: a paraphraser for the teacher's last stage
         from lightning_kd import FactorTransfer
 
