@@ -240,7 +240,7 @@ class TeacherOutputCache(Callback):
                                  "cached_teacher_layers() must name every layer its teacher_outputs asks for")
             entry = self.entries[role]
             logits = self._decode_logits(entry, index, view)
-            features = {layer: entry[f"feature:{layer}"][index, view].float() for layer in wanted}
+            features = {layer: self._gather(entry[f"feature:{layer}"], index, view).float() for layer in wanted}
             if self.steps is not None:  # a token window: the batch's steps (the last window may be shorter)
                 steps = batch["target"].shape[1]
                 logits, features = logits[:, :steps], {k: v[:, :steps] for k, v in features.items()}
@@ -249,11 +249,19 @@ class TeacherOutputCache(Callback):
             results.append(NetworkOutput(logits, features))
         return results
 
+    def _gather(self, stored: Tensor, index: Tensor, view: Tensor) -> Tensor:
+        """``stored[index, view]``: on the host as one ``index_select`` over the rows ``sample * views + view`` (the
+        views were checked; a two-tensor index cost half as much again per step, the gather waiting on memory)."""
+        if self.storage == "device":  # the views unread (a read would synchronise): an index past them fails there
+            return stored[index, view]
+        return stored.flatten(0, 1).index_select(0, index * self.views + view)
+
     def _decode_logits(self, entry: dict[str, Tensor], index: Tensor, view: Tensor) -> Tensor:
         if self.precision != "topk":
-            return entry["logits"][index, view].float()
-        return topk_logits(entry["values"][index, view], entry["indices"][index, view].long(),
-                           entry["logsumexp"][index, view], entry["num_classes"].item())
+            return self._gather(entry["logits"], index, view).float()
+        values, indices = self._gather(entry["values"], index, view), self._gather(entry["indices"], index, view)
+        return topk_logits(values, indices.long(), self._gather(entry["logsumexp"], index, view),
+                           entry["num_classes"].item())
 
     # -- filling ----------------------------------------------------------------------------------
     def fill(self, trainer: pl.Trainer, pl_module: Any) -> None:
