@@ -5,9 +5,10 @@ On a GPU a small network's step is made of this: its kernels take less time than
 them, so every millisecond measured here is a millisecond of the GPU step (see ``cache_throughput.py``'s GPU
 rows). Milliseconds per step (median over interleaved rounds) of:
 
-  Lightning's floor (a module whose step is its loss alone), student alone (``Classifier``), online KD
-  (``VanillaKD``), cached KD (``TeacherOutputCache``), and the bare loops: student alone, KD with the teacher's
-  forward, and KD from teacher logits computed before the epoch (what a cache serves).
+  Lightning's floor (a module whose step is its loss alone, optimised automatically and by hand), student alone
+  (``Classifier``; also without its training log and without its non-finite checks, to take the step apart),
+  online KD (``VanillaKD``), cached KD (``TeacherOutputCache``), and the bare loops: student alone, KD with the
+  teacher's forward, and KD from teacher logits computed before the epoch (what a cache serves).
 
 Each Lightning row is also given against the bare loop that does its work (``over_bare_ms``), round by round.
 
@@ -55,6 +56,36 @@ class Minimal(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
 
 
+class ManualMinimal(Minimal):
+    """Lightning's floor with manual optimization (the step zeroes, backpropagates and steps itself)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        optimizer = self.optimizers()
+        loss = F.cross_entropy(self.net(batch["input"]), batch["target"])
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        return loss
+
+
+class StudentWithoutLog(Classifier):
+    """The student alone without its training log (``train/loss`` and ``train/acc``): what the log costs."""
+
+    def log_training(self, batch: Any, losses: dict[str, Tensor], logits: Tensor) -> None:
+        pass
+
+
+class StudentWithoutCheck(Classifier):
+    """The student alone without its non-finite checks: what they cost."""
+
+    def check_training_step(self, losses: dict[str, Tensor], weights: bool = True) -> None:
+        pass
+
+
 class Runs:
     def __init__(self, root: Path, batches: int) -> None:
         seed_everything(0)
@@ -68,8 +99,12 @@ class Runs:
         timer = StepTimer()
         if name == "minimal":
             task: Any = Minimal()
-        elif name == "student":
-            task = Classifier(linear(), lr_scheduler="none")
+        elif name == "manual":
+            task = ManualMinimal()
+        elif name in {"student", "student without log", "student without check"}:
+            kind = {"student": Classifier, "student without log": StudentWithoutLog,
+                    "student without check": StudentWithoutCheck}[name]
+            task = kind(linear(), lr_scheduler="none")
         else:
             task = VanillaKD(linear(), self.teacher, lr_scheduler="none")
         trainer = timing_trainer("cpu", [timer, self.cache] if name == "cached" else [timer])
@@ -82,7 +117,10 @@ class Runs:
 
 VARIANTS = {
     "Lightning: minimal module": lambda r: r.lightning("minimal"),
+    "Lightning: minimal module, manual optimization": lambda r: r.lightning("manual"),
     "Lightning: student alone": lambda r: r.lightning("student"),
+    "Lightning: student alone, no training log": lambda r: r.lightning("student without log"),
+    "Lightning: student alone, no finite checks": lambda r: r.lightning("student without check"),
     "Lightning: online KD": lambda r: r.lightning("online"),
     "Lightning: cached KD": lambda r: r.lightning("cached"),
     "bare loop: student alone": lambda r: r.bare(kd=False),
@@ -107,7 +145,10 @@ def main() -> None:
     rows = {name: {"median_ms": statistics.median(values), "ms": values} for name, values in times.items()}
     # each Lightning row against the bare loop doing the same work, round by round (both ran in that round)
     pairs = {"Lightning: minimal module": "bare loop: student alone",
+             "Lightning: minimal module, manual optimization": "bare loop: student alone",
              "Lightning: student alone": "bare loop: student alone",
+             "Lightning: student alone, no training log": "bare loop: student alone",
+             "Lightning: student alone, no finite checks": "bare loop: student alone",
              "Lightning: online KD": "bare loop: online KD", "Lightning: cached KD": "bare loop: cached KD"}
     over_bare = {name: statistics.median(a - b for a, b in zip(times[name], times[bare], strict=True))
                  for name, bare in pairs.items()}
@@ -115,7 +156,7 @@ def main() -> None:
           f"median of {args.rounds} interleaved rounds")
     for name, row in rows.items():
         extra = f"   {over_bare[name]:+.2f} over its bare loop" if name in over_bare else ""
-        print(f"  {name:<28} {row['median_ms']:6.2f}{extra}")
+        print(f"  {name:<48} {row['median_ms']:6.2f}{extra}")
     write_record(REPO / "benchmarks" / "results" / "step_overhead.json",
                  command=f"python benchmarks/step_overhead.py --batches {args.batches} --rounds {args.rounds} "
                          f"--threads {args.threads}",
