@@ -31,6 +31,11 @@ class CompiledStep(Callback):
     or captured, once more). The optimizer steps with torch's fused kernel where it has one (SGD, Adam, AdamW),
     which does the same arithmetic in another order. Validation, testing and prediction run eagerly.
 
+    A network swapped in (a Born-Again generation's student) is traced into the same graph: the parameters are its
+    inputs, so a fit compiles one graph for its steps without a teacher and one with. A step whose shapes or
+    structure keep changing is compiled again each time, up to torch's ``recompile_limit`` (8), after which it runs
+    eagerly, with torch's warning.
+
     Losses and weights equal the eager step's up to floating-point rounding (tested over 20 steps on a CPU with
     inductor); a run that must be bit-identical to an eager one, or resumed bit-identically, trains eagerly.
 
