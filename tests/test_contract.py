@@ -214,6 +214,55 @@ def test_task_contract(task_class: type[BaseTask], tmp_path: Path) -> None:
     torch.testing.assert_close(student.teacher(x), task.network(x))
 
 
+class StepLosses(Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+def test_every_task_trains_the_same_through_the_compiled_step(task_class: type[BaseTask]) -> None:
+    """CompiledStep's graphs (traced by aot_eager: torch's own kernels, so the same numbers) give each task the
+    losses of its eager steps, whatever it taps; a task that steps its own optimizers is refused before training."""
+    from lightning_kd.callbacks import CompiledStep
+    from lightning_kd.errors import Refusal
+
+    def fit(compiled: bool) -> list[float]:
+        seed_everything(0)
+        task = task_class(**builder(task_class)())
+        losses = StepLosses()
+        callbacks = [losses, CompiledStep(backend="aot_eager")] if compiled else [losses]
+        trainer = cpu_trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=0, callbacks=callbacks)
+        trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+        return losses.losses
+
+    if not task_class(**builder(task_class)()).automatic_optimization:
+        with pytest.raises(Refusal, match="steps its optimizers itself"):
+            fit(compiled=True)
+        return
+    eager = fit(compiled=False)
+    assert len(eager) == 3 and fit(compiled=True) == pytest.approx(eager, rel=1e-5, abs=1e-6)
+
+
+def test_compiled_steps_of_two_tasks_in_one_process_tap_their_own_layers() -> None:
+    """torch.compile does not guard a module's hooks: a network forward compiled while one task tapped its layers
+    ran only those layers' hooks for the next task of the same networks (a KeyError for a layer it tapped besides).
+    Tapped forwards run eagerly in a compiled step."""
+    from lightning_kd import FitNets
+    from lightning_kd.callbacks import CompiledStep
+
+    for layers in ("body.6", "stages"):  # the same networks, then one more layer (body.2, body.6)
+        seed_everything(0)
+        task = FitNets(SmallCNN(widths=(8, 16), num_classes=10), SmallCNN(widths=(12, 24), num_classes=10),
+                       student_layers=layers, teacher_layers=layers)
+        losses = StepLosses()
+        trainer = cpu_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0,
+                              callbacks=[losses, CompiledStep(backend="aot_eager")])
+        trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+        assert len(losses.losses) == 2 and len(task.feature_pairs()) == (2 if layers == "stages" else 1)
+
+
 class StudentWithAuxiliaryHead(VanillaKD):
     """A task with one more trainable module (an auxiliary head on the student's penultimate features)."""
 

@@ -31,6 +31,10 @@ class CompiledStep(Callback):
     or captured, once more). The optimizer steps with torch's fused kernel where it has one (SGD, Adam, AdamW),
     which does the same arithmetic in another order. Validation, testing and prediction run eagerly.
 
+    A network whose layers a method taps (the feature methods: FitNets, AT, CRD, ...) runs that forward eagerly:
+    torch.compile does not guard the hooks that tap it, and a forward compiled for one set of tapped layers skipped
+    another's. The method's loss and the untapped forwards are still compiled.
+
     A network swapped in (a Born-Again generation's student) is traced into the same graph: the parameters are its
     inputs, so a fit compiles one graph for its steps without a teacher and one with. A step whose shapes or
     structure keep changing is compiled again each time, up to torch's ``recompile_limit`` (8), after which it runs

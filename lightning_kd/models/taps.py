@@ -37,6 +37,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from lightning_kd.errors import Refusal
@@ -197,6 +198,14 @@ def forward_with_taps(network: nn.Module, x: Tensor, layers: LayerSpec = ()) -> 
     paths = resolve_layers(network, layers) if layers else []
     if not paths:
         return NetworkOutput(network(x))
+    return _tapped_forward(network, x, paths)
+
+
+# Eager inside a compiled step (CompiledStep): torch.compile does not guard every change of a module's hooks, and a
+# forward it compiled while some layers were tapped skipped the hooks of a layer tapped later on a network of that
+# class and shapes (another task's in the same process): tested in tests/test_contract.py.
+@torch.compiler.disable
+def _tapped_forward(network: nn.Module, x: Tensor, paths: list[str]) -> NetworkOutput:
     features: dict[str, Tensor] = {}
     modules = dict(network.named_modules())
     with ExitStack() as hooks:
