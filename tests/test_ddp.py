@@ -437,3 +437,39 @@ def test_resident_data_are_shared_between_ddp_processes_as_distributed_sampler_s
     assert set(rank0["index"]).isdisjoint(rank1["index"])  # one permutation, two shares, whatever each seed
     assert set(rank0["index"]) | set(rank1["index"]) == set(range(1258))
     assert rank0["net"] == rank1["net"]
+
+
+def _compiled_kd(folder: Path, method: str) -> None:
+    from lightning_kd.callbacks import CompiledStep, TeacherOutputCache
+
+    for compiled in (False, True):  # the eager run, then the compiled one, on the same data and seeds
+        seed_everything(0)
+        teacher = SmallCNN(widths=(12, 24), num_classes=10)
+        student = SmallCNN(widths=(8, 16), num_classes=10)
+        (folder / "initial.json").write_text(json.dumps([float(p.double().sum()) for p in student.parameters()]))
+        task = VanillaKD(student, teacher) if method == "kd" else FitNets(student, teacher)
+        callbacks: list[Callback] = [RankReport(folder / ("compiled" if compiled else "eager"))]
+        if method == "kd":  # the cache in the device's memory: gathered inside the compiled region
+            callbacks.append(TeacherOutputCache(storage="device"))
+        if compiled:
+            callbacks.append(CompiledStep(backend="aot_eager"))
+        (folder / ("compiled" if compiled else "eager")).mkdir(exist_ok=True)
+        trainer = cpu_trainer(devices=2, strategy="ddp", max_epochs=1, limit_train_batches=6, limit_val_batches=2,
+                              callbacks=callbacks)
+        data = DigitsDataModule(batch_size=32)
+        data.drop_last_train = True  # the eager run steps over the batches the compiled one keeps
+        trainer.fit(task, datamodule=data)
+
+
+@pytest.mark.parametrize("method", [
+    pytest.param(m, marks=pytest.mark.ddp(scenario=functools.partial(_compiled_kd, method=m)))
+    for m in ("kd", "fitnets")])
+def test_the_compiled_step_under_ddp_keeps_ranks_equal_and_trains_as_the_eager_one(ddp_run: Path, method: str) -> None:
+    """DDP with CompiledStep (torch's DDP optimizer splits the graph at the gradient buckets; a feature method's
+    tapped forward runs eagerly): both ranks end equal, and equal to the eager DDP run up to rounding."""
+    reports = {mode: [json.loads((ddp_run / mode / f"rank{r}.json").read_text()) for r in (0, 1)]
+               for mode in ("eager", "compiled")}
+    compiled, eager = reports["compiled"], reports["eager"]
+    assert compiled[0]["world_size"] == 2 and compiled[0]["student"] == compiled[1]["student"]
+    assert compiled[0]["student"] == pytest.approx(eager[0]["student"], rel=1e-4, abs=1e-5)
+    assert compiled[0]["student"] != pytest.approx(json.loads((ddp_run / "initial.json").read_text()))  # it trained
