@@ -175,3 +175,11 @@ def mark_fused(optimizer: torch.optim.Optimizer) -> None:
     for group in optimizer.param_groups:
         group.update(fused=True, foreach=False)
     optimizer._step_supports_amp_scaling = True
+
+
+def inductor_options(mode: str, **settings: Any) -> dict[str, Any]:
+    """The inductor settings ``torch.compile(mode=mode)`` would give (``dynamic=False``), with ``settings`` on top:
+    ``torch.compile`` takes a mode or options, not both (torch's private ``list_mode_options``)."""
+    from torch._inductor import list_mode_options
+
+    return {**list_mode_options(mode, dynamic=False), **settings}

@@ -82,6 +82,14 @@ def _private_uses(path: Path) -> list[str]:
     return found
 
 
+def test_inductor_options_are_a_modes_settings_with_ours_on_top() -> None:
+    from lightning_kd.compat import inductor_options
+
+    assert inductor_options("reduce-overhead", fallback_random=True) == {"triton.cudagraphs": True,
+                                                                         "fallback_random": True}
+    assert inductor_options("default") == {}
+
+
 def test_no_private_name_outside_the_compat_module() -> None:
     offenders = [use for path in sorted(PACKAGE.rglob("*.py")) if path.name != "compat.py"
                  for use in _private_uses(path)]

@@ -64,6 +64,22 @@ def test_the_compiled_step_equals_the_eager_step_over_20_steps() -> None:
     assert trainer.datamodule.drop_last_train is False  # and the data module as it was given
 
 
+def test_random_numbers_in_a_compiled_step_are_the_eager_steps_unless_told_otherwise() -> None:
+    """Dropout in the student: inductor's own generator gives other masks; eager_random (the default) keeps torch's."""
+    def fit(callbacks: list[Any]) -> list[float]:
+        torch.manual_seed(0)
+        task = VanillaKD(MLP(hidden_sizes=(32,), dropout=0.5, num_classes=10), MLP(hidden_sizes=(16,), num_classes=10),
+                         lr_scheduler="none")
+        losses = StepLosses()
+        cpu_trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=0, callbacks=[losses, *callbacks]).fit(
+            task, datamodule=DigitsDataModule(batch_size=32))
+        return losses.losses
+
+    eager = fit([])
+    assert fit([CompiledStep()]) == pytest.approx(eager, rel=1e-4, abs=1e-6)
+    assert fit([CompiledStep(eager_random=False)]) != pytest.approx(eager, rel=1e-2)
+
+
 def test_the_non_finite_stop_fires_in_a_compiled_step() -> None:
     torch.manual_seed(0)
     task = Classifier(SmallCNN(widths=(8, 16), num_classes=10), optimizer=functools.partial(SGD, lr=1e6))

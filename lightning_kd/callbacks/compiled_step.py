@@ -10,6 +10,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info
 
+from lightning_kd.compat import inductor_options
 from lightning_kd.errors import Refusal
 from lightning_kd.optim import use_fused_step
 
@@ -48,25 +49,29 @@ class CompiledStep(Callback):
         backend: ``torch.compile``'s backend (``"inductor"``; ``"aot_eager"`` traces without generating code).
         fuse_optimizer: Step the optimizer with its fused kernel where it has one.
         drop_last: Drop each epoch's last partial training batch (static shapes).
+        eager_random: With inductor, draw the step's random numbers (dropout, CRD's negatives) from torch's generator
+            as the eager step does (inductor's ``fallback_random``), so that the compiled step trains as the eager
+            one; ``False`` lets inductor draw them inside its kernels (faster with dropout; other numbers).
 
     Example:
         >>> CompiledStep().settings()
-        {'mode': None, 'backend': 'inductor', 'fuse_optimizer': True, 'drop_last': True}
+        {'mode': None, 'backend': 'inductor', 'fuse_optimizer': True, 'drop_last': True, 'eager_random': True}
     """
 
     def __init__(self, mode: CompileMode | None = None, backend: str = "inductor", fuse_optimizer: bool = True,
-                 drop_last: bool = True) -> None:
+                 drop_last: bool = True, eager_random: bool = True) -> None:
         if mode is not None and mode not in get_args(CompileMode):
             raise Refusal(f"CompiledStep mode must be one of {', '.join(get_args(CompileMode))} (or unset), "
                           f"got {mode!r}")
         self.mode, self.backend, self.fuse_optimizer, self.drop_last = mode, backend, fuse_optimizer, drop_last
+        self.eager_random = eager_random
         self.fused: bool | None = None
         """Whether the optimizer steps fused in this fit (``None`` before it starts)."""
 
     def settings(self) -> dict[str, Any]:
         """The callback's arguments, as given."""
         return {"mode": self.mode, "backend": self.backend, "fuse_optimizer": self.fuse_optimizer,
-                "drop_last": self.drop_last}
+                "drop_last": self.drop_last, "eager_random": self.eager_random}
 
     def _mode(self, device: torch.device) -> str:
         return self.mode or ("reduce-overhead" if device.type == "cuda" else "default")
@@ -91,8 +96,13 @@ class CompiledStep(Callback):
         elif self.drop_last:
             rank_zero_info(f"CompiledStep: {type(datamodule).__name__ if datamodule else 'this data'} cannot drop "
                            "its last partial training batch: a batch of another shape is compiled once more")
-        pl_module.__dict__["training_losses"] = torch.compile(
-            type(pl_module).training_losses.__get__(pl_module), mode=mode, backend=self.backend, dynamic=False)
+        step = type(pl_module).training_losses.__get__(pl_module)
+        if self.backend == "inductor":  # the mode's settings, and where the random numbers come from
+            options = inductor_options(mode, fallback_random=self.eager_random)
+            compiled = torch.compile(step, backend="inductor", options=options, dynamic=False)
+        else:
+            compiled = torch.compile(step, mode=mode, backend=self.backend, dynamic=False)
+        pl_module.__dict__["training_losses"] = compiled
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after a resume restored the optimizer's state: the fused kernel reads it as it is
