@@ -80,6 +80,27 @@ def test_random_numbers_in_a_compiled_step_are_the_eager_steps_unless_told_other
     assert fit([CompiledStep(eager_random=False)]) != pytest.approx(eager, rel=1e-2)
 
 
+def test_a_checkpoint_of_a_compiled_run_keeps_the_optimizer_as_built(tmp_path: Path) -> None:
+    """The fused kernel is CompiledStep's: a checkpoint records the optimizer as configured, so an eager resume
+    steps unfused, and a compiled resume fuses again."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    def fit(epochs: int, callbacks: list[Any], ckpt_path: Path | None = None) -> Any:
+        torch.manual_seed(0)
+        task = Classifier(SmallCNN(widths=(8, 16), num_classes=10), lr_scheduler="none")
+        trainer = cpu_trainer(max_epochs=epochs, limit_train_batches=3, limit_val_batches=1, enable_checkpointing=True,
+                              callbacks=[*callbacks, ModelCheckpoint(dirpath=tmp_path / str(epochs), save_last=True)])
+        trainer.fit(task, datamodule=DigitsDataModule(batch_size=32), ckpt_path=ckpt_path)
+        return trainer
+
+    compiled = fit(1, [CompiledStep(backend="aot_eager")])
+    assert compiled.optimizers[0].param_groups[0]["fused"]  # it stepped fused
+    saved = torch.load(tmp_path / "1/last.ckpt", weights_only=False)["optimizer_states"][0]["param_groups"][0]
+    assert not saved["fused"] and saved["foreach"] is None  # SGD as built: torch picks its kernel
+    assert not fit(2, [], tmp_path / "1/last.ckpt").optimizers[0].param_groups[0]["fused"]
+    assert fit(3, [CompiledStep(backend="aot_eager")], tmp_path / "1/last.ckpt").optimizers[0].param_groups[0]["fused"]
+
+
 def test_the_non_finite_stop_fires_in_a_compiled_step() -> None:
     torch.manual_seed(0)
     task = Classifier(SmallCNN(widths=(8, 16), num_classes=10), optimizer=functools.partial(SGD, lr=1e6))

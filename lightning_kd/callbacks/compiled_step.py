@@ -17,6 +17,10 @@ from lightning_kd.optim import use_fused_step
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
+BUILT_KERNELS = "_lightning_kd_built_kernels"
+"""Where a fused optimizer keeps its param groups' ``fused`` and ``foreach`` as built: ``[(fused, foreach), ...]``."""
+
+
 class CompiledStep(Callback):
     """Compile every training step's forward and losses with ``torch.compile``, for any method.
 
@@ -113,7 +117,22 @@ class CompiledStep(Callback):
 
     def _fuse(self, trainer: pl.Trainer) -> bool:
         unfused = [optimizer for optimizer in trainer.optimizers if not optimizer.defaults.get("fused")]
-        return self.fuse_optimizer and all(use_fused_step(optimizer) for optimizer in unfused)
+        if not self.fuse_optimizer:
+            return False
+        for optimizer in unfused:  # how each was built, kept on it for its checkpoints (on_save_checkpoint)
+            optimizer.__dict__[BUILT_KERNELS] = [(group.get("fused"), group.get("foreach"))
+                                                 for group in optimizer.param_groups]
+        return all(use_fused_step(optimizer) for optimizer in unfused)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        # the optimizers as they were built: the fused kernel is this callback's choice, so a resume without it steps
+        # as the run was configured (and one with it fuses again)
+        for optimizer, state in zip(trainer.optimizers, checkpoint.get("optimizer_states", []), strict=False):
+            built = optimizer.__dict__.get(BUILT_KERNELS)
+            for group, (fused, foreach) in zip(state["param_groups"], built or [], strict=False):  # (groups added
+                # after fusing keep their flags)
+                group["fused"], group["foreach"] = fused, foreach
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
