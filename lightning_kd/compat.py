@@ -168,13 +168,14 @@ def fused_kernel_devices() -> set[str]:
     return set(_get_fused_kernels_supported_devices())
 
 
-def mark_fused(optimizer: torch.optim.Optimizer) -> None:
+def mark_fused(optimizer: torch.optim.Optimizer, unscales: bool = True) -> None:
     """Make a built optimizer step with its fused kernel, as ``fused=True`` at construction would have (the
-    constructor also sets a private flag that lets a gradient scaler hand it unscaling)."""
+    constructor also sets a private flag that lets a gradient scaler hand it unscaling; ``unscales=False`` leaves
+    the unscaling to the scaler, before the step, for whatever must read the true gradients first: clipping)."""
     optimizer.defaults.update(fused=True, foreach=False)
     for group in optimizer.param_groups:
         group.update(fused=True, foreach=False)
-    optimizer._step_supports_amp_scaling = True
+    optimizer._step_supports_amp_scaling = unscales
 
 
 def inductor_options(mode: str, **settings: Any) -> dict[str, Any]:

@@ -159,12 +159,14 @@ def build_optimization(
     return {"optimizer": opt, "lr_scheduler": schedule}
 
 
-def use_fused_step(optimizer: torch.optim.Optimizer) -> bool:
+def use_fused_step(optimizer: torch.optim.Optimizer, unscales: bool = True) -> bool:
     """Switch ``optimizer`` to torch's fused kernel (one kernel for every parameter's update) where it has one.
 
     SGD, Adam and AdamW have one on CPUs and GPUs (``fused=True``); its arithmetic is the same as the per-tensor
     loop's, in another order of operations. Returns whether the optimizer now steps fused; an optimizer without a
-    fused kernel, or with parameters on a device or in a type the kernel lacks, is left as it is.
+    fused kernel, or with parameters on a device or in a type the kernel lacks, is left as it is. With a gradient
+    scaler (``16-mixed``) the kernel also unscales the gradients, unless ``unscales`` is ``False``: then the scaler
+    unscales them before the step, as gradient clipping needs.
 
     Example:
         >>> opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
@@ -180,7 +182,7 @@ def use_fused_step(optimizer: torch.optim.Optimizer) -> bool:
     if not all(p.device.type in devices and p.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
                for p in parameters):
         return False
-    mark_fused(optimizer)
+    mark_fused(optimizer, unscales)
     for parameter in parameters:  # Adam keeps its step count on the host unless fused; the kernel reads the device
         step = optimizer.state.get(parameter, {}).get("step")
         if isinstance(step, Tensor) and step.device != parameter.device:

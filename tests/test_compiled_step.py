@@ -80,6 +80,24 @@ def test_random_numbers_in_a_compiled_step_are_the_eager_steps_unless_told_other
     assert fit([CompiledStep(eager_random=False)]) != pytest.approx(eager, rel=1e-2)
 
 
+@pytest.mark.parametrize("clip", [None, 0.5])
+def test_under_a_gradient_scaler_the_fused_step_trains_as_the_eager_one_with_or_without_clipping(clip) -> None:
+    """16-mixed (a gradient scaler): the fused kernel unscales the gradients itself, unless they are clipped, which
+    reads them unscaled before the step (Lightning refused to clip for an optimizer that unscales)."""
+    def fit(callbacks: list[Any]) -> list[float]:
+        torch.manual_seed(0)
+        task = Classifier(SmallCNN(widths=(8, 16), num_classes=10), lr_scheduler="none")
+        losses = StepLosses()
+        trainer = cpu_trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=0, precision="16-mixed",
+                              gradient_clip_val=clip, callbacks=[losses, *callbacks])
+        trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+        return losses.losses
+
+    eager = fit([])
+    compiled = CompiledStep(backend="aot_eager")
+    assert fit([compiled]) == pytest.approx(eager, rel=1e-3) and compiled.fused
+
+
 def test_a_checkpoint_of_a_compiled_run_keeps_the_optimizer_as_built(tmp_path: Path) -> None:
     """The fused kernel is CompiledStep's: a checkpoint records the optimizer as configured, so an eager resume
     steps unfused, and a compiled resume fuses again."""

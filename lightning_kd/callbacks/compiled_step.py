@@ -122,7 +122,9 @@ class CompiledStep(Callback):
         for optimizer in unfused:  # how each was built, kept on it for its checkpoints (on_save_checkpoint)
             optimizer.__dict__[BUILT_KERNELS] = [(group.get("fused"), group.get("foreach"))
                                                  for group in optimizer.param_groups]
-        return all(use_fused_step(optimizer) for optimizer in unfused)
+        # clipping reads the gradients unscaled, before the step: under 16-mixed the scaler unscales them first
+        unscales = not trainer.gradient_clip_val
+        return all(use_fused_step(optimizer, unscales) for optimizer in unfused)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
