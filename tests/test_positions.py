@@ -95,6 +95,29 @@ def test_a_loss_over_sequences_is_the_loss_over_their_valid_positions(name: str)
     assert torch.count_nonzero(gradient[~valid]) == 0  # the ignored positions: no gradient at all
 
 
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_half_precision_logits_are_computed_on_in_float32(name: str) -> None:
+    """A mixed-precision forward's logits (bf16): the loss of exactly those values, as float64 gives it, to float32's
+    precision; computed in bf16, the softmaxes' rounding put the KD terms percents off."""
+    torch.manual_seed(0)
+    student = (torch.randn(B, T, V) * 0.3).bfloat16().requires_grad_()
+    teacher = (torch.randn(B, T, V) * 0.3).bfloat16()
+    targets = torch.randint(0, V, (B, T))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = CASES[name](student, teacher, targets)
+    zs, zt = student.detach(), teacher
+    # the reference gets what the loss got: a case that prepares its inputs (in bf16) prepares them first
+    prepared = {"soft_cross_entropy": lambda: losses.soft_cross_entropy(zs.double(), zt.softmax(-1).double()),
+                "cwtm_weights": lambda: losses.cwtm_weights((zt + zs).double())}
+    exact = prepared[name]() if name in prepared else CASES[name](zs.double(), zt.double(), targets)
+    for got, want in zip(*(o.values() if isinstance(o, dict) else [o] for o in (half, exact)), strict=True):
+        assert got.dtype in (torch.float32, torch.float64)  # (AE-KD's weights come from a float64 solver)
+        torch.testing.assert_close(got.double(), want.double(), rtol=1e-5, atol=1e-6)
+    if _scalar(half).requires_grad:
+        (gradient,) = torch.autograd.grad(_scalar(half), student)
+        assert gradient.dtype == torch.bfloat16 and bool(gradient.isfinite().all())
+
+
 def test_classifier_batches_pass_through_untouched() -> None:
     logits, targets = torch.randn(5, 4), torch.randint(0, 4, (5,))
     flat_logits, flat_targets = flatten_positions(logits, targets)

@@ -57,7 +57,7 @@ from torch import Tensor, nn
 from lightning_kd.errors import Refusal
 from lightning_kd.losses.kd import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from lightning_kd.losses.label_smoothing import LabelSmoothing
-from lightning_kd.losses.positions import per_position
+from lightning_kd.losses.positions import in_float32, per_position
 from lightning_kd.losses.validation import LossOutput, check_alpha, check_choice, check_same_shape, check_temperature
 from lightning_kd.models.ensemble import check_mixture_weights
 
@@ -101,11 +101,6 @@ def _stack(teacher_logits: Sequence[Tensor] | Tensor, student_logits: Tensor | N
     return stacked.detach()
 
 
-def _wide(logits: Tensor) -> Tensor:
-    """Half-precision logits in float32 for the weights; float32 and float64 as they are."""
-    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
-
-
 def _normalise_complements(scores: Tensor) -> Tensor:
     """``(1 - s_ik) / (K - 1)`` for scores ``s`` that sum to 1 over teachers; 1 with a single teacher."""
     count = scores.shape[1]
@@ -144,7 +139,7 @@ def entropy_weights(teacher_logits: Sequence[Tensor] | Tensor) -> Tensor:
         tensor([[0.9980, 0.0020]])
     """
     stacked = _stack(teacher_logits)
-    log_p = F.log_softmax(_wide(stacked), dim=2)
+    log_p = F.log_softmax(in_float32(stacked), dim=2)
     entropy = -(log_p.exp() * log_p).sum(dim=2).T  # (B, K)
     total = entropy.sum(dim=1, keepdim=True)
     shares = torch.where(total > 0, entropy / total.clamp_min(torch.finfo(entropy.dtype).tiny),
@@ -161,7 +156,7 @@ def confidence_weights(teacher_logits: Sequence[Tensor] | Tensor, targets: Tenso
         tensor([[0.9930, 0.0070]])
     """
     stacked = _stack(teacher_logits)
-    losses = torch.stack([F.cross_entropy(_wide(z), targets, reduction="none") for z in stacked], dim=1)  # (B, K)
+    losses = torch.stack([F.cross_entropy(in_float32(z), targets, reduction="none") for z in stacked], dim=1)  # (B, K)
     return _normalise_complements(F.softmax(losses, dim=1))
 
 
