@@ -81,14 +81,15 @@ def test_random_numbers_in_a_compiled_step_are_the_eager_steps_unless_told_other
 
 
 @pytest.mark.parametrize("clip", [None, 0.5])
-def test_under_a_gradient_scaler_the_fused_step_trains_as_the_eager_one_with_or_without_clipping(clip) -> None:
-    """16-mixed (a gradient scaler): the fused kernel unscales the gradients itself, unless they are clipped, which
-    reads them unscaled before the step (Lightning refused to clip for an optimizer that unscales)."""
+def test_under_mixed_precision_the_fused_step_trains_as_the_eager_one_with_or_without_clipping(clip) -> None:
+    """Mixed precision: the fused kernel is marked to unscale the gradients itself (a 16-mixed scaler hands it the
+    scale), unless they are clipped, which reads them unscaled before the step; Lightning refuses to clip for an
+    optimizer so marked. (On a CPU Lightning runs 16-mixed as bf16-mixed, without a scaler.)"""
     def fit(callbacks: list[Any]) -> list[float]:
         torch.manual_seed(0)
         task = Classifier(SmallCNN(widths=(8, 16), num_classes=10), lr_scheduler="none")
         losses = StepLosses()
-        trainer = cpu_trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=0, precision="16-mixed",
+        trainer = cpu_trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=0, precision="bf16-mixed",
                               gradient_clip_val=clip, callbacks=[losses, *callbacks])
         trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
         return losses.losses
