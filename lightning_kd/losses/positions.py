@@ -15,7 +15,7 @@ samples and the ignored ones dropped before the loss runs, so
   rounded to bf16's 8 bits, then a log-ratio of two nearly equal distributions, had put a KD term of near-uniform
   outputs 66% off its value on the same logits (the gradient flows back to the half-precision logits as usual).
 
-``(B, C)`` logits with ``(B,)`` targets pass through untouched (no copy, no synchronisation).
+``(B, C)`` logits (float32 or float64) with ``(B,)`` targets pass through untouched (no copy, no synchronisation).
 """
 
 from __future__ import annotations
