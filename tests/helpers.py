@@ -28,6 +28,16 @@ def cpu_trainer(**kwargs: Any) -> Trainer:
     return Trainer(**defaults)
 
 
+class StepLosses(Callback):
+    """Each training step's loss, as the step returned it."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
 def record_term(task: Any, term: str) -> list[float]:
     """The values of ``term`` (a part of the task's training losses) at each training step, appended as it trains."""
     seen: list[float] = []

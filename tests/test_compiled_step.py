@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import torch
-from pytorch_lightning import Callback
 from torch._dynamo.utils import counters
 
 from lightning_kd import Classifier, DeepMutualLearning, VanillaKD
@@ -19,17 +18,7 @@ from lightning_kd.errors import NonFiniteLossError, Refusal
 from lightning_kd.models import MLP, SmallCNN
 from lightning_kd.optim import SGD
 from tests.conftest import CONFIGS, write_fashion
-from tests.helpers import cpu_trainer
-
-
-class StepLosses(Callback):
-    """Each training step's loss, as the step returned it."""
-
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.losses.append(float(outputs["loss"]))
+from tests.helpers import StepLosses, cpu_trainer
 
 
 def distil(callbacks: list[Any], teacher: torch.nn.Module, drop_last: bool = False) -> tuple[list[float], Any]:

@@ -39,7 +39,7 @@ from lightning_kd.data import DigitsDataModule
 from lightning_kd.models import MLP, MultiExitNetwork, SmallCNN
 from lightning_kd.tasks.base import BaseTask
 from lightning_kd.tasks.distillation import DistillationTask
-from tests.helpers import cpu_trainer
+from tests.helpers import StepLosses, cpu_trainer
 
 
 def _factor_transfer() -> dict[str, Any]:
@@ -212,14 +212,6 @@ def test_task_contract(task_class: type[BaseTask], tmp_path: Path) -> None:
     torch.testing.assert_close(handed_on.eval()(x), task.network(x))
     student = VanillaKD(MLP(hidden_sizes=(8,), num_classes=10), handed_on, teacher_ckpt=None)
     torch.testing.assert_close(student.teacher(x), task.network(x))
-
-
-class StepLosses(Callback):
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
 
 
 def test_every_task_trains_the_same_through_the_compiled_step(task_class: type[BaseTask]) -> None:
