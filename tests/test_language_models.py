@@ -223,8 +223,17 @@ def test_perplexity_is_exp_of_the_total_nll_over_the_total_tokens(corpus: Path) 
     assert result["val/loss"] == pytest.approx(math.log(expected), rel=1e-5)
 
 
+def _shared_corpus(folder: Path) -> Path:
+    """The tiny corpus in ``folder``, written by rank 0 while the other waits: both ranks writing the same files
+    at once let one read a test split the other had just truncated ("the test split is empty", seen in CI)."""
+    if torch.distributed.get_rank() == 0:
+        write_tiny_corpus(folder / "corpus")
+    torch.distributed.barrier()
+    return folder / "corpus"
+
+
 def _perplexity_under_ddp(folder: Path) -> None:
-    module = TextDataModule(write_tiny_corpus(folder / "corpus"), batch_size=2, eval_batch_size=2, bptt=4)
+    module = TextDataModule(_shared_corpus(folder), batch_size=2, eval_batch_size=2, bptt=4)
     module.setup()  # 2 streams per process, 4 in all
     torch.manual_seed(0)
     task = Classifier(Bigram(module.num_classes))
@@ -330,7 +339,7 @@ class ServedTokensReport(ServedTokens):
 def _token_cache_under_ddp(folder: Path) -> None:
     from lightning_kd.callbacks import TeacherOutputCache
 
-    module = TextDataModule(write_tiny_corpus(folder / "corpus"), batch_size=2, eval_batch_size=2, bptt=5)
+    module = TextDataModule(_shared_corpus(folder), batch_size=2, eval_batch_size=2, bptt=5)
     task = VanillaKD(tiny_lstm(21, seed=1), teacher=tiny_lstm(21))  # 2 streams per process, 4 in all
     cpu_trainer(devices=2, strategy="ddp", max_epochs=2, limit_val_batches=0,
                 callbacks=[TeacherOutputCache(), ServedTokensReport(folder)]).fit(task, datamodule=module)
