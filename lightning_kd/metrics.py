@@ -52,6 +52,10 @@ class EpochSums:
         >>> sums.add({"ce": torch.tensor(4.0)}, batch_size=1, counts={"acc": torch.tensor(1.0)})
         >>> sums.means()
         {'ce': tensor(2.), 'acc': tensor(0.6667)}
+        >>> sums.add({"ce": torch.ones(1)}, batch_size=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: the values logged per batch must be 0-dim tensors, got the shapes {'ce': (1,)}: reduce each loss to one number (its .mean() or .sum()) before a task returns it
     """
 
     def __init__(self, epoch: int | None = None) -> None:
@@ -65,8 +69,15 @@ class EpochSums:
         over the batch, such as correct predictions; their means are per sample)."""
         counts = counts or {}
         key = ((*values, *counts), len(counts))
-        # one kernel however many values (each a scalar: a view of one element, no copy of its own)
-        stacked = torch.cat([value.reshape(1) for value in (*values.values(), *counts.values())]).detach()
+        # one kernel however many values (torch.stack of 0-dim scalars costs half what reshapes and a cat do)
+        try:
+            stacked = torch.stack([*values.values(), *counts.values()]).detach()
+        except RuntimeError:  # scalars of other shapes: named below
+            stacked = None
+        if stacked is None or stacked.ndim != 1:
+            shapes = {name: tuple(value.shape) for name, value in {**values, **counts}.items()}
+            raise ValueError(f"the values logged per batch must be 0-dim tensors, got the shapes {shapes}: reduce "
+                             "each loss to one number (its .mean() or .sum()) before a task returns it")
         kept = self.batches.get(key)
         if kept is None:
             kept = self.batches[key] = ([], [])

@@ -55,6 +55,33 @@ def test_lightning_default_epoch_budget() -> None:
     assert seen == [compat.LIGHTNING_DEFAULT_MAX_EPOCHS]
 
 
+def test_lightning_still_names_its_hooks_and_a_task_stores_the_name_plainly(monkeypatch) -> None:
+    # Lightning still sets _current_fx_name around the hooks it calls (self.log reads it); a task stores it past
+    # nn.Module.__setattr__ (PlainHookName), which must see none of those writes, yet still registers submodules
+    seen: list[str] = []
+    module_setattr = nn.Module.__setattr__
+
+    def counting(self: nn.Module, name: str, value: object) -> None:
+        seen.append(name)
+        module_setattr(self, name, value)
+
+    monkeypatch.setattr(nn.Module, "__setattr__", counting)
+    names: list[str | None] = []
+
+    class Recording(Classifier):
+        def on_train_batch_start(self, batch, batch_idx) -> None:
+            names.append(self._current_fx_name)
+
+    task = Recording(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), lr_scheduler="none")
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_train_batches=2,
+                         limit_val_batches=0, max_epochs=1, enable_model_summary=False)
+    trainer.fit(task, datamodule=DigitsDataModule())
+    assert names == ["on_train_batch_start"] * 2
+    assert "_current_fx_name" not in seen
+    task.extra = nn.Linear(2, 2)
+    assert "extra" in task._modules and "extra" in seen
+
+
 def test_hook_count_sees_hooks() -> None:
     layer = nn.Linear(2, 2)
     handle = layer.register_forward_hook(lambda *args: None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -9,9 +10,23 @@ from lightning_kd.losses.positions import per_position
 from lightning_kd.losses.validation import check_same_shape, check_temperature
 
 __all__ = [
+    "alpha_mix",
     "soft_cross_entropy",
     "soft_target_kl",
 ]
+
+
+def alpha_mix(label_term: Tensor, distillation_term: Tensor, alpha: float) -> Tensor:
+    """``(1 - alpha) * label_term + alpha * distillation_term`` as one operation (``torch.lerp``), so one kernel
+    and one backward node a step instead of three.
+
+    Example:
+        >>> import torch
+        >>> ce, kd = torch.tensor(2.0), torch.tensor(6.0)
+        >>> float(alpha_mix(ce, kd, 0.25)), 0.75 * 2.0 + 0.25 * 6.0
+        (3.0, 3.0)
+    """
+    return torch.lerp(label_term, distillation_term, alpha)
 
 
 @per_position

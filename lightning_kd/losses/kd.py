@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lightning_kd.losses.divergences import soft_target_kl
+from lightning_kd.losses.divergences import alpha_mix, soft_target_kl
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.positions import per_position
 from lightning_kd.losses.validation import LossOutput, check_alpha, check_temperature
@@ -54,7 +54,7 @@ def hinton_kd_loss(
     check_alpha(alpha)
     ce = (label_smoothing or LabelSmoothing())(student_logits, targets)
     kd = soft_target_kl(student_logits, teacher_logits, temperature)
-    return {"loss": (1 - alpha) * ce + alpha * kd, "ce": ce, "kd": kd}
+    return {"loss": alpha_mix(ce, kd, alpha), "ce": ce, "kd": kd}
 
 
 class HintonKDLoss(nn.Module):

@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_kd.errors import Refusal
+from lightning_kd.losses.divergences import alpha_mix
 from lightning_kd.losses.kd import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.positions import in_float32, per_position
@@ -358,7 +359,7 @@ def multi_teacher_kd_loss(
         kd = (weights.T * per_teacher).sum(dim=0).mean()
     kd = kd * temperature**2
     ce = (label_smoothing or LabelSmoothing())(student_logits, targets)
-    return {"loss": (1 - alpha) * ce + alpha * kd, "ce": ce, "kd": kd}
+    return {"loss": alpha_mix(ce, kd, alpha), "ce": ce, "kd": kd}
 
 
 class MultiTeacherKDLoss(nn.Module):
@@ -414,7 +415,7 @@ class MultiTeacherKDLoss(nn.Module):
             parts = multi_teacher_kd_loss(student_logits, teacher_logits, targets, weights, self.reduction, 0.5,
                                           self.temperature, self.label_smoothing)
             kd = parts["kd"] * scale
-            return {"loss": (1 - self.alpha) * parts["ce"] + self.alpha * kd, "ce": parts["ce"], "kd": kd}
+            return {"loss": alpha_mix(parts["ce"], kd, self.alpha), "ce": parts["ce"], "kd": kd}
         return multi_teacher_kd_loss(student_logits, teacher_logits, targets, weights, self.reduction, self.alpha,
                                      self.temperature, self.label_smoothing)
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_kd.errors import Refusal
+from lightning_kd.losses.divergences import alpha_mix
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.positions import per_position
 from lightning_kd.losses.validation import LossOutput, check_alpha, check_choice, check_temperature
@@ -152,7 +153,7 @@ def tf_kd_reg_loss(
     else:
         # exactly the authors' nn.KLDivLoss() on unscaled logits: its default reduction 'mean' divides by B * C
         reg = F.kl_div(F.log_softmax(student_logits, dim=1), target, reduction="sum") / target.numel() * multiplier
-    return {"loss": (1 - alpha) * ce + alpha * reg, "ce": ce, "reg": reg}
+    return {"loss": alpha_mix(ce, reg, alpha), "ce": ce, "reg": reg}
 
 
 def _check_multiplier(mode: str, multiplier: float | None) -> float:

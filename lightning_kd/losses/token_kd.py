@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_kd.errors import Refusal
+from lightning_kd.losses.divergences import alpha_mix
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.positions import per_position
 from lightning_kd.losses.validation import (
@@ -138,7 +139,7 @@ def token_kd_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tenso
     check_alpha(alpha)
     kd = token_divergence(divergence, student_logits, teacher_logits, beta, temperature)
     ce = (label_smoothing or LabelSmoothing())(student_logits, targets)
-    return {"loss": (1 - alpha) * ce + alpha * kd, "ce": ce, "kd": kd}
+    return {"loss": alpha_mix(ce, kd, alpha), "ce": ce, "kd": kd}
 
 
 class TokenKDLoss(nn.Module):

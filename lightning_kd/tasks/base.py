@@ -22,7 +22,7 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_kd.checkpoints import CHECKPOINT_KEY, data_identity, keep_plain, objects_among, task_record
-from lightning_kd.compat import IgnoredByDDP, attached_trainer, hyperparameters_given_by_cli
+from lightning_kd.compat import IgnoredByDDP, PlainHookName, attached_trainer, hyperparameters_given_by_cli
 from lightning_kd.console import restore_warning, silence_eval_mode_warning
 from lightning_kd.data.base import Batch, data_sizes
 from lightning_kd.errors import NonFiniteLossError, Refusal
@@ -41,8 +41,8 @@ from lightning_kd.training_log import TrainingLog
 __all__ = ["BaseTask", "NonFiniteLossError", "join_variants"]
 
 
-class BaseTask(EvaluationSteps, FiniteChecks, ResumeChecks, StreamHooks, IgnoredByDDP, LightningModule,
-               metaclass=ABCMeta):
+class BaseTask(EvaluationSteps, FiniteChecks, ResumeChecks, StreamHooks, IgnoredByDDP, PlainHookName,
+               LightningModule, metaclass=ABCMeta):
     """Base of every method: networks by role, losses, metrics, optimisation, checkpoints and logging.
 
     Subclasses implement :meth:`configure_models`, :meth:`trained_networks` and
