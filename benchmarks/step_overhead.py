@@ -21,7 +21,7 @@ against the back-to-back loop, ``over_fed_bare_ms`` against the fed one.
 
 Writes ``benchmarks/results/step_overhead.json``.
 
-    python benchmarks/step_overhead.py --rounds 3
+    python benchmarks/step_overhead.py --batches 200 --rounds 7 --runs 3
 """
 
 from __future__ import annotations
@@ -151,6 +151,7 @@ class Runs:
             steps += 1
         return seconds / steps * 1000
 
+
 VARIANTS = {
     "Lightning: minimal module": lambda r: r.lightning("minimal"),
     "Lightning: minimal module, manual optimization": lambda r: r.lightning("manual"),
@@ -167,50 +168,64 @@ VARIANTS = {
 }
 
 
+PAIRS = {"Lightning: minimal module": "bare loop: student alone",
+         "Lightning: minimal module, manual optimization": "bare loop: student alone",
+         "Lightning: student alone": "bare loop: student alone",
+         "Lightning: student alone, no training log": "bare loop: student alone",
+         "Lightning: student alone, no finite checks": "bare loop: student alone",
+         "Lightning: online KD": "bare loop: online KD", "Lightning: cached KD": "bare loop: cached KD"}
+"""Each Lightning row and the bare loop doing the same work, batches made before the epoch (run back to back)."""
+FED_PAIRS = {"Lightning: minimal module": "bare loop fed by the loader: student alone",
+             "Lightning: student alone": "bare loop fed by the loader: student alone",
+             "Lightning: cached KD": "bare loop fed by the loader: cached KD"}
+"""The same against the bare loop fed as the Lightning rows are (loader and augmentation between the steps)."""
+
+
+def over(times: dict[str, list[float]], pairs: dict[str, str]) -> dict[str, float]:
+    """Each Lightning row minus its bare loop, round by round (both ran in that round), median over the rounds."""
+    return {name: statistics.median(a - b for a, b in zip(times[name], times[bare], strict=True))
+            for name, bare in pairs.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=1, help="runs of --rounds rounds each, one after another")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     skip_cifar_checksums()
     started = time.time()
-    with tempfile.TemporaryDirectory() as folder:
-        write_cifar100(Path(folder), 64 * args.batches)
-        runs = Runs(Path(folder), args.batches)
-        times = interleave(VARIANTS, runs, args.rounds)
-    rows = {name: {"median_ms": statistics.median(values), "ms": values} for name, values in times.items()}
-    # each Lightning row against the bare loop doing the same work, round by round (both ran in that round)
-    pairs = {"Lightning: minimal module": "bare loop: student alone",
-             "Lightning: minimal module, manual optimization": "bare loop: student alone",
-             "Lightning: student alone": "bare loop: student alone",
-             "Lightning: student alone, no training log": "bare loop: student alone",
-             "Lightning: student alone, no finite checks": "bare loop: student alone",
-             "Lightning: online KD": "bare loop: online KD", "Lightning: cached KD": "bare loop: cached KD"}
-    over_bare = {name: statistics.median(a - b for a, b in zip(times[name], times[bare], strict=True))
-                 for name, bare in pairs.items()}
-    # the same, against the bare loop fed as the Lightning rows are (loader and augmentation between the steps)
-    fed_pairs = {"Lightning: minimal module": "bare loop fed by the loader: student alone",
-                 "Lightning: student alone": "bare loop fed by the loader: student alone",
-                 "Lightning: cached KD": "bare loop fed by the loader: cached KD"}
-    over_fed = {name: statistics.median(a - b for a, b in zip(times[name], times[bare], strict=True))
-                for name, bare in fed_pairs.items()}
+    runs = []
+    for run in range(args.runs):
+        print(f"run {run + 1} of {args.runs}", flush=True)
+        with tempfile.TemporaryDirectory() as folder:
+            write_cifar100(Path(folder), 64 * args.batches)
+            times = interleave(VARIANTS, Runs(Path(folder), args.batches), args.rounds)
+        runs.append({"rows": {name: {"median_ms": statistics.median(values), "ms": values}
+                              for name, values in times.items()},
+                     "over_bare_ms": over(times, PAIRS), "over_fed_bare_ms": over(times, FED_PAIRS)})
+    # over the runs: the median of their medians
+    rows = {name: statistics.median(run["rows"][name]["median_ms"] for run in runs) for name in VARIANTS}
+    over_bare = {name: statistics.median(run["over_bare_ms"][name] for run in runs) for name in PAIRS}
+    over_fed = {name: statistics.median(run["over_fed_bare_ms"][name] for run in runs) for name in FED_PAIRS}
     print(f"\nmilliseconds per training step (one linear layer, batch 64, CPU, {args.threads} thread(s)), "
-          f"median of {args.rounds} interleaved rounds")
-    for name, row in rows.items():
+          f"median of {args.runs} run(s) of {args.rounds} interleaved rounds")
+    for name, median in rows.items():
         extra = f"   {over_bare[name]:+.2f} over its bare loop" if name in over_bare else ""
         extra += f", {over_fed[name]:+.2f} over it fed by the loader" if name in over_fed else ""
-        print(f"  {name:<48} {row['median_ms']:6.2f}{extra}")
+        print(f"  {name:<48} {median:6.2f}{extra}")
     write_record(REPO / "benchmarks" / "results" / "step_overhead.json",
                  command=f"python benchmarks/step_overhead.py --batches {args.batches} --rounds {args.rounds} "
-                         f"--threads {args.threads}",
-                 metric="milliseconds per training step (median of interleaved rounds); over_bare_ms: each Lightning "
-                        "row minus the bare loop doing the same work in the same round, median over the rounds "
-                        "(batches made before the epoch and run back to back); over_fed_bare_ms: the same against "
-                        "the bare loop fed by the data module's loader, batches read and augmented between the "
-                        "timed steps as the Lightning rows' are",
-                 started=started, rows=rows, over_bare_ms=over_bare, over_fed_bare_ms=over_fed)
+                         f"--runs {args.runs} --threads {args.threads}",
+                 metric="milliseconds per training step; per run, each row's median over its interleaved rounds, "
+                        "over_bare_ms: each Lightning row minus the bare loop doing the same work in the same round, "
+                        "median over the rounds (batches made before the epoch and run back to back), "
+                        "over_fed_bare_ms: the same against the bare loop fed by the data module's loader (batches "
+                        "read and augmented between the timed steps, as the Lightning rows' are); median_ms, "
+                        "over_bare_ms and over_fed_bare_ms at the top: the medians over the runs",
+                 started=started, median_ms=rows, over_bare_ms=over_bare, over_fed_bare_ms=over_fed, runs=runs)
 
 
 if __name__ == "__main__":

@@ -52,10 +52,10 @@ class EpochSums:
         >>> sums.add({"ce": torch.tensor(4.0)}, batch_size=1, counts={"acc": torch.tensor(1.0)})
         >>> sums.means()
         {'ce': tensor(2.), 'acc': tensor(0.6667)}
-        >>> sums.add({"ce": torch.ones(1)}, batch_size=1)
+        >>> sums.add({"ce": torch.ones(1)}, batch_size=1)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: the values logged per batch must be 0-dim tensors, got the shapes {'ce': (1,)}: reduce each loss to one number (its .mean() or .sum()) before a task returns it
+        ValueError: the values logged per batch must be 0-dim tensors, got the shapes {'ce': (1,)}: reduce ...
     """
 
     def __init__(self, epoch: int | None = None) -> None:
