@@ -19,6 +19,7 @@ from torch import Tensor
 from lightning_kd.errors import Refusal
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.layer_pairs import LayerPairsLoss, check_feature_maps, label_term
+from lightning_kd.losses.precision import full_precision
 from lightning_kd.losses.validation import LossOutput, check_positive
 
 __all__ = ["AB_DEFAULTS", "AB_SCALE", "ActivationBoundariesLoss", "ab_loss", "alternative_l2"]
@@ -44,6 +45,7 @@ def alternative_l2(student: Tensor, teacher: Tensor, margin: float = AB_DEFAULTS
     return ((student + margin) ** 2 * wrong_negative + (student - margin) ** 2 * wrong_positive).sum()
 
 
+@full_precision
 def ab_loss(
     student_logits: Tensor,
     targets: Tensor,

@@ -28,6 +28,7 @@ from lightning_kd.losses.layer_pairs import (
     pool_to_common_size,
     summed_over_pairs,
 )
+from lightning_kd.losses.precision import full_precision
 from lightning_kd.losses.validation import LossOutput, check_choice, check_positive
 
 __all__ = ["AT_CONVENTIONS", "AT_DEFAULTS", "ATConvention", "AttentionTransferLoss", "attention_map",
@@ -51,6 +52,7 @@ def attention_map(features: Tensor, p: float = 2.0) -> Tensor:
     return F.normalize(features.pow(p).mean(dim=1).flatten(1), dim=1)
 
 
+@full_precision
 def attention_transfer_loss(
     student_logits: Tensor,
     targets: Tensor,

@@ -25,6 +25,7 @@ from torch import Tensor
 from lightning_kd.errors import Refusal
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.layer_pairs import LayerPairsLoss, label_term, summed_over_pairs
+from lightning_kd.losses.precision import full_precision
 from lightning_kd.losses.validation import LossOutput, check_choice, check_positive
 
 __all__ = ["CC_CONVENTIONS", "CC_DEFAULTS", "CCConvention", "CorrelationCongruenceLoss", "correlation_congruence_loss",
@@ -51,6 +52,7 @@ def taylor_rbf_correlation(embeddings: Tensor, gamma: float, order: int) -> Tens
     return sum(math.exp(-2 * gamma) * (2 * gamma) ** p / math.factorial(p) * similarity**p for p in range(order + 1))
 
 
+@full_precision
 def correlation_congruence_loss(
     student_logits: Tensor,
     targets: Tensor,

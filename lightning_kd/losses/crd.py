@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from lightning_kd.errors import Refusal
 from lightning_kd.losses.divergences import soft_target_kl
 from lightning_kd.losses.label_smoothing import LabelSmoothing
+from lightning_kd.losses.precision import full_precision
 from lightning_kd.losses.validation import LossOutput, check_positive, check_temperature, check_weight
 
 __all__ = ["CRD_DEFAULTS", "CRD_EPS", "ContrastMemory", "check_crd_settings", "check_momentum", "crd_embedding",
@@ -40,6 +41,7 @@ CRD_EPS = 1e-7
 """The authors' ``eps`` in the NCE ratios."""
 
 
+@full_precision
 def nce_loss(scores: Tensor, num_data: int) -> Tensor:
     """The NCE loss of ``(B, 1 + K)`` normalised scores, the positive first, noise ``1 / num_data``.
 
@@ -146,6 +148,7 @@ class ContrastMemory(nn.Module):
                 f"momentum={self.momentum}")
 
 
+@full_precision
 def crd_loss(
     student_logits: Tensor,
     targets: Tensor,

@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 
 from lightning_kd.errors import Refusal
+from lightning_kd.losses.precision import full_precision
 from lightning_kd.losses.validation import check_choice
 
 __all__ = [
@@ -442,6 +443,7 @@ zero: the term would be 0)
     return spec
 
 
+@full_precision
 def feature_distance(name: str, student: Tensor, teacher: Tensor, **options: Any) -> Tensor:
     """The distance ``name`` between two feature batches (see the module's table).
 
@@ -458,6 +460,7 @@ def feature_distance(name: str, student: Tensor, teacher: Tensor, **options: Any
     return spec.function(student, teacher, **options)
 
 
+@full_precision
 def class_conditional_distance(name: str, student: Tensor, student_labels: Tensor, teacher: Tensor,
                                teacher_labels: Tensor, reduction: ClassReduction = "sum",
                                **options: Any) -> tuple[Tensor, int]:

@@ -20,6 +20,7 @@ from lightning_kd.errors import Refusal
 from lightning_kd.losses.distances import CLASS_REDUCTIONS, class_conditional_distance, distance_spec, feature_distance
 from lightning_kd.losses.divergences import soft_target_kl
 from lightning_kd.losses.label_smoothing import LabelSmoothing
+from lightning_kd.losses.precision import full_precision
 from lightning_kd.losses.validation import LossOutput, check_alpha, check_choice, check_temperature, check_weight
 from lightning_kd.models.taps import PENULTIMATE, STAGES
 
@@ -122,6 +123,7 @@ def match_distance(match: FeatureMatch, student: Tensor, teacher: Tensor, target
     return value
 
 
+@full_precision
 def distribution_matching_loss(
     student_logits: Tensor,
     targets: Tensor,

@@ -28,6 +28,7 @@ from lightning_kd.losses.layer_pairs import (
     pool_to_common_size,
     summed_over_pairs,
 )
+from lightning_kd.losses.precision import full_precision
 from lightning_kd.losses.validation import LossOutput, check_choice
 
 __all__ = [
@@ -54,6 +55,7 @@ def normalised_factor(factor: Tensor, convention: FTConvention = "benchmark_code
     return F.normalize(reduced.flatten(1), dim=1)
 
 
+@full_precision
 def factor_transfer_loss(
     student_logits: Tensor,
     targets: Tensor,
@@ -97,6 +99,7 @@ def factor_transfer_loss(
     return label_term(student_logits, targets, ce_weight, label_smoothing, ft=(ft_weight, ft))
 
 
+@full_precision
 def paraphraser_reconstruction_loss(reconstruction: Tensor, teacher_features: Tensor) -> Tensor:
     """The paraphraser's training loss: the mean square error of its reconstruction of the teacher's map.
 

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.layer_pairs import LayerPairsLoss, label_term, summed_over_pairs
+from lightning_kd.losses.precision import full_precision
 from lightning_kd.losses.validation import LossOutput, check_choice
 
 __all__ = ["FITNETS_CONVENTIONS", "FITNETS_DEFAULTS", "FitNetsConvention", "HintLoss", "hint_loss"]
@@ -30,6 +31,7 @@ FITNETS_DEFAULTS = {"hint_weight": 100.0}
 """RepDistiller's and mdistiller's CIFAR-100 weight."""
 
 
+@full_precision
 def hint_loss(
     student_logits: Tensor,
     targets: Tensor,

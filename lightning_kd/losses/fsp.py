@@ -26,6 +26,7 @@ from torch import Tensor
 from lightning_kd.errors import Refusal
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.layer_pairs import LayerPairsLoss, check_feature_maps, label_term, pool_to_common_size
+from lightning_kd.losses.precision import full_precision
 from lightning_kd.losses.validation import LossOutput, check_choice
 
 __all__ = ["FSP_CONVENTIONS", "FSP_DEFAULTS", "FSPConvention", "FSPLoss", "fsp_loss", "fsp_matrices"]
@@ -53,6 +54,7 @@ def fsp_matrices(features: list[Tensor]) -> list[Tensor]:
     return matrices
 
 
+@full_precision
 def fsp_loss(
     student_logits: Tensor,
     targets: Tensor,

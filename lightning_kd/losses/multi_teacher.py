@@ -58,7 +58,8 @@ from lightning_kd.errors import Refusal
 from lightning_kd.losses.divergences import alpha_mix
 from lightning_kd.losses.kd import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from lightning_kd.losses.label_smoothing import LabelSmoothing
-from lightning_kd.losses.positions import in_float32, per_position
+from lightning_kd.losses.positions import per_position
+from lightning_kd.losses.precision import in_float32
 from lightning_kd.losses.validation import LossOutput, check_alpha, check_choice, check_same_shape, check_temperature
 from lightning_kd.models.ensemble import check_mixture_weights
 

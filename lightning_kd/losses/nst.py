@@ -24,6 +24,7 @@ from lightning_kd.losses.layer_pairs import (
     pool_to_common_size,
     summed_over_pairs,
 )
+from lightning_kd.losses.precision import full_precision
 from lightning_kd.losses.validation import LossOutput
 
 __all__ = ["NST_DEFAULTS", "NSTLoss", "nst_loss", "polynomial_mmd"]
@@ -50,6 +51,7 @@ def polynomial_mmd(student: Tensor, teacher: Tensor) -> Tensor:
     return kernel_mean(t, t) + kernel_mean(s, s) - 2 * kernel_mean(s, t)
 
 
+@full_precision
 def nst_loss(
     student_logits: Tensor,
     targets: Tensor,

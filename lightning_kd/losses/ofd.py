@@ -25,6 +25,7 @@ from torch import Tensor
 from lightning_kd.errors import Refusal
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.layer_pairs import check_feature_maps, label_term
+from lightning_kd.losses.precision import full_precision
 from lightning_kd.losses.validation import LossOutput
 
 __all__ = ["OFD_DEFAULTS", "ofd_loss", "ofd_margin", "partial_l2"]
@@ -62,6 +63,7 @@ def partial_l2(student: Tensor, teacher: Tensor, margin: Tensor) -> Tensor:
     return ((student - target) ** 2 * counted).sum() / student.shape[0]
 
 
+@full_precision
 def ofd_loss(
     student_logits: Tensor,
     targets: Tensor,

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.layer_pairs import LayerPairsLoss, label_term, summed_over_pairs
+from lightning_kd.losses.precision import full_precision
 from lightning_kd.losses.validation import LossOutput
 
 __all__ = ["PKT_DEFAULTS", "PKTLoss", "conditional_similarity", "pkt_loss"]
@@ -42,6 +43,7 @@ def conditional_similarity(features: Tensor) -> Tensor:
     return similarity / similarity.sum(dim=1, keepdim=True)
 
 
+@full_precision
 def pkt_loss(
     student_logits: Tensor,
     targets: Tensor,

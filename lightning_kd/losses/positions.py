@@ -11,9 +11,10 @@ samples and the ignored ones dropped before the loss runs, so
   and a batch statistic (CWTM's normalisation, AE-KD's teacher weights) is taken over them;
 * an **ignored** position (target :data:`IGNORE_INDEX`, PyTorch's ``-100``, as for padding) or one
   outside ``mask`` contributes nothing, not even a gradient;
-* half-precision logits (a ``16-mixed`` or ``bf16-mixed`` forward's) are computed on in float32: a softmax
-  rounded to bf16's 8 bits, then a log-ratio of two nearly equal distributions, had put a KD term of near-uniform
-  outputs 66% off its value on the same logits (the gradient flows back to the half-precision logits as usual).
+* half-precision logits (a ``16-mixed`` or ``bf16-mixed`` forward's) are computed on in float32, with autocast
+  off (see :mod:`lightning_kd.losses.precision`): a softmax rounded to bf16's 8 bits, then a log-ratio of two
+  nearly equal distributions, had put a KD term of near-uniform outputs 66% off its value on the same logits (the
+  gradient flows back to the half-precision logits as usual).
 
 ``(B, C)`` logits (float32 or float64) with ``(B,)`` targets pass through untouched (no copy, no synchronisation).
 """
@@ -29,8 +30,9 @@ import torch
 from torch import Tensor
 
 from lightning_kd.errors import Refusal
+from lightning_kd.losses.precision import autocast_off, in_float32
 
-__all__ = ["IGNORE_INDEX", "flatten_positions", "in_float32", "per_position"]
+__all__ = ["IGNORE_INDEX", "flatten_positions", "per_position"]
 
 IGNORE_INDEX = -100
 """The target of a position no loss or metric counts (PyTorch's ``ignore_index`` default)."""
@@ -83,6 +85,10 @@ def per_position(loss: Loss) -> Loss:
     def on_positions(*args: Any, mask: Tensor | None = None, **kwargs: Any) -> Any:
         args = tuple(in_float32(value) for value in args)
         kwargs = {name: in_float32(value) for name, value in kwargs.items()}
+        with autocast_off(*args, *kwargs.values()):
+            return _on_positions(args, kwargs, mask)
+
+    def _on_positions(args: tuple[Any, ...], kwargs: dict[str, Any], mask: Tensor | None) -> Any:
         if mask is None and _samples_only(args, kwargs):  # (B, C) and (B,) tensors: the common case, at no cost
             return loss(*args, **kwargs)
         arguments = signature.bind(*args, **kwargs)
@@ -97,23 +103,6 @@ def per_position(loss: Loss) -> Loss:
 
     on_positions.per_position = True  # type: ignore[attr-defined]  # how tests find every such loss
     return on_positions  # type: ignore[return-value]
-
-
-_HALF_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def in_float32(value: Any) -> Any:
-    """A half-precision tensor (or a list of them: several teachers' logits) as float32; anything else as it is.
-
-    Example:
-        >>> in_float32(torch.ones(2, dtype=torch.bfloat16)).dtype, in_float32(torch.ones(2, dtype=torch.float64)).dtype
-        (torch.float32, torch.float64)
-    """
-    if isinstance(value, Tensor):
-        return value.float() if value.dtype in _HALF_PRECISION else value
-    if isinstance(value, (list, tuple)) and any(isinstance(v, Tensor) and v.dtype in _HALF_PRECISION for v in value):
-        return type(value)(in_float32(v) for v in value)
-    return value
 
 
 def _samples_only(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:

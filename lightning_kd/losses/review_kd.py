@@ -21,6 +21,7 @@ from torch import Tensor
 from lightning_kd.errors import Refusal
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.layer_pairs import check_feature_maps, label_term
+from lightning_kd.losses.precision import full_precision
 from lightning_kd.losses.validation import LossOutput
 
 __all__ = ["REVIEW_CONVENTIONS", "REVIEW_DEFAULTS", "ReviewConvention", "hierarchical_context_loss", "review_kd_loss",
@@ -51,6 +52,7 @@ def review_warmup(epoch: int, warmup_epochs: int, convention: ReviewConvention =
     return min(counted / warmup_epochs, 1.0)
 
 
+@full_precision
 def hierarchical_context_loss(student: Tensor, teacher: Tensor) -> Tensor:
     """HCL of one stage: the mean square error at full resolution and at the pyramid's smaller levels, weighted
     ``1, 1/2, 1/4, ...`` and normalised by their sum (levels not smaller than the student's map are skipped).
@@ -71,6 +73,7 @@ def hierarchical_context_loss(student: Tensor, teacher: Tensor) -> Tensor:
     return loss / total
 
 
+@full_precision
 def review_kd_loss(
     student_logits: Tensor,
     targets: Tensor,

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.layer_pairs import LayerPairsLoss, label_term, summed_over_pairs
+from lightning_kd.losses.precision import full_precision
 from lightning_kd.losses.validation import LossOutput
 
 __all__ = ["RKD_DEFAULTS", "RKDLoss", "pairwise_distances", "rkd_loss", "triplet_angles"]
@@ -62,6 +63,7 @@ def triplet_angles(embeddings: Tensor) -> Tensor:
     return torch.bmm(differences, differences.transpose(1, 2)).flatten()
 
 
+@full_precision
 def rkd_loss(
     student_logits: Tensor,
     targets: Tensor,

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from lightning_kd.errors import Refusal
 from lightning_kd.losses.divergences import soft_cross_entropy, soft_target_kl
 from lightning_kd.losses.label_smoothing import LabelSmoothing
+from lightning_kd.losses.precision import full_precision
 from lightning_kd.losses.validation import LossOutput, check_alpha, check_choice, check_temperature, check_weight
 
 __all__ = [
@@ -143,6 +144,7 @@ def hint_distance(hints: Tensor, target: Tensor, distance: str = "squared") -> T
     return torch.linalg.vector_norm(difference)
 
 
+@full_precision
 def self_distillation_loss(
     exit_logits: Sequence[Tensor],
     targets: Tensor,

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.layer_pairs import LayerPairsLoss, label_term, summed_over_pairs
+from lightning_kd.losses.precision import full_precision
 from lightning_kd.losses.validation import LossOutput
 
 __all__ = ["SP_DEFAULTS", "SimilarityPreservingLoss", "batch_similarity", "similarity_preserving_loss"]
@@ -35,6 +36,7 @@ def batch_similarity(features: Tensor) -> Tensor:
     return F.normalize(flat @ flat.t(), dim=1)
 
 
+@full_precision
 def similarity_preserving_loss(
     student_logits: Tensor,
     targets: Tensor,

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from lightning_kd.errors import Refusal
 from lightning_kd.losses.label_smoothing import LabelSmoothing
 from lightning_kd.losses.layer_pairs import check_feature_maps, label_term, pool_to_common_size
+from lightning_kd.losses.precision import full_precision
 from lightning_kd.losses.validation import LossOutput, check_choice, check_weight
 
 __all__ = [
@@ -51,6 +52,7 @@ def vid_variance(raw: Tensor) -> Tensor:
     return F.softplus(raw) + VID_EPS
 
 
+@full_precision
 def vid_loss(
     student_logits: Tensor,
     targets: Tensor,
