@@ -24,12 +24,24 @@ def spread(values: list[float]) -> dict[str, Any]:
             "values": values}
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s, else the platform's): the machines differ from run to run, and
+    timings of one are not those of another."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{platform.machine()} {line.split(':', 1)[1].strip()}"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def write_record(output: Path, command: str, metric: str, started: float, **results: Any) -> None:
     """Write a benchmark's results with the command, the date and the machine that produced them."""
     record = {
         "command": command,
         "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}, "
+        "machine": f"{cpu_model()}, {os.cpu_count()} CPU cores, {platform.python_version()}, "
                    f"torch {torch.__version__}"
                    + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
         "metric": metric,
