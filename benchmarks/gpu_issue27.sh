@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # The GPU evidence of issue 27 in one run on a lent GPU machine (the `device` tool; docs/speed.rst):
 # the GPU tests (graph-captured step against eager, the non-finite stop, resident data), then the throughput
-# table at batch 64, at batch 256 and on a second pair. Needs the wheels of jsonargparse and torchdistill in .whl/.
+# table at batch 64, at batch 256 and on a second pair. The device's image has torch (2.11 when last seen),
+# pytorch-lightning and torchmetrics but not jsonargparse or torchdistill: fetch their wheels here first, into .whl/
+# (kept out of git and carried; torchdistill 1.1.4, the last that accepts a torch before 2.12):
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux2014_x86_64 -d .whl jsonargparse==4.53.0 docstring-parser==0.18.0 \
+#       typeshed-client==2.15.0 torchdistill==1.1.4
+# then, with the `device` tool: run(command="bash benchmarks/gpu_issue27.sh", carry=[".whl"], timeout_s=600).
 set -uo pipefail
 OUT=${OUT:-/tmp/issue27}
 mkdir -p "$OUT"
