@@ -311,6 +311,11 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], help="leave out the rows whose label starts so, e.g. (e2)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    yardsticks = ("(a) student on labels alone", "(d2) bare PyTorch loop, student alone")
+    skipped = [name for name in yardsticks if any(name.startswith(skip) for skip in args.skip)]
+    if skipped:  # every ratio is to these
+        parser.error(f"--skip {' '.join(args.skip)} leaves out {' and '.join(skipped)}, the rows every ratio is to: "
+                     "skip by a longer prefix, such as '(d)' or '(e)'")
     torch.set_num_threads(args.threads)
     skip_cifar_checksums()
     started = time.time()
@@ -323,23 +328,26 @@ def main() -> None:
                 if not any(name.startswith(skip) for skip in args.skip)}
         times = interleave(runs, variants, args.rounds)
     times = {name: values for name, values in times.items() if name not in failures}
-    base = statistics.median(times["(a) student on labels alone"])
-    bare = statistics.median(times["(d2) bare PyTorch loop, student alone"])
+    # a yardstick that failed leaves its ratios out (None), and the failure is printed below
+    base, bare = (statistics.median(times[name]) if name in times else None for name in yardsticks)
     rows = {}
     for name, values in times.items():
         steps = variants.step_seconds.get(STEP_KEYS.get(name, ""), [])[-args.rounds:]
-        rows[name] = {"median_epoch_seconds": statistics.median(values), "epoch_seconds": values,
-                      "ratio_to_a": statistics.median(values) / base, "ratio_to_d2": statistics.median(values) / bare,
+        median = statistics.median(values)
+        rows[name] = {"median_epoch_seconds": median, "epoch_seconds": values,
+                      "ratio_to_a": median / base if base else None, "ratio_to_d2": median / bare if bare else None,
                       "median_step_seconds": statistics.median(steps) if steps else None}
     cache = {"storage": variants.cache.storage, "fill_seconds": variants.cache.fill_seconds,
              "megabytes": variants.cache.megabytes}
     print(f"\nseconds per epoch ({args.pair}, {args.images} images, batch {args.batch_size}, {args.device}, "
           f"{args.threads} threads), median of {args.rounds} interleaved rounds; the second epoch of each fit")
     print(f"  {'':<52} {'epoch':>7} {'x(a)':>6} {'x(d2)':>6} {'steps':>7}")
+    def cell(value: float | None, width: int) -> str:
+        return f"{value:{width}.2f}" if value is not None else f"{'-':>{width}}"
+
     for name, row in rows.items():
-        step = f"{row['median_step_seconds']:7.2f}" if row["median_step_seconds"] is not None else "      -"
-        print(f"  {name:<52} {row['median_epoch_seconds']:7.2f} {row['ratio_to_a']:6.2f} {row['ratio_to_d2']:6.2f} "
-              f"{step}")
+        print(f"  {name:<52} {row['median_epoch_seconds']:7.2f} {cell(row['ratio_to_a'], 6)} "
+              f"{cell(row['ratio_to_d2'], 6)} {cell(row['median_step_seconds'], 7)}")
     for name, error in failures.items():
         print(f"  {name:<52} FAILED: {error}")
     print(f"  cache ({cache['storage']}): filled in {cache['fill_seconds']:.1f} s, {cache['megabytes']:.1f} MB "
