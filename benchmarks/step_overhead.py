@@ -6,7 +6,9 @@ them, so every millisecond measured here is a millisecond of the GPU step (see `
 rows). Milliseconds per step (median over interleaved rounds) of:
 
   Lightning's floor (a module whose step is its loss alone, optimised automatically and by hand), student alone
-  (``Classifier``; also without its training log and without its non-finite checks, to take the step apart),
+  (``Classifier``; also without its training log and without its non-finite checks, to take the step apart; with
+  Lightning's own callback dispatch instead of the one lightning-kd installs, which skips the hooks that do nothing;
+  and with eight callbacks, as many as the command line's fit has, under both dispatches),
   online KD (``VanillaKD``), cached KD (``TeacherOutputCache``), and the bare loops: student alone, KD with the
   teacher's forward, and KD from teacher logits computed before the epoch (what a cache serves).
 
@@ -36,13 +38,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from cache_throughput import bare_loop_seconds, skip_cifar_checksums, timing_trainer, write_cifar100
-from pytorch_lightning import LightningModule, seed_everything
+from pytorch_lightning import Callback, LightningModule, Trainer, seed_everything
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.trainer import call as lightning_call
 from seed_records import REPO, StepTimer, interleave, write_record
 from torch import Tensor, nn
 
-from lightning_kd import Classifier, VanillaKD
+from lightning_kd import Classifier, VanillaKD, compat
 from lightning_kd.callbacks import TeacherOutputCache
 from lightning_kd.data import CIFAR100DataModule
+
+LEAN_DISPATCH = compat._call_callback_hooks_that_act
+"""The callback dispatch lightning-kd's tasks install: the hooks that do nothing skipped."""
+LIGHTNING_DISPATCH = compat._LIGHTNING_CALL_CALLBACK_HOOKS
+"""Lightning's own: every hook of every callback, each in a profiler context named after the callback."""
 
 
 def linear() -> nn.Module:
@@ -104,18 +113,32 @@ class Runs:
 
     def lightning(self, name: str) -> float:
         timer = StepTimer()
+        callbacks: list[Any] = [timer]
+        if name.startswith("student with callbacks"):  # as many as the command line's fit has
+            callbacks += [ModelCheckpoint(dirpath=tempfile.mkdtemp(), save_last=True)] + [Callback() for _ in range(6)]
+        # Lightning's floor is Lightning as it ships: its own dispatch
+        lightnings = name.endswith("Lightning's dispatch") or name in {"minimal", "manual"}
+        dispatch = LIGHTNING_DISPATCH if lightnings else LEAN_DISPATCH
         if name == "minimal":
             task: Any = Minimal()
         elif name == "manual":
             task = ManualMinimal()
-        elif name in {"student", "student without log", "student without check"}:
-            kind = {"student": Classifier, "student without log": StudentWithoutLog,
-                    "student without check": StudentWithoutCheck}[name]
-            task = kind(linear(), lr_scheduler="none")
+        elif name.startswith("student"):
+            kind = {"student without log": StudentWithoutLog, "student without check": StudentWithoutCheck}
+            task = kind.get(name, Classifier)(linear(), lr_scheduler="none")
         else:
             task = VanillaKD(linear(), self.teacher, lr_scheduler="none")
-        trainer = timing_trainer("cpu", [timer, self.cache] if name == "cached" else [timer])
-        trainer.fit(task, datamodule=self.data)
+        if callbacks[1:]:  # the timing trainer, with checkpoints (into a folder of their own)
+            trainer = Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_progress_bar=False,
+                              enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+                              default_root_dir=tempfile.mkdtemp(), callbacks=callbacks)
+        else:
+            trainer = timing_trainer("cpu", [*callbacks, self.cache] if name == "cached" else callbacks)
+        lightning_call._call_callback_hooks = dispatch
+        try:
+            trainer.fit(task, datamodule=self.data)
+        finally:
+            lightning_call._call_callback_hooks = LEAN_DISPATCH
         return timer.epoch_seconds[0] / trainer.num_training_batches * 1000
 
     def bare(self, kd: bool, cached: bool = False) -> float:
@@ -158,6 +181,10 @@ VARIANTS = {
     "Lightning: student alone": lambda r: r.lightning("student"),
     "Lightning: student alone, no training log": lambda r: r.lightning("student without log"),
     "Lightning: student alone, no finite checks": lambda r: r.lightning("student without check"),
+    "Lightning: student alone, Lightning's dispatch": lambda r: r.lightning("student, Lightning's dispatch"),
+    "Lightning: student alone, eight callbacks": lambda r: r.lightning("student with callbacks"),
+    "Lightning: student alone, eight callbacks, Lightning's dispatch":
+        lambda r: r.lightning("student with callbacks, Lightning's dispatch"),
     "Lightning: online KD": lambda r: r.lightning("online"),
     "Lightning: cached KD": lambda r: r.lightning("cached"),
     "bare loop: student alone": lambda r: r.bare(kd=False),
@@ -173,6 +200,9 @@ PAIRS = {"Lightning: minimal module": "bare loop: student alone",
          "Lightning: student alone": "bare loop: student alone",
          "Lightning: student alone, no training log": "bare loop: student alone",
          "Lightning: student alone, no finite checks": "bare loop: student alone",
+         "Lightning: student alone, Lightning's dispatch": "bare loop: student alone",
+         "Lightning: student alone, eight callbacks": "bare loop: student alone",
+         "Lightning: student alone, eight callbacks, Lightning's dispatch": "bare loop: student alone",
          "Lightning: online KD": "bare loop: online KD", "Lightning: cached KD": "bare loop: cached KD"}
 """Each Lightning row and the bare loop doing the same work, batches made before the epoch (run back to back)."""
 FED_PAIRS = {"Lightning: minimal module": "bare loop fed by the loader: student alone",

@@ -22,7 +22,13 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_kd.checkpoints import CHECKPOINT_KEY, data_identity, keep_plain, objects_among, task_record
-from lightning_kd.compat import IgnoredByDDP, PlainHookName, attached_trainer, hyperparameters_given_by_cli
+from lightning_kd.compat import (
+    IgnoredByDDP,
+    PlainHookName,
+    attached_trainer,
+    hyperparameters_given_by_cli,
+    skip_callback_no_ops,
+)
 from lightning_kd.console import restore_warning, silence_eval_mode_warning
 from lightning_kd.data.base import Batch, data_sizes
 from lightning_kd.errors import NonFiniteLossError, Refusal
@@ -39,6 +45,10 @@ from lightning_kd.tasks.streams import StreamHooks
 from lightning_kd.training_log import TrainingLog
 
 __all__ = ["BaseTask", "NonFiniteLossError", "join_variants"]
+
+# Lightning's trainers skip the callback hooks that do nothing from here on (0.1 ms a step with the command line's
+# callbacks): here rather than in a task's __init__ so that a task unpickled in another process (ddp_spawn) has it too
+skip_callback_no_ops()
 
 
 class BaseTask(EvaluationSteps, FiniteChecks, ResumeChecks, StreamHooks, IgnoredByDDP, PlainHookName,
