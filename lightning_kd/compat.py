@@ -137,11 +137,13 @@ def _call_callback_hooks_that_act(trainer: pl.Trainer, hook_name: str, *args: An
 
 def skip_callback_no_ops() -> bool:
     """Make Lightning's trainers skip the callback hooks that do nothing (see :func:`_call_callback_hooks_that_act`),
-    in every fit of this process from now on; ``False`` when Lightning's dispatcher is not the one this was written
-    against (its parameters differ), which is then left as it is (``tests/test_compat.py`` fails on it).
+    in every fit of this process from now on.
 
-    Importing lightning-kd's tasks calls it. Callbacks see the same calls, in the same order, with the
-    same arguments; a hook patched onto ``Callback`` itself, or onto one callback instance, is called.
+    Importing lightning-kd's tasks calls it; :func:`restore_lightning_callback_dispatch` undoes it. Callbacks see the
+    same calls, in the same order, with the same arguments; a hook patched onto ``Callback`` itself, or onto one
+    callback instance, is called. Returns ``False``, and leaves the dispatcher as it is, when it is not Lightning's
+    own (something else replaced it) or its parameters differ from those this was written against
+    (``tests/test_callback_dispatch.py`` then fails, to have the copy checked against the new Lightning).
 
     Example:
         >>> skip_callback_no_ops()
@@ -155,6 +157,19 @@ def skip_callback_no_ops() -> bool:
         return False
     lightning_call._call_callback_hooks = _call_callback_hooks_that_act
     return True
+
+
+def restore_lightning_callback_dispatch() -> None:
+    """Give Lightning its own callback dispatcher back (undo :func:`skip_callback_no_ops` for this process).
+
+    Example:
+        >>> restore_lightning_callback_dispatch()
+        >>> lightning_call._call_callback_hooks is _LIGHTNING_CALL_CALLBACK_HOOKS
+        True
+        >>> skip_callback_no_ops()
+        True
+    """
+    lightning_call._call_callback_hooks = _LIGHTNING_CALL_CALLBACK_HOOKS
 
 
 def step_metrics_are_written(trainer: pl.Trainer) -> bool:

@@ -90,6 +90,12 @@ def test_importing_the_tasks_makes_lightning_skip_the_hooks_that_do_nothing() ->
                  "monitoring_callbacks is False", "trainer.profiler.profile", "fn(trainer, trainer.lightning_module"):
         assert step in source, f"Lightning's callback dispatcher changed ({step!r}): check compat's copy"
     assert compat.skip_callback_no_ops()  # once is enough: a second call keeps it
+    compat.restore_lightning_callback_dispatch()
+    try:
+        assert lightning_call._call_callback_hooks is original
+    finally:
+        assert compat.skip_callback_no_ops()
+    assert lightning_call._call_callback_hooks is compat._call_callback_hooks_that_act
 
 
 def calls_of_a_fit(monkeypatch: pytest.MonkeyPatch, tmp_path: Any, lean: bool) -> list[tuple[Any, ...]]:
