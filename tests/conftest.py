@@ -3,8 +3,10 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import shutil
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +130,28 @@ def skip_cifar_checksums(monkeypatch: pytest.MonkeyPatch) -> None:
     skip_cifar_checksums_in(monkeypatch)
 
 
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], object]) -> Path:
+    """A folder that ``make`` fills once per test run, by whichever xdist worker asks first (the other waits for it
+    under a lock, then reads it): a shared run of a minute is not made again on every worker.
+
+    (xdist's ``xdist_group`` cannot send the tests that share it to one worker here: with pytest 9 it no longer
+    changes their ids, which is how its scheduler groups them.)
+    """
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # this run's folder, which its workers share (each has its own below it)
+    folder = base / name
+    with FileLock(str(base / f"{name}.lock")):
+        if not (folder / ".made").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what an attempt that failed left
+            folder.mkdir()
+            make(folder)
+            (folder / ".made").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def ddp_pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every DDP scenario marked in this session (``@pytest.mark.ddp``), run once in one pair of processes."""
@@ -137,9 +161,9 @@ def ddp_pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     for item in request.session.items:
         if (marker := item.get_closest_marker("ddp")) is not None:
             scenarios.setdefault(scenario_name(marker.kwargs["scenario"]), marker.kwargs["scenario"])
-    root = tmp_path_factory.mktemp("ddp_pool")
-    run_scenarios(list(scenarios.values()), root)  # type: ignore[arg-type]
-    return root
+    # every worker collects every test, so each names the same scenarios; the first to ask runs them
+    return made_once(tmp_path_factory, "ddp_pool",
+                     lambda root: run_scenarios(list(scenarios.values()), root))  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -150,13 +174,6 @@ def ddp_run(request: pytest.FixtureRequest, ddp_pool: Path) -> Path:
     marker = request.node.get_closest_marker("ddp")
     assert marker is not None, "a test asking for ddp_run marks its scenario: @pytest.mark.ddp(scenario=...)"
     return scenario_folder(marker.kwargs["scenario"], ddp_pool)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests of the shared DDP pool run on one xdist worker: the pool (every marked scenario) starts once."""
-    for item in items:
-        if item.get_closest_marker("ddp") is not None:
-            item.add_marker(pytest.mark.xdist_group("ddp-pool"))
 
 
 @pytest.fixture(autouse=True)

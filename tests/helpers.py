@@ -82,8 +82,18 @@ class SigkillMidEpoch(Callback):
 _FORK_EACH_RUN = r"""
 import json, os, signal, sys
 from lightning_kd.cli import main
-outcomes = []
-for folder, args in json.loads(sys.argv[1]):
+runs, parallel = json.loads(sys.argv[1]), int(sys.argv[2])
+outcomes, running = [""] * len(runs), {}
+
+def reap():
+    pid, status = os.wait()
+    index = running.pop(pid)
+    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    outcomes[index] = "" if killed else f"{runs[index][0]}: ended with status {status}, not by SIGKILL"
+
+for index, (folder, args) in enumerate(runs):
+    if len(running) >= parallel:
+        reap()
     pid = os.fork()
     if pid == 0:
         os.chdir(folder)
@@ -91,20 +101,22 @@ for folder, args in json.loads(sys.argv[1]):
             main(args)
         finally:
             os._exit(3)  # the run ended without its SIGKILL
-    _, status = os.waitpid(pid, 0)
-    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-    outcomes.append("" if killed else f"{folder}: ended with status {status}, not by SIGKILL")
+    running[pid] = index
+while running:
+    reap()
 print(json.dumps(outcomes))
 """
 
 
 def run_each_until_sigkilled(runs: list[tuple[Path, list[str], int]]) -> None:
-    """Runs the CLI with each ``(folder, args, epoch)`` in a process of its own that a real SIGKILL ends at the second
-    batch of ``epoch``; fails unless every one was so killed."""
+    """Runs the CLI with each ``(folder, args, epoch)`` in a process of its own (two at a time) that a real SIGKILL
+    ends at the second batch of ``epoch``; fails unless every one was so killed."""
     payload = json.dumps([[str(folder), [*args, "--trainer.callbacks+=tests.helpers.SigkillMidEpoch",
                                          "--trainer.callbacks.epoch", str(epoch)]] for folder, args, epoch in runs])
-    result = subprocess.run([sys.executable, "-c", _FORK_EACH_RUN, payload], capture_output=True, text=True,
-                            timeout=600, env={**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"})
+    parallel = str(min(2, os.cpu_count() or 1))  # two at a time: each run is one thread, in a folder of its own
+    result = subprocess.run([sys.executable, "-c", _FORK_EACH_RUN, payload, parallel], capture_output=True,
+                            text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"})
     assert result.returncode == 0, result.stderr[-3000:]
     failures = [outcome for outcome in json.loads(result.stdout.strip().splitlines()[-1]) if outcome]
     assert not failures, "\n".join(failures) + result.stderr[-3000:]

@@ -25,7 +25,14 @@ from lightning_kd.catalog import written_from
 from lightning_kd.checkpoints import load_network
 from lightning_kd.cli import KDLightningCLI, main
 from lightning_kd.models import MLP, SmallCNN
-from tests.conftest import CONFIGS, skip_cifar_checksums_in, write_fashion, write_tiny_cifar, write_tiny_corpus
+from tests.conftest import (
+    CONFIGS,
+    made_once,
+    skip_cifar_checksums_in,
+    write_fashion,
+    write_tiny_cifar,
+    write_tiny_corpus,
+)
 from tests.helpers import only_run, run_each_until_sigkilled
 
 
@@ -750,10 +757,11 @@ def _born_again_run(folder: Path) -> list[str]:
 def sigkilled_runs(tmp_path_factory: pytest.TempPathFactory, teacher_runs) -> Path:
     """Every family's run, killed by a real SIGKILL in the second batch of its second epoch (Born-Again: of its
     sixth, in generation 2), one folder each."""
-    root = tmp_path_factory.mktemp("sigkilled")
-    runs = [(root / family, _family_run(root / family, family, teacher_runs)[0], 1) for family in FAMILIES]
-    run_each_until_sigkilled([*runs, (root / "born-again", _born_again_run(root / "born-again"), 5)])
-    return root
+    def kill_every_run(root: Path) -> None:
+        runs = [(root / family, _family_run(root / family, family, teacher_runs)[0], 1) for family in FAMILIES]
+        run_each_until_sigkilled([*runs, (root / "born-again", _born_again_run(root / "born-again"), 5)])
+
+    return made_once(tmp_path_factory, "sigkilled", kill_every_run)  # once for all workers
 
 
 def test_born_again_run_killed_and_resumed_through_the_cli_ends_as_an_uninterrupted_one(
