@@ -8,8 +8,8 @@ task that holds the container.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -38,26 +38,44 @@ class TeacherForward:
     """How the frozen teachers' forward runs (see :class:`~lightning_kd.callbacks.FastTeacher`).
 
     Attributes:
-        precision: ``"32"`` (default), ``"bf16"`` or ``"16"``: the autocast precision of the teachers' forward;
-            their outputs are upcast to fp32 for the losses.
+        precision: The precision of the teachers' forward: ``"bf16"`` or ``"16"`` (autocast to it), ``"32"``
+            (autocast off: fp32 even under a ``bf16-mixed`` or ``16-mixed`` trainer), or ``None`` (default: as the
+            trainer runs, under its autocast if it has one). Their outputs are upcast to fp32 for the losses.
         channels_last: Teachers' weights and inputs in channels-last memory format.
         compile_backend: ``torch.compile`` the teachers with this backend (``"inductor"``; ``None``: eager).
     """
 
-    precision: TeacherPrecision = "32"
+    precision: TeacherPrecision | None = None
     channels_last: bool = False
     compile_backend: str | None = None
 
     def __post_init__(self) -> None:
-        check_choice("teacher precision", self.precision, TEACHER_PRECISIONS)
+        if self.precision is not None:
+            check_choice("teacher precision", self.precision, TEACHER_PRECISIONS)
         if self.compile_backend is not None and self.compile_backend not in torch.compiler.list_backends(
                 exclude_tags=()):  # refused here, not at the first forward
             raise Refusal(f"unknown compile_backend {self.compile_backend!r}; torch.compile's backends: "
                           f"{', '.join(torch.compiler.list_backends())}")
 
-    @property
-    def autocast_dtype(self) -> torch.dtype | None:
-        return {"32": None, "bf16": torch.bfloat16, "16": torch.float16}[self.precision]
+    def autocast(self, device_type: str) -> contextlib.AbstractContextManager[Any]:
+        """The context the teachers' forward runs in on ``device_type``: autocast to the precision, autocast off for
+        ``"32"``, and nothing of its own (the trainer's autocast, if any) for ``None``.
+
+        Example:
+            >>> x = torch.ones(2, 2)
+            >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+            ...     with TeacherForward().autocast("cpu"):
+            ...         as_trainer = (x @ x).dtype
+            ...     with TeacherForward(precision="32").autocast("cpu"):
+            ...         fp32 = (x @ x).dtype
+            >>> as_trainer, fp32
+            (torch.bfloat16, torch.float32)
+        """
+        if self.precision is None:
+            return contextlib.nullcontext()
+        if self.precision == "32":
+            return torch.autocast(device_type, enabled=False)
+        return torch.autocast(device_type, dtype={"bf16": torch.bfloat16, "16": torch.float16}[self.precision])
 
 
 def teacher_role(index: int) -> str:
@@ -143,8 +161,7 @@ class Teachers(nn.ModuleDict):
         results = []
         for role, network in self.items():
             wanted = layers.get(role, ()) if isinstance(layers, Mapping) else layers
-            dtype = settings.autocast_dtype
-            with torch.autocast(x.device.type, dtype=dtype) if dtype is not None else nullcontext():
+            with settings.autocast(x.device.type):
                 if not wanted and role in self._compiled:
                     output = NetworkOutput(self._compiled[role](x))
                 else:

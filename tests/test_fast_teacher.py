@@ -36,6 +36,40 @@ def test_a_bf16_teachers_kd_loss_is_within_tolerance_of_fp32() -> None:
     assert float(loss_fast) == pytest.approx(float(loss_exact), rel=2e-2)
 
 
+def test_fp32_teachers_run_in_fp32_under_the_trainers_autocast_and_by_default_they_run_under_it() -> None:
+    reference, x = _teachers()
+    (exact,) = reference.outputs(x, ["body.2"])  # no autocast anywhere: fp32
+    fp32, _ = _teachers(precision="32")
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what a bf16-mixed trainer's step runs under
+        (under_trainer,), (full,) = reference.outputs(x, ["body.2"]), fp32.outputs(x, ["body.2"])
+    assert torch.equal(full.logits, exact.logits) and torch.equal(full.features["body.2"], exact.features["body.2"])
+    assert not torch.equal(under_trainer.logits, exact.logits)  # the default ran in the trainer's bf16
+    assert torch.allclose(under_trainer.logits, exact.logits, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("fp32", [True, False])
+def test_under_bf16_mixed_fp32_teachers_give_the_losses_their_fp32_outputs(fp32: bool) -> None:
+    from lightning_kd import VanillaKD
+
+    torch.manual_seed(0)
+    task = VanillaKD(MLP(num_classes=10), SmallCNN(widths=(8, 16), num_classes=10))
+    served, outputs = [], task.teachers.outputs
+
+    def recording(x: torch.Tensor, layers=()):
+        result = outputs(x, layers)
+        served.append((x.detach().clone(), result[0].logits))
+        return result
+
+    task.teachers.outputs = recording
+    callbacks = [FastTeacher(precision="32")] if fp32 else []
+    cpu_trainer(callbacks=callbacks, precision="bf16-mixed", limit_train_batches=2, limit_val_batches=0,
+                max_epochs=1).fit(task, DigitsDataModule(batch_size=32))
+    with torch.no_grad():  # the teacher's forward in fp32, outside any autocast
+        exact = [task.teacher(x) for x, _ in served]
+    same = [torch.equal(logits, reference) for (_, logits), reference in zip(served, exact, strict=True)]
+    assert len(same) >= 2 and (all(same) if fp32 else not any(same))
+
+
 @pytest.mark.parametrize("settings", [{"channels_last": True}, {"compile_backend": "eager"},
                                       {"channels_last": True, "compile_backend": "eager"}])
 def test_channels_last_and_compiled_teachers_give_the_same_outputs(settings: dict) -> None:

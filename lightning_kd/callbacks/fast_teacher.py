@@ -26,7 +26,9 @@ class FastTeacher(Callback):
     unless ``allow_emulated`` keeps the precision asked for.
 
     Args:
-        precision: ``"bf16"`` (default), ``"16"`` or ``"32"``.
+        precision: ``"bf16"`` (default), ``"16"`` or ``"32"``. ``"32"`` runs the teachers in fp32 with autocast
+            off, also under a ``bf16-mixed`` or ``16-mixed`` trainer: their features and logits reach the losses
+            in full precision, at fp32's cost (without ``FastTeacher`` they run under the trainer's autocast).
         channels_last: Teachers' weights and inputs in channels-last memory format (faster convolutions
             on GPUs with tensor cores).
         compile_backend: ``torch.compile`` backend for the teachers' logits-only forward (``"inductor"``);
