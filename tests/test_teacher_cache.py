@@ -112,6 +112,41 @@ def test_a_distribution_matching_teachers_features_are_cached_too(tmp_path: Path
     assert any((tmp_path / "cache").glob("teacher-feature-body.2.npy"))
 
 
+class AutocastSpy(torch.nn.Module):
+    """A teacher that records, at each forward, the autocast dtype it runs under on the CPU (``None``: off)."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network, self.seen = network, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return self.network(x)
+
+
+@pytest.mark.parametrize(("precision", "fast", "expected"), [
+    ("bf16-mixed", None, torch.bfloat16),  # as the teacher runs in a bf16-mixed training step
+    ("bf16-mixed", "32", None),  # FastTeacher(precision="32"): fp32 there too
+    ("32-true", None, None),
+])
+def test_the_pre_pass_runs_the_teachers_as_a_training_step_would(tmp_path: Path, precision: str, fast: str | None,
+                                                                 expected: torch.dtype | None) -> None:
+    from lightning_kd.callbacks import FastTeacher
+
+    torch.manual_seed(0)
+    spy = AutocastSpy(SmallCNN(widths=(4, 8), num_classes=10, in_channels=3))
+    task = VanillaKD(MLP(input_shape=(3, 32, 32), hidden_sizes=(16,), num_classes=10), spy)
+    class FromTheFitsStart(Callback):  # the setup's shape check runs the networks once, outside any step
+        def on_fit_start(self, trainer: Trainer, pl_module: VanillaKD) -> None:
+            spy.seen.clear()
+
+    callbacks = [FromTheFitsStart(), TeacherOutputCache(), *([FastTeacher(precision=fast)] if fast else [])]
+    cpu_trainer(max_epochs=1, precision=precision, limit_val_batches=0, callbacks=callbacks).fit(
+        task, datamodule=_cifar(tmp_path))
+    fills = spy.seen  # the pre-pass's forwards: every training batch is then served from the cache
+    assert fills and set(fills) == {expected}
+
+
 # -- the same training -----------------------------------------------------------------------------------
 def _fit(tmp_path: Path, cache: TeacherOutputCache | None, task_factory=_kd) -> list[torch.Tensor]:
     seed_everything(0)

@@ -4,9 +4,9 @@ A frozen teacher's answer for a given input never changes, yet online distillati
 every epoch. :class:`TeacherOutputCache` computes it once per sample and view, in a pre-pass before
 training (eval mode, large batches, no gradient; or, with ``fill: first_use``, online the first time each
 sample and view comes up in training), keeps it in host memory, in the accelerator's memory or in
-memory-mapped files on disk,
-and serves it to every method through :meth:`~lightning_kd.tasks.DistillationTask.teacher_outputs`, by
-``batch["index"]`` and ``batch["view"]``: no method changes.
+memory-mapped files on disk, and serves it to every method through
+:meth:`~lightning_kd.tasks.DistillationTask.teacher_outputs`, by ``batch["index"]`` and ``batch["view"]``: no
+method changes.
 
 It never serves a stale target:
 
@@ -18,6 +18,10 @@ It never serves a stale target:
   on un-augmented images (said in the log and recorded as ``cache/unaugmented_targets``).
 * Only training batches are served (validation and test number their samples in their own splits), and
   a teacher replaced during the fit (a Born-Again promotion) makes the cache fill again before it serves.
+
+The pre-pass runs the teachers in the trainer's precision, as a training step would (under ``bf16-mixed``, in its
+autocast; with :class:`~lightning_kd.callbacks.FastTeacher`, in the precision that sets), so that a cached run is
+served the targets an uncached one computes.
 
 Precision (``precision``), with its error:
 
@@ -284,10 +288,13 @@ class TeacherOutputCache(Callback):
         self.fills += 1
         if self.fill_mode == "first_use":
             return
-        if windows is not None:
-            self._fill_windows(trainer, pl_module, datamodule)
-        else:
-            self._fill_samples(trainer, pl_module, datamodule, dataset, opaque, augmented)
+        # under the trainer's precision (its autocast under bf16-mixed), as the teachers run in a training step: the
+        # cache serves what they would have given there (FastTeacher's precision, if any, applies inside)
+        with trainer.precision_plugin.forward_context():
+            if windows is not None:
+                self._fill_windows(trainer, pl_module, datamodule)
+            else:
+                self._fill_samples(trainer, pl_module, datamodule, dataset, opaque, augmented)
         self._combine(trainer)
         self.filled[:] = True
         self.complete = True
