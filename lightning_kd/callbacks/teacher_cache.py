@@ -288,13 +288,10 @@ class TeacherOutputCache(Callback):
         self.fills += 1
         if self.fill_mode == "first_use":
             return
-        # under the trainer's precision (its autocast under bf16-mixed), as the teachers run in a training step: the
-        # cache serves what they would have given there (FastTeacher's precision, if any, applies inside)
-        with trainer.precision_plugin.forward_context():
-            if windows is not None:
-                self._fill_windows(trainer, pl_module, datamodule)
-            else:
-                self._fill_samples(trainer, pl_module, datamodule, dataset, opaque, augmented)
+        if windows is not None:
+            self._fill_windows(trainer, pl_module, datamodule)
+        else:
+            self._fill_samples(trainer, pl_module, datamodule, dataset, opaque, augmented)
         self._combine(trainer)
         self.filled[:] = True
         self.complete = True
@@ -313,7 +310,7 @@ class TeacherOutputCache(Callback):
         begin_stream(pl_module.teachers, "cache")
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             for batch in datamodule.train_dataloader():
-                outputs = pl_module.teachers.outputs(batch["input"].to(device), self.layers)
+                outputs = self._teacher_outputs(trainer, pl_module, batch["input"].to(device))
                 for role, output in zip(pl_module.teachers, outputs, strict=True):
                     self._store(trainer, role, output, batch["index"], 0)
         begin_stream(pl_module.teachers, "train", fresh=False)  # online use (if any) goes on where it was
@@ -337,9 +334,16 @@ class TeacherOutputCache(Callback):
                 inputs = batch["input"].to(device)
                 for view in range(self.views):
                     x = datamodule.augment(inputs, index.to(device), view) if augmented else inputs
-                    outputs = pl_module.teachers.outputs(x, self.layers)
+                    outputs = self._teacher_outputs(trainer, pl_module, x)
                     for role, output in zip(pl_module.teachers, outputs, strict=True):
                         self._store(trainer, role, output, index, view)
+
+    def _teacher_outputs(self, trainer: pl.Trainer, pl_module: Any, x: Tensor) -> list[NetworkOutput]:
+        """The teachers' outputs for the pre-pass, in the trainer's precision (its autocast under bf16-mixed), as the
+        teachers run in a training step: the cache serves what they would have given there (FastTeacher's precision,
+        if any, applies inside). Only the forward: the views are made as training makes them."""
+        with trainer.precision_plugin.forward_context():
+            return pl_module.teachers.outputs(x, self.layers)
 
     def _store(self, trainer: Any, role: str, output: NetworkOutput, index: Tensor, view: int | Tensor) -> None:
         if role not in self.entries:
