@@ -80,11 +80,12 @@ def skip_cifar_checksums() -> None:
     torchvision.datasets.cifar.check_integrity = lambda path, md5=None: True
 
 
-def timing_trainer(device: str, callbacks: list[Any], epochs: int = 1) -> Trainer:
-    """A trainer with nothing but the training steps (no logger, bar, checkpoint or validation)."""
-    return Trainer(accelerator=device, devices=1, max_epochs=epochs, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                   num_sanity_val_steps=0, callbacks=callbacks)
+def timing_trainer(device: str, callbacks: list[Any], epochs: int = 1, **settings: Any) -> Trainer:
+    """A trainer with nothing but the training steps (no logger, bar, checkpoint or validation), unless ``settings``
+    (the ``Trainer``'s arguments) say otherwise."""
+    return Trainer(**{"accelerator": device, "devices": 1, "max_epochs": epochs, "logger": False,
+                      "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
+                      "limit_val_batches": 0, "num_sanity_val_steps": 0, "callbacks": callbacks, **settings})
 
 
 def _synchronize(device: str) -> None:

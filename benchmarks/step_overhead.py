@@ -38,20 +38,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from cache_throughput import bare_loop_seconds, skip_cifar_checksums, timing_trainer, write_cifar100
-from pytorch_lightning import Callback, LightningModule, Trainer, seed_everything
+from pytorch_lightning import Callback, LightningModule, seed_everything
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.trainer import call as lightning_call
 from seed_records import REPO, StepTimer, interleave, write_record
 from torch import Tensor, nn
 
 from lightning_kd import Classifier, VanillaKD, compat
 from lightning_kd.callbacks import TeacherOutputCache
 from lightning_kd.data import CIFAR100DataModule
-
-LEAN_DISPATCH = compat._call_callback_hooks_that_act
-"""The callback dispatch lightning-kd's tasks install: the hooks that do nothing skipped."""
-LIGHTNING_DISPATCH = compat._LIGHTNING_CALL_CALLBACK_HOOKS
-"""Lightning's own: every hook of every callback, each in a profiler context named after the callback."""
 
 
 def linear() -> nn.Module:
@@ -118,7 +112,6 @@ class Runs:
             callbacks += [ModelCheckpoint(dirpath=tempfile.mkdtemp(), save_last=True)] + [Callback() for _ in range(6)]
         # Lightning's floor is Lightning as it ships: its own dispatch
         lightnings = name.endswith("Lightning's dispatch") or name in {"minimal", "manual"}
-        dispatch = LIGHTNING_DISPATCH if lightnings else LEAN_DISPATCH
         if name == "minimal":
             task: Any = Minimal()
         elif name == "manual":
@@ -128,17 +121,16 @@ class Runs:
             task = kind.get(name, Classifier)(linear(), lr_scheduler="none")
         else:
             task = VanillaKD(linear(), self.teacher, lr_scheduler="none")
-        if callbacks[1:]:  # the timing trainer, with checkpoints (into a folder of their own)
-            trainer = Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_progress_bar=False,
-                              enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-                              default_root_dir=tempfile.mkdtemp(), callbacks=callbacks)
+        if callbacks[1:]:  # with checkpoints (into a folder of their own)
+            trainer = timing_trainer("cpu", callbacks, enable_checkpointing=True, default_root_dir=tempfile.mkdtemp())
         else:
             trainer = timing_trainer("cpu", [*callbacks, self.cache] if name == "cached" else callbacks)
-        lightning_call._call_callback_hooks = dispatch
+        if lightnings:
+            compat.restore_lightning_callback_dispatch()
         try:
             trainer.fit(task, datamodule=self.data)
         finally:
-            lightning_call._call_callback_hooks = LEAN_DISPATCH
+            compat.skip_callback_no_ops()
         return timer.epoch_seconds[0] / trainer.num_training_batches * 1000
 
     def bare(self, kd: bool, cached: bool = False) -> float:

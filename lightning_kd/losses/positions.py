@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from lightning_kd.errors import Refusal
-from lightning_kd.losses.precision import autocast_off, in_float32
+from lightning_kd.losses.precision import call_in_float32
 
 __all__ = ["IGNORE_INDEX", "flatten_positions", "per_position"]
 
@@ -83,12 +83,9 @@ def per_position(loss: Loss) -> Loss:
 
     @functools.wraps(loss)
     def on_positions(*args: Any, mask: Tensor | None = None, **kwargs: Any) -> Any:
-        args = tuple(in_float32(value) for value in args)
-        kwargs = {name: in_float32(value) for name, value in kwargs.items()}
-        with autocast_off(*args, *kwargs.values()):
-            return _on_positions(args, kwargs, mask)
+        return call_in_float32(_on_positions, *args, mask=mask, **kwargs)
 
-    def _on_positions(args: tuple[Any, ...], kwargs: dict[str, Any], mask: Tensor | None) -> Any:
+    def _on_positions(*args: Any, mask: Tensor | None, **kwargs: Any) -> Any:
         if mask is None and _samples_only(args, kwargs):  # (B, C) and (B,) tensors: the common case, at no cost
             return loss(*args, **kwargs)
         arguments = signature.bind(*args, **kwargs)

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-__all__ = ["autocast_off", "full_precision", "in_float32"]
+__all__ = ["autocast_off", "call_in_float32", "full_precision", "in_float32"]
 
 Loss = TypeVar("Loss", bound=Callable[..., Any])
 
@@ -74,6 +74,20 @@ def autocast_off(*values: Any) -> contextlib.AbstractContextManager[Any]:
     return torch.autocast(device, enabled=False)
 
 
+def call_in_float32(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)`` with the half-precision tensor arguments (and lists of them) as float32 and
+    autocast off: what :func:`full_precision` and :func:`~lightning_kd.losses.per_position` do around a loss.
+
+    Example:
+        >>> call_in_float32(torch.add, torch.ones(2, dtype=torch.bfloat16), torch.ones(2)).dtype
+        torch.float32
+    """
+    args = tuple(in_float32(value) for value in args)
+    kwargs = {name: in_float32(value) for name, value in kwargs.items()}
+    with autocast_off(*args, *kwargs.values()):
+        return function(*args, **kwargs)
+
+
 def full_precision(loss: Loss) -> Loss:
     """Compute ``loss`` in float32: its half-precision tensor arguments (and lists of them) as float32, autocast off.
 
@@ -93,10 +107,7 @@ def full_precision(loss: Loss) -> Loss:
 
     @functools.wraps(loss)
     def in_full_precision(*args: Any, **kwargs: Any) -> Any:
-        args = tuple(in_float32(value) for value in args)
-        kwargs = {name: in_float32(value) for name, value in kwargs.items()}
-        with autocast_off(*args, *kwargs.values()):
-            return loss(*args, **kwargs)
+        return call_in_float32(loss, *args, **kwargs)
 
     in_full_precision.full_precision = True  # type: ignore[attr-defined]  # how tests find every such loss
     return in_full_precision  # type: ignore[return-value]
