@@ -172,3 +172,24 @@ def test_a_device_without_autocast_is_left_alone() -> None:
     """Meta tensors (shape probes) have no autocast to switch off: the loss runs as written, no error."""
     features = torch.ones(4, 3, device="meta")
     assert losses.nce_loss(features, 10).device.type == "meta"
+
+
+def test_a_compiled_loss_does_not_ask_torch_whether_a_device_has_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.compile before torch 2.14 cannot trace ``torch.amp.is_autocast_available``: each loss that asked it inside
+    a compiled step broke the step's graph (torch 2.11). Made untraceable here, as it is there, a loss on float32 and
+    on bf16 inputs (autocast off inside) still compiles as one graph: the answer was asked before the step."""
+    monkeypatch.setattr(torch.amp, "is_autocast_available", torch._dynamo.disable(torch.amp.is_autocast_available))
+    torch._dynamo.reset()
+
+    @full_precision
+    def squared_error(student: Tensor, teacher: Tensor) -> Tensor:
+        return (student - teacher).pow(2).mean()
+
+    compiled = torch.compile(squared_error, backend="eager", fullgraph=True)  # a graph break raises
+    student, teacher = torch.randn(4, 3), torch.randn(4, 3)
+    torch.testing.assert_close(compiled(student, teacher), (student - teacher).pow(2).mean())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = compiled(student.bfloat16(), teacher)
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value, (student.bfloat16().float() - teacher).pow(2).mean())
+    torch._dynamo.reset()

@@ -177,7 +177,10 @@ def test_a_truncated_export_gives_exactly_its_exits_logits_and_costs_what_the_ex
         assert counter.get_total_flops() // 2 == costs[number - 1].macs
         assert sum(p.numel() for p in cut.parameters()) == costs[number - 1].parameters
     buffer = io.BytesIO()  # a plain module: saved and loaded whole
-    torch.save(net.truncated(1), buffer)
+    first = net.truncated(1)
+    # torch 2.11 cannot pickle a graph module whose nodes are typed by strings (postponed annotations): none left
+    assert not any(isinstance(node.type, str) for node in first.extractor.graph.nodes)
+    torch.save(first, buffer)
     buffer.seek(0)
     assert torch.equal(torch.load(buffer, weights_only=False)(x), exits[0])
 

@@ -54,6 +54,27 @@ def _first_tensor(values: Iterator[Any]) -> Tensor | None:
     return None
 
 
+_AUTOCAST_AVAILABLE: dict[str, bool] = {}
+"""Whether each device type has autocast, asked once per type (see :func:`_autocast_available`)."""
+
+
+def _autocast_available(device: str) -> bool:
+    """``torch.amp.is_autocast_available(device)``, remembered per device type.
+
+    torch.compile before torch 2.14 cannot trace that call: asked inside a compiled step (every loss asks), it broke
+    the step's graph in two at every loss (torch 2.11). A dict lookup traces, so each type is asked once, outside.
+    """
+    available = _AUTOCAST_AVAILABLE.get(device)
+    if available is None:
+        available = _AUTOCAST_AVAILABLE[device] = torch.amp.is_autocast_available(device)
+    return available
+
+
+for _device in ("cpu", "cuda", "xpu", "mps", "hpu", "meta"):  # asked now, before any step can be compiled
+    _autocast_available(_device)
+del _device
+
+
 def autocast_off(*values: Any) -> contextlib.AbstractContextManager[Any]:
     """A context with autocast off on the device of the first tensor among ``values`` (lists searched too), where
     autocast is on; else one that does nothing (no tensor, a device without autocast, autocast already off).
@@ -69,7 +90,7 @@ def autocast_off(*values: Any) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext()
     device = tensor.device.type
     # a device without autocast (meta tensors, say): nothing to switch off, and is_autocast_enabled would raise
-    if not torch.amp.is_autocast_available(device) or not torch.is_autocast_enabled(device):
+    if not _autocast_available(device) or not torch.is_autocast_enabled(device):
         return contextlib.nullcontext()
     return torch.autocast(device, enabled=False)
 

@@ -302,6 +302,12 @@ class MultiExitNetwork(nn.Module):
         except Exception as error:  # torch.fx's own error names the construct it cannot trace
             raise Refusal(f"cannot cut {type(self.backbone).__name__} after exit {exit}: torch.fx cannot trace "
                              f"it ({error}); use forward_exits for that exit instead") from error
+        # a node typed by a postponed annotation holds the string ("Tensor"), which torch 2.11's pickler of graph
+        # modules cannot save (torch 2.14's can): dropped, the cut network saves whole on both
+        for node in extractor.graph.nodes:
+            if isinstance(node.type, str):
+                node.type = None
+        extractor.recompile()
         return TruncatedNetwork(extractor, copy.deepcopy(self.exits[exit - 1])).train(self.training)
 
 
