@@ -2,12 +2,15 @@
 # The GPU evidence of issue 27 in one run on a lent GPU machine (the `device` tool; docs/speed.rst):
 # the GPU tests (graph-captured step against eager, the non-finite stop, resident data), then the throughput
 # table at batch 64, at batch 256 and on a second pair. The device's image has torch (2.11 when last seen),
-# pytorch-lightning and torchmetrics but not jsonargparse or torchdistill: fetch their wheels here first, into .whl/
-# (kept out of git and carried; torchdistill 1.1.4, the last that accepts a torch before 2.12):
+# pytorch-lightning and torchmetrics of versions not recorded (the package needs Lightning 2.6 and torchmetrics 1.7,
+# setup.cfg) and not jsonargparse or torchdistill: fetch their wheels here first, into .whl/ (kept out of git and
+# carried; torchdistill 1.1.4, the last that accepts a torch before 2.12; the whole suite passes on torch 2.11 with
+# these, README "Development"):
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux2014_x86_64 -d .whl jsonargparse==4.53.0 docstring-parser==0.18.0 \
-#       typeshed-client==2.15.0 torchdistill==1.1.4
+#       typeshed-client==2.15.0 torchdistill==1.1.4 pytorch-lightning==2.6.6 torchmetrics==1.9.0 \
+#       lightning-utilities==0.15.3
 # then, with the `device` tool: run(command="bash benchmarks/gpu_issue27.sh", carry=[".whl"], timeout_s=600).
 set -uo pipefail
 OUT=${OUT:-/tmp/issue27}
