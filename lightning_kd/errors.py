@@ -58,3 +58,33 @@ is a file, not a folder
             if not step.is_dir():
                 raise Refusal(f"{what} {path} cannot be made: {step} is a file, not a folder")
             return
+
+
+def check_training_schedule(trainer: object) -> None:
+    """Refuse, before training, the ``Trainer`` settings that Lightning accepts and then fails on mid-run with a
+    division by zero (at the first step, or at the first epoch's end): ``accumulate_grad_batches`` below 1,
+    ``check_val_every_n_epoch`` below 1, ``val_check_interval`` a number of batches below 1.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> check_training_schedule(SimpleNamespace(accumulate_grad_batches=1, check_val_every_n_epoch=None,
+        ...                                         val_check_interval=0.5))
+        >>> check_training_schedule(SimpleNamespace(accumulate_grad_batches=0, check_val_every_n_epoch=1,
+        ...                                         val_check_interval=1.0))
+        Traceback (most recent call last):
+        ...
+        lightning_kd.errors.Refusal: trainer.accumulate_grad_batches must be an integer >= 1 (the batches whose \
+gradients one optimizer step sums), got 0
+    """
+    accumulate = getattr(trainer, "accumulate_grad_batches", 1)
+    if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+        raise Refusal("trainer.accumulate_grad_batches must be an integer >= 1 (the batches whose gradients one "
+                      f"optimizer step sums), got {accumulate!r}")
+    every = getattr(trainer, "check_val_every_n_epoch", 1)
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise Refusal("trainer.check_val_every_n_epoch must be an integer >= 1, or null to validate every "
+                      f"val_check_interval batches across epochs, got {every!r}")
+    interval = getattr(trainer, "val_check_interval", 1.0)
+    if isinstance(interval, int) and not isinstance(interval, bool) and interval < 1:
+        raise Refusal("trainer.val_check_interval must be a fraction of the epoch in (0, 1] or a number of "
+                      f"training batches >= 1, got {interval!r}")

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from lightning_kd import VanillaKD
-from lightning_kd.cli import main
+from lightning_kd.cli import console, main
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.models import MLP, SmallCNN
 from lightning_kd.tasks.base import NonFiniteLossError
@@ -157,31 +157,58 @@ def test_every_ddp_process_stops_on_a_non_finite_loss(tmp_path: Path, flags_on_t
         ("digits_teacher", ["--model.init_args.optimizer.init_args.lr", "1e300"],
          "the optimizer's lr 1e+300 is not finite or overflows the parameters' type (largest 3.40282e+38): choose a "
          "learning rate a step can apply"),
+        # settings Lightning refuses when it builds the Trainer: its exception's message, in one line
+        pytest.param("digits_teacher", ["--trainer.accelerator", "gpu"],
+                     "the trainer's settings: No supported gpu backend found!",
+                     marks=pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(),
+                                              reason="this machine has a GPU")),
+        ("digits_teacher", ["--trainer.accelerator", "cpu", "--trainer.devices", "-2"],
+         "the trainer's settings: `devices` selected with `CPUAccelerator` should be an int > 0."),
+        ("digits_teacher", ["--trainer.max_epochs", "-5"],
+         "the trainer's settings: `max_epochs` must be a non-negative integer or -1. You passed in -5."),
+        ("digits_teacher", ["--trainer.strategy", "nonsense"],
+         "the trainer's settings: You selected an invalid strategy name: `strategy='nonsense'`. It must be either a "
+         "string or an instance of `pytorch_lightning.strategies.Strategy`. Example choices: auto, ddp, ddp_spawn, "
+         "deepspeed, ... Find a complete list of options in our documentation at https://lightning.ai"),
+        # settings Lightning accepts and then divides by mid-run
+        ("digits_teacher", ["--trainer.accumulate_grad_batches", "0"],
+         "trainer.accumulate_grad_batches must be an integer >= 1 (the batches whose gradients one optimizer step "
+         "sums), got 0"),
+        ("digits_teacher", ["--trainer.check_val_every_n_epoch", "0"],
+         "trainer.check_val_every_n_epoch must be an integer >= 1, or null to validate every val_check_interval "
+         "batches across epochs, got 0"),
+        ("digits_teacher", ["--trainer.val_check_interval", "0"],
+         "trainer.val_check_interval must be a fraction of the epoch in (0, 1] or a number of training batches >= 1, "
+         "got 0"),
     ],
 )
 def test_the_command_line_refuses_in_one_readable_message(tmp_path: Path, config: str, args: list[str],
                                                            message: str, monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    # the command's own entry point, in this process (the real process: the test below)
-    import sys
-
-    from lightning_kd.cli import console
-
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.delenv("LIGHTNING_KD_DEBUG", raising=False)
-    monkeypatch.setattr(sys, "argv", ["lightning-kd", "fit", "--config", config, *QUIET, *args])
-    with pytest.raises(SystemExit) as exit_info:
-        console()
-    assert exit_info.value.code == 2
-    # the message closes the output, with no traceback before it
-    err = capsys.readouterr().err
+    err = console_refusal(["fit", "--config", config, *QUIET, *args], monkeypatch, capsys)
+    # the message closes the output
     assert err.strip().splitlines()[-2:] == [f"lightning-kd: error: {message}",
                                              "(set LIGHTNING_KD_DEBUG=1 for the traceback)"]
-    assert "Traceback" not in err
     monkeypatch.setenv("LIGHTNING_KD_DEBUG", "1")  # the traceback, on demand
     with pytest.raises(Exception, match=re.escape(message)):
         console()
+
+
+def console_refusal(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> str:
+    """The command's own entry point run in this process (the real process: the test below) with ``args``, which
+    it must refuse (exit status 2, no traceback): what it wrote to stderr."""
+    import sys
+
+    monkeypatch.delenv("LIGHTNING_KD_DEBUG", raising=False)
+    monkeypatch.setattr(sys, "argv", ["lightning-kd", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        console()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
 
 
 def test_a_real_process_refuses_in_one_line_and_shows_the_traceback_on_demand(tmp_path: Path) -> None:
@@ -409,6 +436,49 @@ def test_a_union_value_that_does_not_parse_keeps_its_reason(in_tmp: Path, config
         main(["fit", "--config", config, *QUIET, *args])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {message}"
+
+
+def test_a_setting_lightning_refuses_after_the_fit_started_leaves_one_line_and_no_run_folder(
+        in_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Lightning checks val_check_interval against the epoch's batches after the fit's start (the config is written
+    by then): a ValueError of its own, shown as a refusal, and the run's folder removed with the config in it."""
+    err = console_refusal(["fit", "--config", "digits_teacher", *QUIET, "--trainer.val_check_interval", "100000"],
+                          monkeypatch, capsys)
+    assert err.strip().splitlines()[-2].startswith(
+        "lightning-kd: error: Lightning refused the run: `val_check_interval` (100000) must be less than or equal to "
+        "the number of the training batches")
+    runs = in_tmp / "checkpoints/digits_teacher"  # made with the run's folder, which is gone with its config
+    assert runs.is_dir() and not list(runs.iterdir())
+
+
+@pytest.mark.parametrize("setting", [{"accumulate_grad_batches": 0}, {"check_val_every_n_epoch": 0},
+                                     {"val_check_interval": 0}, {"accumulate_grad_batches": -1}])
+def test_a_schedule_lightning_would_divide_by_is_refused_before_any_step(setting: dict) -> None:
+    from lightning_kd import Classifier
+    from lightning_kd.errors import Refusal
+
+    task = Classifier(MLP(hidden_sizes=(8,), num_classes=10))
+    trainer = cpu_trainer(limit_train_batches=2, limit_val_batches=1, **setting)
+    name = next(iter(setting))
+    with pytest.raises(Refusal, match=rf"^trainer\.{name} must be"):
+        trainer.fit(task, datamodule=DigitsDataModule(batch_size=32))
+    assert trainer.global_step == 0
+
+
+def test_only_what_lightning_itself_raised_counts_as_its_refusal() -> None:
+    from pytorch_lightning import Trainer
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+    from lightning_kd.cli.app import find_refusal, lightning_refused
+
+    with pytest.raises(TypeError) as lightnings:
+        Trainer(accelerator="cpu", devices=-2, logger=False)
+    assert lightning_refused(lightnings.value)
+    assert str(find_refusal(lightnings.value)).startswith("Lightning refused the run: `devices` selected")
+    with pytest.raises(TypeError) as ours:
+        len(3)  # a TypeError raised outside Lightning: a bug, with its traceback
+    assert not lightning_refused(ours.value) and find_refusal(ours.value) is None
+    assert lightning_refused(MisconfigurationException("`gradient_clip_algorithm` foo is invalid."))
 
 
 def test_a_refusal_is_one_line_and_any_other_error_keeps_its_traceback(monkeypatch, capsys) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -92,10 +93,12 @@ class RunFolder(Callback):
         rank_zero_info(f"This run writes into {self.folder}")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        # a run refused before it wrote anything leaves no empty folder behind (a resumed run's is never empty)
-        if self.folder is not None and self.resumed is None and trainer.is_global_zero and self.folder.is_dir() \
-                and not any(self.folder.iterdir()):
-            self.folder.rmdir()
+        # a run refused before its first step leaves no folder behind: at most the config it would have run
+        # (written at the fit's start, before Lightning's last checks of the data); a resumed run's is kept
+        if self.folder is None or self.resumed is not None or not trainer.is_global_zero or not self.folder.is_dir():
+            return
+        if trainer.global_step == 0 and {p.name for p in self.folder.iterdir()} <= {"config.yaml"}:
+            shutil.rmtree(self.folder)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.folder is not None and trainer.is_global_zero and not trainer.interrupted:

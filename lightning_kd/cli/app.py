@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
@@ -23,6 +24,7 @@ from jsonargparse import Namespace
 from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from lightning_kd import __version__
 from lightning_kd.callbacks import Generations, OutputLock, PredictionWriter, RunSummary
@@ -285,7 +287,13 @@ class KDLightningCLI(LightningCLI):
                 raise Refusal(f"trainer.max_epochs is {given} but the generations take {budget} epochs; leave "
                                  f"max_epochs unset or set it to {budget}")
             kwargs.setdefault("max_epochs", budget)
-        return super().instantiate_trainer(callbacks=callbacks, **kwargs)
+        try:
+            return super().instantiate_trainer(callbacks=callbacks, **kwargs)
+        except Exception as error:
+            if not lightning_refused(error):
+                raise  # a bug (ours or a library's), with its traceback
+            # an accelerator this machine lacks, devices it cannot give: the settings' fault, in one line
+            raise Refusal(f"the trainer's settings: {one_line(error)}") from error
 
 
 # jsonargparse's own words for a type that did not match: not the reason a constructor refused a value
@@ -317,6 +325,36 @@ def constructor_reason(error: BaseException) -> str | None:
             lines = lines[:1]  # a constructor's own error: its first line
         reasons += [text for text in lines if text and not text.startswith(_TYPE_MISMATCH) and text not in reasons]
     return reasons[0] if len(reasons) == 1 else None
+
+
+def raised_by_lightning(error: BaseException) -> bool:
+    """Whether Lightning itself raised ``error`` (its innermost frame is Lightning's code), as it does when it
+    refuses a setting; a ``TypeError`` raised elsewhere on the way is a bug."""
+    import lightning_fabric
+    import pytorch_lightning
+
+    frames = traceback.extract_tb(error.__traceback__)
+    folders = [str(Path(package.__file__).parent) + os.sep for package in (pytorch_lightning, lightning_fabric)]
+    return bool(frames) and frames[-1].filename.startswith(tuple(folders))
+
+
+def lightning_refused(error: BaseException) -> bool:
+    """Whether ``error`` is Lightning refusing a setting: its ``MisconfigurationException``, or a ``ValueError``,
+    ``TypeError`` or ``ImportError`` that Lightning's own code raised (a ``val_check_interval`` longer than the
+    epoch, devices the machine lacks, an accelerator's missing package)."""
+    if isinstance(error, MisconfigurationException):
+        return True
+    return isinstance(error, (ValueError, TypeError, ImportError)) and raised_by_lightning(error)
+
+
+def one_line(error: BaseException) -> str:
+    """``error``'s message on one line (Lightning's wrap).
+
+    Example:
+        >>> one_line(ValueError("`devices` selected with `CPUAccelerator`\\n  should be an int > 0."))
+        '`devices` selected with `CPUAccelerator` should be an int > 0.'
+    """
+    return " ".join(str(error).split())
 
 
 def resolve_last(config: Namespace) -> Path:
@@ -387,7 +425,8 @@ def console() -> None:
     A :class:`~lightning_kd.errors.Refusal` (a bad value, a missing checkpoint, a network that does not
     fit the data, ...), wherever it was raised and however a library wrapped it, is printed as
     ``lightning-kd: error: <message>`` and the command exits with status 2; ``LIGHTNING_KD_DEBUG=1``
-    shows the traceback. Any other error is a bug and keeps its traceback.
+    shows the traceback. So is a setting Lightning refuses (:func:`lightning_refused`: an accelerator or devices
+    the machine lacks, say). Any other error is a bug and keeps its traceback.
     """
     try:
         main()
@@ -400,7 +439,8 @@ def console() -> None:
 
 
 def find_refusal(error: BaseException) -> Refusal | None:
-    """The outermost :class:`~lightning_kd.errors.Refusal` in ``error``'s chain (causes and contexts), if any.
+    """The outermost :class:`~lightning_kd.errors.Refusal` in ``error``'s chain (causes and contexts), if any; a
+    setting Lightning refused there (:func:`lightning_refused`) counts as one.
 
     Example:
         >>> try:
@@ -413,6 +453,8 @@ def find_refusal(error: BaseException) -> Refusal | None:
         alpha must be in [0, 1], got 2
         >>> find_refusal(KeyError("an internal bug")) is None
         True
+        >>> print(find_refusal(MisconfigurationException("No supported gpu backend found!")))
+        Lightning refused the run: No supported gpu backend found!
     """
     seen: set[int] = set()
     current: BaseException | None = error
@@ -420,5 +462,7 @@ def find_refusal(error: BaseException) -> Refusal | None:
         seen.add(id(current))
         if isinstance(current, Refusal):
             return current
+        if lightning_refused(current):
+            return Refusal(f"Lightning refused the run: {one_line(current)}")
         current = current.__cause__ or current.__context__
     return None

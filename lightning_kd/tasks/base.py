@@ -31,7 +31,7 @@ from lightning_kd.compat import (
 )
 from lightning_kd.console import restore_warning, silence_eval_mode_warning
 from lightning_kd.data.base import Batch, data_sizes
-from lightning_kd.errors import NonFiniteLossError, Refusal
+from lightning_kd.errors import NonFiniteLossError, Refusal, check_training_schedule
 from lightning_kd.loggers import wandb_run_reference
 from lightning_kd.losses import LabelSmoothing, label_smoothing_from
 from lightning_kd.metrics import evaluation_metrics
@@ -184,6 +184,8 @@ class BaseTask(EvaluationSteps, FiniteChecks, ResumeChecks, StreamHooks, Ignored
     def setup(self, stage: str) -> None:
         super().setup(stage)  # checkpoints written atomically (ResumeChecks)
         trainer = attached_trainer(self)
+        if stage == "fit" and trainer is not None:  # settings Lightning would fail on mid-run
+            check_training_schedule(trainer)
         num_classes, input_shape = data_sizes(trainer, self.network)
         datamodule = getattr(trainer, "datamodule", None)
         if input_shape is not None:  # the example lets Lightning's model summary show sizes and FLOPs
