@@ -60,6 +60,16 @@ is a file, not a folder
             return
 
 
+def is_count(value: object) -> bool:
+    """Whether ``value`` is an integer >= 1 (a bool is not one).
+
+    Example:
+        >>> is_count(3), is_count(0), is_count(True), is_count(2.0)
+        (True, False, False, False)
+    """
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def check_training_schedule(trainer: object) -> None:
     """Refuse, before training, the ``Trainer`` settings that Lightning accepts and then fails on mid-run with a
     division by zero (at the first step, or at the first epoch's end): ``accumulate_grad_batches`` below 1,
@@ -77,11 +87,11 @@ def check_training_schedule(trainer: object) -> None:
 gradients one optimizer step sums), got 0
     """
     accumulate = getattr(trainer, "accumulate_grad_batches", 1)
-    if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+    if not is_count(accumulate):
         raise Refusal("trainer.accumulate_grad_batches must be an integer >= 1 (the batches whose gradients one "
                       f"optimizer step sums), got {accumulate!r}")
     every = getattr(trainer, "check_val_every_n_epoch", 1)
-    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+    if every is not None and not is_count(every):
         raise Refusal("trainer.check_val_every_n_epoch must be an integer >= 1, or null to validate every "
                       f"val_check_interval batches across epochs, got {every!r}")
     interval = getattr(trainer, "val_check_interval", 1.0)

@@ -50,7 +50,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
-from lightning_kd.errors import Refusal
+from lightning_kd.errors import Refusal, is_count
 from lightning_kd.losses.precision import full_precision
 from lightning_kd.losses.validation import check_choice
 
@@ -367,7 +367,7 @@ def _positive(name: str, value: Any, why: str) -> None:
 
 
 def _at_least_one(name: str, value: Any, why: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_count(value):
         raise Refusal(f"{name} must be an integer >= 1, got {value!r}{why}")
 
 
